@@ -1,0 +1,47 @@
+# cxrl — set-up, tests, demo. `make test` and `make demo` work on a fresh clone.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(shell find protos -name '*.proto' 2>/dev/null)
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export PYTHONHASHSEED ?= 0
+
+.PHONY: setup protos test test-fast lint demo bench clean
+
+# The venv is rebuilt only when pyproject.toml changes (a no-op when up to date).
+setup: $(STAMP) protos
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (torch 2.14.1 wheels are for CPython 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# gRPC stubs are generated, never committed.
+protos: $(STAMP)
+	@if [ -n "$(PROTO_SRC)" ]; then \
+	  $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC); \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not service and not e2e and not slow"
+
+lint: setup
+	$(BIN)/ruff check cxrl services trainer tests bench
+	$(BIN)/ruff format --check cxrl services trainer tests bench
+
+demo: setup
+	$(BIN)/cxrl demo --out out/demo
+
+bench: setup
+	$(BIN)/python -m bench.run --out out/bench
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,23 @@
+"""One logging setup for the library, the CLI and the services."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int | None = None) -> None:
+    """Configure the root logger once: one format, to stderr; level from ``CXRL_LOG_LEVEL``."""
+    level = level or os.environ.get("CXRL_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    if getattr(root, "_cxrl_configured", False):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root._cxrl_configured = True  # type: ignore[attr-defined]

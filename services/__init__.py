@@ -1,0 +1,1 @@
+"""Ray Serve reward services (see DESIGN.md)."""

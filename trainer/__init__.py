@@ -1,0 +1,1 @@
+"""The CXRL trainer service."""
