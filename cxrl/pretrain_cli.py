@@ -10,8 +10,7 @@ import argparse
 import importlib
 
 # Add a line when a model's training command is done.
-PRETRAIN_COMMANDS: list[str] = [
-]
+PRETRAIN_COMMANDS: list[str] = []
 
 
 def register(sub: argparse._SubParsersAction) -> None:
