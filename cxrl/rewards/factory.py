@@ -1,0 +1,220 @@
+"""Build the three reward scorers from a typed config: default-world, real weights, or random.
+
+Sources per model:
+- ``default``: the committed default-world checkpoint in ``cxrl/assets/default/<model>/``;
+- ``checkpoint``: a checkpoint directory written by ``cxrl pretrain <model>`` (e.g. the posture
+  net trained on MIMIC-CXR-JPG);
+- real releases: ``torchxrayvision`` (diagnostic; ``path`` = the local xrv cache directory) and
+  ``cxr-clip`` (consistency; ``path`` = the kakaobrain ``.tar``, ``tokenizer_dir`` = a local
+  Bio_ClinicalBERT directory);
+- ``random``: small random-weight models for tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from cxrl.config import ConfigModel
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, load_release
+from cxrl.models.posture import PostureConfig, PostureNet
+from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint, sha256_file, weights_hash
+from cxrl.models.text_tokenizer import char_tokenizer, load_tokenizer
+from cxrl.models.xrv_classifier import (
+    DiagnosticConfig,
+    build_densenet,
+    load_xrv_densenet,
+    xrv_weights_path,
+)
+from cxrl.rewards.consistency import ConsistencyScorer
+from cxrl.rewards.diagnostic import DiagnosticScorer, Labeler
+from cxrl.rewards.posture import PostureScorer
+from cxrl.rewards.types import ModelInfo
+
+Scorers = tuple[PostureScorer, DiagnosticScorer, ConsistencyScorer]
+
+
+class _Source(ConfigModel):
+    @model_validator(mode="after")
+    def _path_given(self):
+        if self.source not in ("default", "random") and not self.path:
+            raise ValueError(f"source {self.source!r} needs `path`")
+        return self
+
+
+class PostureModelConfig(_Source):
+    """Where the posture net comes from."""
+
+    source: Literal["default", "checkpoint", "random"] = Field(
+        "default", description="default-world checkpoint, a `cxrl pretrain posture` directory, or random"
+    )
+    path: str | None = Field(None, description="checkpoint directory when source is 'checkpoint'")
+
+
+class DiagnosticModelConfig(_Source):
+    """Where the diagnostic classifier comes from."""
+
+    source: Literal["default", "checkpoint", "torchxrayvision", "random"] = Field(
+        "default", description="default-world checkpoint, our checkpoint dir, released xrv weights, or random"
+    )
+    path: str | None = Field(None, description="checkpoint dir, or the local torchxrayvision cache_dir")
+    weights: str = Field(
+        "densenet121-res224-all", description="torchxrayvision weights name (source torchxrayvision)"
+    )
+
+
+class ConsistencyModelConfig(_Source):
+    """Where the CXR-CLIP model comes from."""
+
+    source: Literal["default", "checkpoint", "cxr-clip", "random"] = Field(
+        "default", description="default-world checkpoint, our checkpoint dir, a kakaobrain release, or random"
+    )
+    path: str | None = Field(
+        None, description="checkpoint dir, or the kakaobrain .tar file (source cxr-clip)"
+    )
+    tokenizer_dir: str | None = Field(None, description="local Bio_ClinicalBERT directory (source cxr-clip)")
+
+    @model_validator(mode="after")
+    def _tokenizer_given(self):
+        if self.source == "cxr-clip" and not self.tokenizer_dir:
+            raise ValueError("source 'cxr-clip' needs `tokenizer_dir` (a local Bio_ClinicalBERT directory)")
+        return self
+
+
+class RewardModelsConfig(ConfigModel):
+    """The three reward models."""
+
+    posture: PostureModelConfig = Field(
+        default_factory=PostureModelConfig, description="posture alignment net"
+    )
+    diagnostic: DiagnosticModelConfig = Field(default_factory=DiagnosticModelConfig, description="classifier")
+    consistency: ConsistencyModelConfig = Field(
+        default_factory=ConsistencyModelConfig, description="CXR-CLIP"
+    )
+    device: str = Field("cpu", description="torch device the models run on")
+    seed: int = Field(0, description="seed of the random-weight models (source 'random')")
+
+
+def _version(directory: Path, manifest: dict) -> str:
+    return str(manifest.get("version", directory.name))
+
+
+def load_posture(directory: str | Path, device: str = "cpu") -> PostureScorer:
+    path = Path(directory)
+    state, manifest = read_checkpoint(path, "posture")
+    model = PostureNet(PostureConfig(**manifest["config"]))
+    model.load_state_dict(state)
+    info = ModelInfo("posture-resnet18", _version(path, manifest), weights_hash(path))
+    return PostureScorer(model, info, device=device)
+
+
+def load_diagnostic(
+    directory: str | Path, device: str = "cpu", labeler: Labeler | None = None
+) -> DiagnosticScorer:
+    path = Path(directory)
+    state, manifest = read_checkpoint(path, "diagnostic")
+    cfg = DiagnosticConfig(**manifest["config"])
+    model = build_densenet(cfg)
+    model.load_state_dict(state)
+    info = ModelInfo("xrv-densenet-small", _version(path, manifest), weights_hash(path))
+    return DiagnosticScorer(model, info, cfg.input_size, labeler=labeler, device=device)
+
+
+def load_xrv_diagnostic(
+    weights: str, cache_dir: str | Path, device: str = "cpu", labeler: Labeler | None = None
+) -> DiagnosticScorer:
+    model = load_xrv_densenet(weights, cache_dir)
+    info = ModelInfo("xrv-densenet121", weights, sha256_file(xrv_weights_path(weights, cache_dir)))
+    return DiagnosticScorer(
+        model, info, int(getattr(model, "input_resolution", 224)), labeler=labeler, device=device
+    )
+
+
+def load_consistency(directory: str | Path, device: str = "cpu") -> ConsistencyScorer:
+    path = Path(directory)
+    state, manifest = read_checkpoint(path, "clip")
+    model = CXRClip(ClipConfig(**manifest["config"]))
+    model.load_state_dict(state)
+    info = ModelInfo("cxr-clip-small", _version(path, manifest), weights_hash(path))
+    return ConsistencyScorer(model, load_tokenizer(path), info, device=device)
+
+
+def load_cxr_clip_release(
+    checkpoint: str | Path, tokenizer_dir: str | Path, device: str = "cpu"
+) -> ConsistencyScorer:
+    model = load_release(checkpoint, tokenizer_dir)
+    info = ModelInfo("cxr-clip-r50", Path(checkpoint).name, sha256_file(checkpoint))
+    return ConsistencyScorer(model, load_tokenizer(tokenizer_dir), info, device=device)
+
+
+def random_scorers(seed: int = 0, labeler: Labeler | None = None, device: str = "cpu") -> Scorers:
+    """Small random-weight scorers (32 px inputs, tiny encoders) for service and RL tests."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        posture = PostureNet(PostureConfig(input_size=32))
+        torch.nn.init.normal_(posture.backbone.fc.weight, std=0.05)  # vary psi across images
+        diag_cfg = DiagnosticConfig(growth_rate=4, block_config=(2, 2), num_init_features=8, input_size=32)
+        diag = build_densenet(diag_cfg, op_threshs=torch.full((18,), 0.5))
+        _settle_batchnorm(diag, torch.rand(8, 1, 32, 32) * 2048 - 1024)  # xrv input range
+        tokenizer = char_tokenizer()
+        clip_cfg = ClipConfig(
+            image_arch="small",
+            small_widths=(4, 8, 8, 16),
+            image_size=32,
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=32,
+            max_position=512,
+            text_max_length=512,
+            proj_dim=16,
+        )
+        clip = CXRClip(clip_cfg)
+    version = f"random-seed{seed}"
+    return (
+        PostureScorer(posture, ModelInfo("posture-resnet18", version, "0" * 64), device=device),
+        DiagnosticScorer(
+            diag, ModelInfo("xrv-densenet-small", version, "0" * 64), 32, labeler, device=device
+        ),
+        ConsistencyScorer(clip, tokenizer, ModelInfo("cxr-clip-small", version, "0" * 64), device=device),
+    )
+
+
+@torch.no_grad()
+def _settle_batchnorm(model: torch.nn.Module, batch: torch.Tensor) -> None:
+    """Set BatchNorm running statistics from one batch so random models give unsaturated outputs."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    model(batch)
+    model.eval()
+
+
+def build_scorers(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> Scorers:
+    """The three scorers chosen by ``cfg`` (random ones share ``cfg.seed``)."""
+    rand = random_scorers(cfg.seed, labeler, cfg.device) if "random" in _sources(cfg) else None
+    dev = cfg.device
+    p, d, c = cfg.posture, cfg.diagnostic, cfg.consistency
+    posture = rand[0] if p.source == "random" else load_posture(p.path or DEFAULT_ASSETS / "posture", dev)
+    if d.source == "random":
+        diagnostic = rand[1]
+    elif d.source == "torchxrayvision":
+        diagnostic = load_xrv_diagnostic(d.weights, d.path, dev, labeler)
+    else:
+        diagnostic = load_diagnostic(d.path or DEFAULT_ASSETS / "diagnostic", dev, labeler)
+    if c.source == "random":
+        consistency = rand[2]
+    elif c.source == "cxr-clip":
+        consistency = load_cxr_clip_release(c.path, c.tokenizer_dir, dev)
+    else:
+        consistency = load_consistency(c.path or DEFAULT_ASSETS / "clip", dev)
+    return posture, diagnostic, consistency
+
+
+def _sources(cfg: RewardModelsConfig) -> set[str]:
+    return {cfg.posture.source, cfg.diagnostic.source, cfg.consistency.source}
