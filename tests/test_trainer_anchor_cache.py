@@ -1,0 +1,97 @@
+"""trainer.anchor_cache: anchor images and components by (version, report, seed), in a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import torch
+
+from cxrl import imaging
+from cxrl.rewards.types import Components
+from trainer.anchor_cache import AnchorCache, component_rows, stack_components
+from trainer.redis_local import LocalRedis
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalRedis() as url:
+        c = redis.Redis.from_url(url)
+        yield c
+        c.close()
+
+
+def _batch(n: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, 16, 16, generator=g)
+    comps = Components(
+        psi=torch.rand(n, 5, generator=g),
+        r_align=-torch.rand(n, generator=g),
+        diag_acc=torch.rand(n, generator=g),
+        consistency=torch.rand(n, generator=g) * 2 - 1,
+    )
+    return images, comps
+
+
+def test_round_trip_images_and_components(client):
+    cache = AnchorCache(client, "gen-v1")
+    images, comps = _batch()
+    reports, seeds = ["a", "b", "c"], [0, 1, 2]
+    assert cache.get_many(reports, seeds) == [None, None, None]
+    cache.put_many(reports, seeds, images, comps)
+    got = cache.get_many(reports, seeds)
+    assert all(e is not None for e in got)
+    back = torch.stack([e.image for e in got])
+    assert torch.equal(imaging.to_uint8(back), imaging.to_uint8(images))  # 8-bit exact
+    stacked = stack_components([e.components for e in got])
+    assert torch.equal(stacked.r_align, comps.r_align)  # float32 survives JSON exactly
+    assert torch.equal(stacked.psi, comps.psi)
+    assert torch.equal(stacked.consistency, comps.consistency)
+    assert stacked.diag_probs is None
+    assert cache.hits == 3 and cache.misses == 3 and cache.hit_rate == 0.5
+
+
+def test_key_depends_on_version_report_and_seed(client):
+    images, comps = _batch(1)
+    v1, v2 = AnchorCache(client, "gen-A"), AnchorCache(client, "gen-B")
+    v1.put_many(["r"], [7], images, comps)
+    assert v1.get_many(["r"], [7])[0] is not None
+    assert v1.get_many(["r"], [8])[0] is None
+    assert v1.get_many(["r2"], [7])[0] is None
+    assert v2.get_many(["r"], [7])[0] is None
+    assert len({v1.key("r", 7), v1.key("r", 8), v1.key("r2", 7), v2.key("r", 7)}) == 4
+
+
+def test_partial_hits_keep_order(client):
+    cache = AnchorCache(client, "gen-order")
+    images, comps = _batch(2, seed=1)
+    cache.put_many(["x", "z"], [1, 3], images, comps)
+    got = cache.get_many(["x", "y", "z"], [1, 2, 3])
+    assert got[1] is None
+    assert got[0].components["r_align"] == pytest.approx(float(comps.r_align[0]))
+    assert got[2].components["r_align"] == pytest.approx(float(comps.r_align[1]))
+
+
+def test_ttl_is_set(client):
+    cache = AnchorCache(client, "gen-ttl", ttl_s=100)
+    images, comps = _batch(1)
+    cache.put_many(["r"], [0], images, comps)
+    assert 0 < client.ttl(cache.key("r", 0)) <= 100
+
+
+def test_bad_input(client):
+    cache = AnchorCache(client, "gen-bad")
+    images, comps = _batch(2)
+    with pytest.raises(ValueError, match="2 anchor images"):
+        cache.put_many(["a"], [0], images, comps)
+    with pytest.raises(ValueError, match="one seed per report"):
+        cache.get_many(["a", "b"], [0])
+    with pytest.raises(ValueError, match="anchor_version"):
+        AnchorCache(client, "")
+
+
+def test_component_rows_checks_batch_size():
+    _, comps = _batch(3)
+    with pytest.raises(ValueError, match="3 rows for 2 images"):
+        component_rows(comps, 2)

@@ -1,0 +1,139 @@
+"""Run registry and per-run metrics stream in Redis.
+
+Keys (``prefix`` defaults to ``cxrl``):
+
+- ``{prefix}:runs``            sorted set: run id -> start time (unix seconds)
+- ``{prefix}:run:{id}``        hash: status, started/updated times, config, out dir, latest metrics (JSON)
+- ``{prefix}:metrics:{id}``    stream: one entry per epoch (XADD), field ``metrics`` = JSON of that epoch
+
+``connect`` returns ``None`` (and logs why) when Redis is unreachable, so the trainer runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+def connect(url: str | None, timeout_s: float = 2.0) -> redis.Redis | None:
+    """A client for ``url`` that answered PING, or ``None`` with a warning saying what is lost."""
+    if not url:
+        log.warning("no Redis configured: running uncached, without metrics stream or run registry")
+        return None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s * 5)
+        client.ping()
+        return client
+    except (redis.RedisError, ValueError, OSError) as exc:
+        log.warning(
+            "Redis at %s is unreachable (%s): running uncached, without metrics stream or run registry",
+            url,
+            exc,
+        )
+        return None
+
+
+@dataclass
+class RunInfo:
+    """One registered run as listed by `cxrl runs`."""
+
+    run_id: str
+    status: str
+    started: float
+    updated: float
+    out_dir: str = ""
+    epoch: int | None = None
+    latest: dict[str, Any] = field(default_factory=dict)
+
+
+class RunStore:
+    """Registry of runs and their metrics streams in one Redis database."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "cxrl", stream_maxlen: int = 100_000):
+        self.r = client
+        self.prefix = prefix
+        self.stream_maxlen = stream_maxlen
+
+    def _run_key(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def _stream_key(self, run_id: str) -> str:
+        return f"{self.prefix}:metrics:{run_id}"
+
+    def register(self, run_id: str, out_dir: str = "", config: dict[str, Any] | None = None) -> None:
+        """Add (or re-open, on resume) a run with status ``running``."""
+        now = time.time()
+        key = self._run_key(run_id)
+        started = self.r.hget(key, "started")
+        pipe = self.r.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "status": "running",
+                "started": started.decode() if started else repr(now),
+                "updated": repr(now),
+                "out_dir": out_dir,
+                "config": json.dumps(config or {}),
+            },
+        )
+        pipe.zadd(f"{self.prefix}:runs", {run_id: float(started) if started else now})
+        pipe.execute()
+
+    def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; use one of {STATUSES}")
+        mapping = {"status": status, "updated": repr(time.time())}
+        if error:
+            mapping["error"] = error[:2000]
+        self.r.hset(self._run_key(run_id), mapping=mapping)
+
+    def add_metrics(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> str:
+        """Append one epoch's metrics to the run's stream and make them its latest; returns the entry id."""
+        payload = json.dumps({"epoch": epoch, **metrics})
+        pipe = self.r.pipeline()
+        pipe.xadd(
+            self._stream_key(run_id),
+            {"epoch": str(epoch), "metrics": payload},
+            maxlen=self.stream_maxlen,
+            approximate=True,
+        )
+        pipe.hset(
+            self._run_key(run_id),
+            mapping={"latest": payload, "epoch": str(epoch), "updated": repr(time.time())},
+        )
+        entry_id = pipe.execute()[0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Every epoch's metrics of a run, oldest first."""
+        return [json.loads(fields[b"metrics"]) for _, fields in self.r.xrange(self._stream_key(run_id))]
+
+    def get(self, run_id: str) -> RunInfo | None:
+        raw = self.r.hgetall(self._run_key(run_id))
+        if not raw:
+            return None
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+        return RunInfo(
+            run_id=run_id,
+            status=h.get("status", "unknown"),
+            started=float(h.get("started", 0.0)),
+            updated=float(h.get("updated", 0.0)),
+            out_dir=h.get("out_dir", ""),
+            epoch=int(h["epoch"]) if "epoch" in h else None,
+            latest=json.loads(h["latest"]) if "latest" in h else {},
+        )
+
+    def list_runs(self, limit: int = 50) -> list[RunInfo]:
+        """Newest first."""
+        ids = self.r.zrevrange(f"{self.prefix}:runs", 0, max(0, limit - 1))
+        runs = [self.get(i.decode()) for i in ids]
+        return [r for r in runs if r is not None]
