@@ -1,0 +1,201 @@
+"""The report labeler: exact outputs for sentences written for these tests (not copied from any corpus).
+
+Each case is (report, expected label dict). "No Finding" follows rule 7 of the labeler:
+0 when a pathology is positive, -1 when one is only uncertain, 1 when none is positive or
+uncertain and the report states normality or negates a pathology.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cxrl.labels import LABELS, LATERALITIES
+from cxrl.reports.labeler import Finding, ReportLabeler, clean, label_findings, label_report
+
+NF = "No Finding"
+
+# ------------------------------------------------------------------ per label: positive / negated / uncertain
+PER_LABEL = [
+    # Atelectasis
+    ("Bibasilar atelectasis.", {"Atelectasis": 1, NF: 0}),
+    ("Subsegmental atelectatic changes in the lingula.", {"Atelectasis": 1, NF: 0}),
+    ("Right middle lobe collapse.", {"Atelectasis": 1, NF: 0}),
+    ("There is no atelectasis.", {"Atelectasis": 0, NF: 1}),
+    ("Opacity likely representing atelectasis.", {"Lung Opacity": 1, "Atelectasis": -1, NF: 0}),
+    # Consolidation
+    ("Dense consolidation of the right lower lobe.", {"Consolidation": 1, NF: 0}),
+    ("No focal consolidation.", {"Consolidation": 0, NF: 1}),
+    ("Questionable consolidation at the left base.", {"Consolidation": -1, NF: -1}),
+    # Infiltration
+    ("Patchy infiltrates in both lungs.", {"Infiltration": 1, NF: 0}),
+    ("No infiltrate is seen.", {"Infiltration": 0, NF: 1}),
+    ("Possible early infiltrate in the right base.", {"Infiltration": -1, NF: -1}),
+    ("Increased interstitial markings.", {"Infiltration": 1, NF: 0}),
+    # Pneumothorax
+    ("Small right apical pneumothorax.", {"Pneumothorax": 1, NF: 0}),
+    ("No pneumothoraces.", {"Pneumothorax": 0, NF: 1}),
+    ("Tiny left pneumothorax cannot be excluded.", {"Pneumothorax": -1, NF: -1}),
+    ("No pleural air collections.", {"Pneumothorax": 0, NF: 1}),
+    # Edema
+    ("Mild interstitial pulmonary edema.", {"Edema": 1, NF: 0}),
+    ("No overt pulmonary edema.", {"Edema": 0, NF: 1}),
+    ("Findings may represent mild edema.", {"Edema": -1, NF: -1}),
+    ("Pulmonary vascular congestion.", {"Edema": 1, NF: 0}),
+    ("Findings consistent with congestive heart failure.", {"Edema": 1, NF: 0}),
+    # Emphysema
+    ("Emphysematous changes in the upper lobes.", {"Emphysema": 1, NF: 0}),
+    ("Hyperexpanded lungs.", {"Emphysema": 1, NF: 0}),
+    ("Lungs are hyperinflated, consistent with COPD.", {"Emphysema": 1, NF: 0}),
+    ("No emphysema.", {"Emphysema": 0, NF: 1}),
+    ("Hyperlucent lungs suggestive of emphysema.", {"Emphysema": -1, NF: -1}),
+    ("Subcutaneous emphysema in the left chest wall.", {}),
+    # Fibrosis
+    ("Bibasilar pulmonary fibrosis.", {"Fibrosis": 1, NF: 0}),
+    ("Apical scarring.", {"Fibrosis": 1, NF: 0}),
+    ("No evidence of fibrosis.", {"Fibrosis": 0, NF: 1}),
+    ("Reticular changes which could represent early fibrosis.", {"Infiltration": 1, "Fibrosis": -1, NF: 0}),
+    # Effusion
+    ("Small left pleural effusion.", {"Effusion": 1, NF: 0}),
+    ("Blunting of the left costophrenic angle.", {"Effusion": 1, NF: 0}),
+    ("Blunted right costophrenic angle.", {"Effusion": 1, NF: 0}),
+    ("No pleural effusions.", {"Effusion": 0, NF: 1}),
+    ("Costophrenic angles are sharp.", {"Effusion": 0, NF: 1}),
+    ("Trace effusion versus pleural thickening.", {"Effusion": -1, "Pleural_Thickening": -1, NF: -1}),
+    ("Small pericardial effusion.", {}),
+    # Pneumonia
+    ("Right lower lobe pneumonia.", {"Pneumonia": 1, NF: 0}),
+    ("No evidence of pneumonia.", {"Pneumonia": 0, NF: 1}),
+    ("Opacity concerning for pneumonia.", {"Lung Opacity": 1, "Pneumonia": -1, NF: 0}),
+    ("Infection is not excluded.", {"Pneumonia": -1, NF: -1}),
+    ("Negative for pneumonia.", {"Pneumonia": 0, NF: 1}),
+    # Pleural thickening
+    ("Right apical pleural thickening.", {"Pleural_Thickening": 1, NF: 0}),
+    ("Calcified pleural plaques.", {"Pleural_Thickening": 1, NF: 0}),
+    ("No pleural thickening.", {"Pleural_Thickening": 0, NF: 1}),
+    ("Possible pleural thickening at the right base.", {"Pleural_Thickening": -1, NF: -1}),
+    # Cardiomegaly
+    ("Stable cardiomegaly.", {"Cardiomegaly": 1, NF: 0}),
+    ("Enlarged cardiac silhouette.", {"Cardiomegaly": 1, NF: 0}),
+    ("The heart is mildly enlarged.", {"Cardiomegaly": 1, NF: 0}),
+    ("Heart size normal.", {"Cardiomegaly": 0, NF: 1}),
+    ("The heart is not enlarged.", {"Cardiomegaly": 0, NF: 1}),
+    ("No cardiomegaly.", {"Cardiomegaly": 0, NF: 1}),
+    ("Borderline cardiomegaly.", {"Cardiomegaly": -1, NF: -1}),
+    ("Heart size is at the upper limits of normal.", {"Cardiomegaly": -1, NF: -1}),
+    # Nodule
+    ("A 1 cm nodule in the right upper lobe.", {"Nodule": 1, NF: 0}),
+    ("No pulmonary nodules.", {"Nodule": 0, NF: 1}),
+    ("Possible nodule projecting over the left lower lung.", {"Nodule": -1, NF: -1}),
+    ("Calcified granuloma in the left upper lobe.", {}),
+    ("Scattered calcified granulomas.", {}),
+    # Mass
+    ("Large right hilar mass.", {"Mass": 1, NF: 0}),
+    ("No mass.", {"Mass": 0, NF: 1}),
+    ("Left upper lobe opacity suspicious for mass.", {"Lung Opacity": 1, "Mass": -1, NF: 0}),
+    ("No mass effect.", {}),
+    # Hernia
+    ("Hiatal hernia.", {"Hernia": 1, NF: 0}),
+    ("Large hiatus hernia.", {"Hernia": 1, NF: 0}),
+    ("No diaphragmatic hernia.", {"Hernia": 0, NF: 1}),
+    ("Retrocardiac density likely a hiatal hernia.", {"Lung Opacity": 1, "Hernia": -1, NF: 0}),
+    # Lung lesion
+    ("Cavitary lesion in the right upper lobe.", {"Lung Lesion": 1, NF: 0}),
+    ("No focal lung lesion.", {"Lung Lesion": 0, NF: 1}),
+    ("Possible metastatic disease in the lungs.", {"Lung Lesion": -1, NF: -1}),
+    ("Sclerotic bone lesions in the spine.", {}),
+    # Fracture
+    ("Healed right rib fracture.", {"Fracture": 1, NF: 0}),
+    ("Old fractures of the left ribs.", {"Fracture": 1, NF: 0}),
+    ("No acute fracture.", {"Fracture": 0, NF: 1}),
+    ("Possible nondisplaced fracture of the right 6th rib.", {"Fracture": -1, NF: -1}),
+    ("Compression deformity of a thoracic vertebral body.", {"Fracture": 1, NF: 0}),
+    # Lung opacity
+    ("Patchy opacity in the left lung base.", {"Lung Opacity": 1, NF: 0}),
+    ("No focal airspace disease.", {"Lung Opacity": 0, NF: 1}),
+    ("Questionable opacity in the right base.", {"Lung Opacity": -1, NF: -1}),
+    ("Left base density.", {"Lung Opacity": 1, NF: 0}),
+    ("Normal bone density.", {}),
+    # Enlarged cardiomediastinum
+    ("Widened mediastinum.", {"Enlarged Cardiomediastinum": 1, NF: 0}),
+    ("The cardiomediastinal silhouette is enlarged.", {"Enlarged Cardiomediastinum": 1, NF: 0}),
+    ("No mediastinal widening.", {"Enlarged Cardiomediastinum": 0, NF: 1}),
+    ("Possible mediastinal widening.", {"Enlarged Cardiomediastinum": -1, NF: -1}),
+    ("Mediastinal contours are within normal limits.", {"Enlarged Cardiomediastinum": 0, NF: 1}),
+    # Support devices
+    ("Right PICC line in place.", {"Support Devices": 1}),
+    ("Sternotomy wires.", {"Support Devices": 1}),
+    ("Endotracheal tube 4 cm above the carina.", {"Support Devices": 1}),
+    ("Left-sided pacemaker with leads in the right atrium and ventricle.", {"Support Devices": 1}),
+    ("The chest tube has been removed.", {"Support Devices": 0}),
+    ("Interval removal of the nasogastric tube.", {"Support Devices": 0}),
+    ("Coronary artery stents.", {}),
+    # No finding
+    ("No acute cardiopulmonary abnormality.", {NF: 1}),
+    ("Normal chest.", {NF: 1}),
+    ("Lungs are clear.", {NF: 1}),
+    ("Degenerative changes of the thoracic spine.", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PER_LABEL, ids=[t for t, _ in PER_LABEL])
+def test_per_label_sentences(text, expected):
+    assert label_report(text) == expected
+
+
+# ------------------------------------------------------------------ laterality
+LATERALITY = [
+    ("Small left pleural effusion.", "Effusion", Finding(1, "left")),
+    ("Right lower lobe pneumonia.", "Pneumonia", Finding(1, "right")),
+    ("Low lung volumes with bibasilar atelectasis.", "Atelectasis", Finding(1, "bilateral")),
+    ("Patchy opacity in the left lung base.", "Lung Opacity", Finding(1, "left")),
+    ("Opacity in the lingula.", "Lung Opacity", Finding(1, "left")),
+    ("Effusions bilaterally.", "Effusion", Finding(1, "bilateral")),
+    ("Left effusion. Right effusion.", "Effusion", Finding(1, "bilateral")),
+    ("Atelectasis in the left base greater than right.", "Atelectasis", Finding(1, "left")),
+    ("Stable cardiomegaly.", "Cardiomegaly", Finding(1, "unspecified")),
+    ("Large left ventricular enlargement.", "Cardiomegaly", Finding(1, "unspecified")),
+    ("Pneumothorax.", "Pneumothorax", Finding(1, "unspecified")),
+    ("Left basilar atelectasis, right effusion.", "Atelectasis", Finding(1, "left")),
+    ("Left basilar atelectasis, right effusion.", "Effusion", Finding(1, "right")),
+    ("Consolidation and atelectasis in the right lung base.", "Consolidation", Finding(1, "right")),
+    ("Possible left basilar infiltrate versus atelectasis.", "Atelectasis", Finding(-1, "left")),
+    ("No right pneumothorax.", "Pneumothorax", Finding(0, "right")),
+]
+
+
+@pytest.mark.parametrize(("text", "label", "finding"), LATERALITY)
+def test_laterality(text, label, finding):
+    assert label_findings(text)[label] == finding
+
+
+def test_findings_cover_vocabulary_and_lateralities():
+    found = label_findings("Left effusion. Pacemaker. Stable cardiomegaly. Possible right pneumothorax.")
+    assert set(found) <= set(LABELS)
+    assert all(f.laterality in LATERALITIES and f.value in (1, 0, -1) for f in found.values())
+
+
+# ------------------------------------------------------------------ API
+def test_output_follows_label_order():
+    out = label_report("Pacemaker. Hiatal hernia. Bibasilar atelectasis. No effusion.")
+    assert list(out) == [label for label in LABELS if label in out]
+
+
+def test_labeler_instance_and_batch_agree_with_functions():
+    texts = ["No acute disease.", "Possible pneumonia.", ""]
+    labeler = ReportLabeler()
+    assert (
+        labeler.batch(texts) == [label_report(t) for t in texts] == [{NF: 1}, {"Pneumonia": -1, NF: -1}, {}]
+    )
+    assert labeler.findings("Left effusion.") == label_findings("Left effusion.")
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"no effusion"])
+def test_non_text_is_rejected(bad):
+    with pytest.raises(ValueError, match="must be a str"):
+        label_report(bad)
+
+
+def test_clean_removes_deid_tokens_and_case():
+    assert (
+        clean("XXXX left base  density. Heart size XXXX normal.") == "left base density. heart size normal."
+    )
