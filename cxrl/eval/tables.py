@@ -1,0 +1,163 @@
+"""The paper's Table 1 and Table 2 as markdown and JSON.
+
+Table 1 (CXR-specific quality): posture alignment ``r_align`` (higher is better, 0 is
+perfect), classification AUROC, CXR-CLIP image-report cosine similarity.
+Table 2a (image quality): FID on xrv DenseNet features (lower is better) and MS-SSIM
+among images of one prompt (lower = more diverse).
+Table 2b (reward ablation): FID of the anchor and of CXRL trained with each reward
+alone and with all three.
+
+A cell is ``value [low, high]`` (bootstrap interval over prompts) for one run, or
+``value ± sd`` over seeds (with the mean interval kept in the JSON) for several.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrl.eval.bootstrap import Estimate
+
+METRICS: dict[str, str] = {
+    "r_align": "Posture alignment r_align (↑)",
+    "auroc": "Classification AUROC (↑)",
+    "clip": "CXR-CLIP similarity (↑)",
+    "fid": "FID (↓)",
+    "msssim": "MS-SSIM (↓)",
+}
+TABLE1: tuple[str, ...] = ("r_align", "auroc", "clip")
+TABLE2A: tuple[str, ...] = ("fid", "msssim")
+
+
+@dataclass
+class Row:
+    """One generator's metrics (keys of METRICS; a missing key is shown as n/a)."""
+
+    name: str
+    metrics: dict[str, Estimate]
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. images, prompts, seeds, spec
+
+
+@dataclass
+class AblationRow:
+    """One line of Table 2b: experiment number, reward description, and the row it reads FID from."""
+
+    exp: str  # "-" for the anchor, "1".."4"
+    reward: str  # e.g. "+ r_align"
+    row: Row
+
+
+def format_estimate(est: Estimate | None, digits: int = 3) -> str:
+    if est is None or not math.isfinite(est.value):
+        return "n/a"
+    value = f"{est.value:.{digits}f}"
+    if est.n_seeds is not None and est.n_seeds > 1 and est.sd is not None:
+        return f"{value} ± {est.sd:.{digits}f}"
+    if math.isfinite(est.low) and math.isfinite(est.high):
+        return f"{value} [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    return value
+
+
+def markdown_table(rows: Sequence[Row], metrics: Sequence[str], first: str = "Method") -> str:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    header = [first] + [METRICS[m] for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.name] + [format_estimate(row.metrics.get(m)) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablation_table(rows: Sequence[AblationRow]) -> str:
+    lines = ["| Exp. # | Reward | FID (↓) |", "|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.exp} | {r.reward} | {format_estimate(r.row.metrics.get('fid'))} |")
+    return "\n".join(lines)
+
+
+def _caption(rows: Sequence[Row]) -> str:
+    seeds = {r.info.get("n_seeds") for r in rows} - {None}
+    if seeds and max(seeds) > 1:
+        return "Cells: mean ± standard deviation over seeds."
+    conf = next((e.confidence for r in rows for e in r.metrics.values()), 0.95)
+    return f"Cells: value [{conf:.0%} bootstrap interval over prompts]."
+
+
+def tables_markdown(
+    rows: Sequence[Row], ablation: Sequence[AblationRow] = (), meta: dict[str, Any] | None = None
+) -> str:
+    """All tables as one markdown document."""
+    if not rows:
+        raise ValueError("no generator results to tabulate")
+    parts = ["# CXRL evaluation", ""]
+    if meta:
+        parts += [f"- {k}: {v}" for k, v in meta.items()] + [""]
+    parts += [_caption(rows), ""]
+    parts += ["## Table 1. CXR-specific quality", "", markdown_table(rows, TABLE1), ""]
+    parts += ["## Table 2a. Image quality", "", markdown_table(rows, TABLE2A, first="Model"), ""]
+    if ablation:
+        parts += ["## Table 2b. Ablation: reward feedback models", "", ablation_table(ablation), ""]
+    return "\n".join(parts)
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    return {"name": row.name, "metrics": {k: v.to_dict() for k, v in row.metrics.items()}, "info": row.info}
+
+
+def tables_json(
+    rows: Sequence[Row], ablation: Sequence[AblationRow] = (), meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Machine-readable tables: every row with all its metrics, and the table layouts."""
+    return {
+        "meta": meta or {},
+        "rows": [_row_json(r) for r in rows],
+        "table1": {"metrics": list(TABLE1), "rows": [r.name for r in rows]},
+        "table2a": {"metrics": list(TABLE2A), "rows": [r.name for r in rows]},
+        "table2b": [{"exp": a.exp, "reward": a.reward, "row": a.row.name} for a in ablation],
+    }
+
+
+def rows_from_json(data: dict[str, Any]) -> list[Row]:
+    """Inverse of the ``rows`` part of :func:`tables_json`."""
+    return [
+        Row(r["name"], {k: Estimate.from_dict(v) for k, v in r["metrics"].items()}, dict(r.get("info", {})))
+        for r in data["rows"]
+    ]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(
+    rows: Sequence[Row],
+    ablation: Sequence[AblationRow] = (),
+    meta: dict[str, Any] | None = None,
+    markdown_path: str | Path | None = None,
+    json_path: str | Path | None = None,
+) -> str:
+    """Write the requested outputs atomically; returns the markdown."""
+    text = tables_markdown(rows, ablation, meta)
+    if markdown_path is not None:
+        atomic_write_text(markdown_path, text)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(tables_json(rows, ablation, meta), indent=1, allow_nan=False))
+    return text
