@@ -1,0 +1,103 @@
+"""CXR-CLIP: loading a checkpoint in kakaobrain's released format, built here from reference parts."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models import resnet50
+from transformers import BertConfig, BertModel
+
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, load_release
+from cxrl.models.text_tokenizer import load_tokenizer, train_wordpiece
+
+WORDS = "no acute cardiopulmonary process heart size normal small left pleural effusion the lungs are clear".split()
+
+
+def write_bert_dir(path):
+    """A tiny Bio_ClinicalBERT-style directory: config.json + vocab.txt."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    cfg = {"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(cfg))
+    return cfg
+
+
+def test_release_checkpoint_loads_and_embeds_like_the_reference(tmp_path):
+    torch.manual_seed(0)
+    bert_cfg = write_bert_dir(tmp_path / "Bio_ClinicalBERT")
+    resnet, bert = resnet50(), BertModel(BertConfig(**bert_cfg))
+    img_proj, txt_proj = torch.nn.Linear(2048, 512), torch.nn.Linear(32, 512)
+    state = {
+        f"image_encoder.resnet.{k}": v for k, v in resnet.state_dict().items() if not k.startswith("fc.")
+    }
+    state |= {f"text_encoder.text_encoder.{k}": v for k, v in bert.state_dict().items()}
+    state |= {f"image_projection.projection.{k}": v for k, v in img_proj.state_dict().items()}
+    state |= {f"text_projection.projection.{k}": v for k, v in txt_proj.state_dict().items()}
+    state["logit_scale"] = torch.tensor(2.6593)
+    config = {
+        "base": {"image_size": 224, "text_max_length": 256},
+        "model": {"name": "clip_custom", "temperature": 0.07,
+                  "image_encoder": {"source": "torchvision", "name": "resnet", "pretrained": True},
+                  "text_encoder": {"source": "huggingface", "name": "emilyalsentzer/Bio_ClinicalBERT", "pooling": "eos"},
+                  "projection_head": {"name": "linear", "dropout": 0.1, "proj_dim": 512}},
+    }  # fmt: skip
+    torch.save({"config": config, "model": state, "epoch": 3}, tmp_path / "r50_mcc.tar")
+
+    model = load_release(tmp_path / "r50_mcc.tar", tmp_path / "Bio_ClinicalBERT")
+    tokenizer = load_tokenizer(tmp_path / "Bio_ClinicalBERT")
+    assert model.cfg.num_heads == 4 and model.cfg.proj_dim == 512
+    images = torch.rand(2, 1, 160, 160)
+    texts = ["heart size normal.", "small left pleural effusion, the lungs are clear."]
+    tokens = dict(tokenizer(texts, padding="longest", return_tensors="pt"))
+    with torch.no_grad():
+        x = F.interpolate(images, size=224, mode="bilinear", antialias=True).expand(-1, 3, -1, -1)
+        x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[
+            :, None, None
+        ]
+        resnet.fc = torch.nn.Identity()
+        want_img = F.normalize(img_proj(resnet.eval()(x)), dim=-1)
+        states = bert.eval()(**tokens).last_hidden_state
+        eos = tokens["attention_mask"].sum(1) - 1
+        assert tokens["input_ids"][torch.arange(2), eos].tolist() == [3, 3]  # [SEP]
+        want_txt = F.normalize(txt_proj(states[torch.arange(2), eos]), dim=-1)
+        assert torch.allclose(model.encode_image(images), want_img, atol=1e-4)
+        assert torch.allclose(model.encode_text(tokens), want_txt, atol=1e-5)
+
+
+def test_release_loader_rejects_wrong_files(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_release(tmp_path / "missing.tar")
+    torch.save({"state_dict": {}}, tmp_path / "other.tar")
+    with pytest.raises(ValueError, match="'config' and 'model'"):
+        load_release(tmp_path / "other.tar")
+    with pytest.raises(ValueError, match="not a BERT tokenizer"):
+        load_tokenizer(tmp_path)
+
+
+def test_small_model_learns_to_match_pairs_contrastively():
+    torch.manual_seed(0)
+    texts = ["the lungs are clear.", "small left pleural effusion."] * 4
+    tok = train_wordpiece(texts, vocab_size=60, min_frequency=1)
+    cfg = ClipConfig(image_arch="small", small_widths=(4, 8, 8, 16), image_size=32, vocab_size=len(tok),
+                     hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position=32,
+                     text_max_length=32, proj_dim=16)  # fmt: skip
+    model = CXRClip(cfg)
+    images = torch.zeros(8, 1, 32, 32)
+    images[1::2, :, :, :16] = 1.0  # "effusion" images are bright on one side
+    tokens = dict(tok(texts, padding="longest", return_tensors="pt"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        loss = clip_loss(model.encode_image(images), model.encode_text(tokens), model.logit_scale)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        sim = (
+            model.encode_image(images[:2])
+            @ model.encode_text(dict(tok(texts[:2], padding="longest", return_tensors="pt"))).t()
+        )
+    assert sim[0, 0] > sim[0, 1] and sim[1, 1] > sim[1, 0]

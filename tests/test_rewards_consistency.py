@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from cxrl.models.cxr_clip import ClipConfig, CXRClip
+from cxrl.models.text_tokenizer import char_tokenizer
+from cxrl.rewards.consistency import ConsistencyScorer
+from cxrl.rewards.types import ModelInfo
+
+
+def tiny_scorer() -> ConsistencyScorer:
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    cfg = ClipConfig(
+        image_arch="small", small_widths=(4, 8, 8, 16), image_size=32, vocab_size=len(tok), hidden_size=16,
+        num_layers=1, num_heads=2, intermediate_size=32, max_position=256, text_max_length=256, proj_dim=8,
+    )  # fmt: skip
+    return ConsistencyScorer(CXRClip(cfg), tok, ModelInfo("clip", "t", "0"))
+
+
+def test_consistency_is_the_cosine_of_the_pair_embeddings():
+    scorer = tiny_scorer()
+    images = torch.rand(2, 1, 64, 64)
+    reports = ["no acute disease.", "small left effusion."]
+    out = scorer(images, reports).consistency
+    with torch.no_grad():
+        img = scorer.model.encode_image(images)
+        tokens = scorer.tokenizer(reports, padding="longest", return_tensors="pt")
+        txt = scorer.model.encode_text(dict(tokens))
+    assert torch.allclose(out, (img * txt).sum(-1), atol=1e-5)
+    assert ((out >= -1) & (out <= 1)).all()
+
+
+def test_text_cache_gives_the_same_scores_and_batches_are_independent():
+    scorer = tiny_scorer()
+    images = torch.rand(3, 1, 32, 32)
+    reports = ["a", "heart is enlarged", "a"]
+    first = scorer(images, reports).consistency
+    assert len(scorer._text) == 2
+    assert torch.allclose(scorer(images, reports).consistency, first)
+    assert torch.allclose(scorer(images[1:2], reports[1:2]).consistency, first[1:2], atol=1e-5)
+    with pytest.raises(ValueError, match="non-empty"):
+        scorer(images[:1], [" "])
