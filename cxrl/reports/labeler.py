@@ -16,9 +16,11 @@ Rules (the contract the world and the diagnostic reward rely on):
    Emphysema, "pericardial effusion" is not Effusion).
 3. Each mention is classified by the triggers of its clause:
    - a trigger inside the mention ("heart is possibly enlarged") applies to it;
-   - otherwise the nearest trigger *before* it in the clause applies, unless a verb or "with"
-     (``phrases.SCOPE_STOPPERS``) stands between them ("no effusion; lungs are
-     hyperexpanded" leaves Emphysema positive);
+   - otherwise the nearest trigger *before* it in the clause applies, unless a verb, "with"
+     or a reporting word ("seen", "identified", ``phrases.SCOPE_STOPPERS``) stands between
+     them ("no effusion; lungs are hyperexpanded" leaves Emphysema positive). Uncertainty
+     adjectives ("possible", "borderline") also stop at a comma; negation runs through
+     comma lists ("no pneumothorax, effusion, or consolidation");
    - a trigger *after* it applies when at most 6 words stand between ("pneumothorax is not
      seen", "pneumonia cannot be excluded", "infiltrate versus atelectasis");
    - uncertainty beats negation ("not excluded" is uncertain); neither gives positive.
@@ -54,6 +56,8 @@ from cxrl.reports import phrases as P
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 _PRIORITY = {POSITIVE: 2, UNCERTAIN: 1, NEGATIVE: 0}  # higher wins when mentions combine
 _POST_WINDOW_WORDS = 6
+_PRE_KINDS = ("pre_unc", "pre_adj", "pre_neg")
+_UNCERTAIN_KINDS = {"pre_unc", "pre_adj", "post_unc"}
 _PREPOSITIONS = frozenset(
     "in at of within involving along over on into to throughout overlying projecting from near".split()
 )
@@ -109,6 +113,7 @@ class ReportLabeler:
         self._pre_neg = _alternation(P.PRE_NEGATION)
         self._post_neg = _alternation(P.POST_NEGATION)
         self._pre_unc = _alternation(P.PRE_UNCERTAINTY)
+        self._pre_unc_adj = _alternation(P.PRE_UNCERTAINTY_ADJ)
         self._post_unc = _alternation(P.POST_UNCERTAINTY)
         self._pseudo = _alternation(P.PSEUDO_NEGATION)
         self._sides = [
@@ -199,46 +204,41 @@ class ReportLabeler:
 
     def _triggers(self, doc: str) -> dict[str, list[tuple[int, int]]]:
         pseudo = [(m.start(), m.end()) for m in self._pseudo.finditer(doc)]
-        unc_pre = [(m.start(), m.end()) for m in self._pre_unc.finditer(doc)]
-        unc_post = [(m.start(), m.end()) for m in self._post_unc.finditer(doc)]
-        uncertain = unc_pre + unc_post
-
-        def keep_neg(rx: re.Pattern[str]) -> list[tuple[int, int]]:
-            spans = [(m.start(), m.end()) for m in rx.finditer(doc)]
-            return [s for s in spans if not _overlaps(s, pseudo) and not _overlaps(s, uncertain)]
-
-        return {
-            "pre_neg": keep_neg(self._pre_neg),
-            "post_neg": keep_neg(self._post_neg),
-            "pre_unc": unc_pre,
-            "post_unc": unc_post,
+        found = {
+            "pre_unc": [(m.start(), m.end()) for m in self._pre_unc.finditer(doc)],
+            "pre_adj": [(m.start(), m.end()) for m in self._pre_unc_adj.finditer(doc)],
+            "post_unc": [(m.start(), m.end()) for m in self._post_unc.finditer(doc)],
         }
+        uncertain = found["pre_unc"] + found["pre_adj"] + found["post_unc"]
+        for kind, rx in (("pre_neg", self._pre_neg), ("post_neg", self._post_neg)):
+            spans = [(m.start(), m.end()) for m in rx.finditer(doc)]
+            found[kind] = [s for s in spans if not _overlaps(s, pseudo) and not _overlaps(s, uncertain)]
+        return found
 
     def _value(
         self, doc: str, start: int, end: int, lo: int, hi: int, triggers: dict[str, list[tuple[int, int]]]
     ) -> int:
         # Triggers inside the mention decide first ("the heart is possibly enlarged").
-        inside = {
-            kind for kind in ("pre_unc", "pre_neg") for s, e in triggers[kind] if start <= s and e <= end
-        }
-        if "pre_unc" in inside:
+        inside = {k for k in _PRE_KINDS for s, e in triggers[k] if start <= s and e <= end}
+        if inside & _UNCERTAIN_KINDS:
             return UNCERTAIN
-        if "pre_neg" in inside:
+        if inside:
             return NEGATIVE
         pre = None  # (end, kind) of the nearest pre-trigger in scope
-        for kind in ("pre_unc", "pre_neg"):
+        for kind in _PRE_KINDS:
             for s, e in triggers[kind]:
                 if lo <= s and e <= start and (pre is None or e > pre[0]):
-                    if not _STOPPER.search(doc, e, start):
-                        pre = (e, kind)
+                    if _STOPPER.search(doc, e, start) or (kind == "pre_adj" and doc.find(",", e, start) >= 0):
+                        continue
+                    pre = (e, kind)
         post_kinds = set()
         for kind in ("post_unc", "post_neg"):
             for s, e in triggers[kind]:
                 if end <= s and e <= hi and len(_WORD.findall(doc, end, s)) <= _POST_WINDOW_WORDS:
                     post_kinds.add(kind)
-        if (pre and pre[1] == "pre_unc") or "post_unc" in post_kinds:
+        if (pre and pre[1] in _UNCERTAIN_KINDS) or "post_unc" in post_kinds:
             return UNCERTAIN
-        if (pre and pre[1] == "pre_neg") or "post_neg" in post_kinds:
+        if pre or "post_neg" in post_kinds:
             return NEGATIVE
         return POSITIVE
 
