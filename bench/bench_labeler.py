@@ -2,7 +2,9 @@
 
 Labels the FINDINGS + IMPRESSION text of the IU reports that ship in the torchxrayvision
 wheel (read at run time, never stored), several passes, pinned to one core. Prints reports
-per second and the ratio to the 2,000 reports/s target; writes bench_labeler.json to --out.
+per CPU second of this process (the one-core rate, robust to other load on a shared
+machine), reports per wall-clock second, and the ratio of the CPU rate to the 2,000
+reports/s target; writes bench_labeler.json to --out.
 """
 
 from __future__ import annotations
@@ -73,24 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     labeler = ReportLabeler()
     compile_s = time.perf_counter() - t0
     labeler.batch(texts[:200])  # warm-up
-    rates = []
+    cpu_rates, wall_rates = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        c0, w0 = time.process_time(), time.perf_counter()
         labeler.batch(texts)
-        rates.append(len(texts) / (time.perf_counter() - t0))
+        cpu_rates.append(len(texts) / (time.process_time() - c0))
+        wall_rates.append(len(texts) / (time.perf_counter() - w0))
     chars = sum(len(t) for t in texts) / len(texts)
+    cpu = statistics.median(cpu_rates)
     result = {
         "benchmark": "report labeler throughput, one core",
         "reports": len(texts),
         "mean_chars_per_report": round(chars, 1),
         "repeats": args.repeats,
-        "reports_per_s_median": round(statistics.median(rates), 1),
-        "reports_per_s_best": round(max(rates), 1),
-        "us_per_report_median": round(1e6 / statistics.median(rates), 1),
+        "reports_per_cpu_s_median": round(cpu, 1),
+        "reports_per_wall_s_median": round(statistics.median(wall_rates), 1),
+        "us_cpu_per_report": round(1e6 / cpu, 1),
         "target_reports_per_s": TARGET_PER_S,
-        "ratio_to_target": round(statistics.median(rates) / TARGET_PER_S, 2),
+        "ratio_to_target": round(cpu / TARGET_PER_S, 2),
         "compile_s": round(compile_s, 4),
         "core": core,
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
