@@ -1,0 +1,137 @@
+"""Evaluation orchestration on tiny inputs: known answers for FID, MS-SSIM and AUROC wiring."""
+
+import numpy as np
+import pytest
+import torch
+import torchxrayvision as xrv
+
+from cxrl import imaging
+from cxrl.eval import auroc
+from cxrl.eval.evaluate import EvalConfig, Evaluator
+from cxrl.eval.fid import XrvFeatureExtractor
+from cxrl.eval.generators import ImageDirSource, Prompt, RealSource
+from cxrl.eval.imagedir import Group, ImageDirWriter
+from cxrl.rewards.factory import random_scorers
+from cxrl.rewards.types import Components
+
+REPORTS = [
+    "Cardiomegaly. No pleural effusion.",
+    "No acute cardiopulmonary process.",
+    "Small left pleural effusion.",
+    "Mild pulmonary edema, possible pneumonia.",
+    "Stable cardiomegaly with small bilateral effusions.",
+    "No acute cardiopulmonary process.",
+]
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("real")
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i, report in enumerate(REPORTS):
+        path = d / f"real-{i}.png"
+        img = 0.3 + 0.4 * torch.rand(1, 48, 48, generator=g)  # [1,H,W]
+        imaging.save_image(img, path)
+        out.append(Prompt(f"r{i}", report, path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    torch.set_num_threads(1)
+    return random_scorers(0)
+
+
+@pytest.fixture(scope="module")
+def features():
+    # A freshly initialised xrv DenseNet: its features2 vary with the input
+    torch.manual_seed(0)
+    net = xrv.models.DenseNet(
+        growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=18, weights=None
+    )
+    return XrvFeatureExtractor(net.eval(), input_size=32)
+
+
+def config(**kw):
+    return EvalConfig(**{"prompts": 6, "samples_per_prompt": 2, "bootstrap": 100, **kw})
+
+
+def write_dir(path, prompts, make):
+    writer = ImageDirWriter(path)
+    for p in prompts:
+        writer.add(Group(p.id, p.report, make(p)))
+    writer.close()
+    return path
+
+
+def test_copies_of_real_images_give_known_fid_and_unit_msssim(tmp_path, prompts, scorers, features):
+    # K=2 identical copies of each real image: features are the reference's, each twice
+    d = write_dir(
+        tmp_path / "copies", prompts, lambda p: imaging.load_image(p.image_path)[None].repeat(2, 1, 1, 1)
+    )
+    ev = Evaluator(config(), scorers, prompts, features)
+    row = ev.evaluate(ImageDirSource("copies", d))
+    assert np.trace(ev.reference().stats.sigma) > 1e-4  # the features do vary
+    # Duplicating every row keeps the mean and scales the covariance by c = 2(N-1)/(2N-1), so
+    # FID = Tr(S + cS - 2 sqrt(c) S) = (1 - sqrt(c))^2 Tr(S) exactly.
+    c = 2 * (6 - 1) / (2 * 6 - 1)
+    expected = (1 - np.sqrt(c)) ** 2 * np.trace(ev.reference().stats.sigma)
+    assert row.metrics["fid"].value == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    assert row.metrics["msssim"].value == pytest.approx(1.0, abs=1e-6)
+    assert row.info == {**row.info, "prompts": 6, "images": 12}
+    noise = write_dir(tmp_path / "noise", prompts, lambda p: torch.rand(2, 1, 48, 48))
+    noisy = ev.evaluate(ImageDirSource("noise", noise))
+    assert noisy.metrics["fid"].value > 10 * row.metrics["fid"].value
+    assert noisy.metrics["msssim"].value < 0.2
+    assert noisy.metrics["fid"].low <= noisy.metrics["fid"].value <= noisy.metrics["fid"].high
+
+
+def test_real_row_matches_direct_scoring(prompts, scorers):
+    ev = Evaluator(config(samples_per_prompt=1), scorers, prompts)
+    row = ev.evaluate(RealSource(), with_fid=False)
+    assert "fid" not in row.metrics and "msssim" not in row.metrics  # one image per prompt
+    images = torch.stack([imaging.load_image(p.image_path) for p in prompts])  # [6,1,48,48]
+    reports = [p.report for p in prompts]
+    posture, _, consistency = scorers
+    assert row.metrics["r_align"].value == pytest.approx(float(posture(images).r_align.mean()), rel=1e-5)
+    assert row.metrics["clip"].value == pytest.approx(
+        float(consistency(images, reports).consistency.mean()), rel=1e-5
+    )
+
+
+class OracleDiagnostic:
+    """Wraps a diagnostic scorer but answers with the prompt's own labels (probabilities 0/1)."""
+
+    def __init__(self, inner, flip=False):
+        self.model, self.input_size, self.flip = inner.model, inner.input_size, flip
+
+    def __call__(self, images, reports):
+        t = auroc.report_targets(reports)
+        probs = torch.from_numpy(np.nan_to_num(1 - t if self.flip else t, nan=0.5)).float()
+        return Components(diag_probs=probs)
+
+
+@pytest.mark.parametrize("flip,expected", [(False, 1.0), (True, 0.0)])
+def test_auroc_reads_labels_from_each_images_prompt(tmp_path, prompts, scorers, flip, expected):
+    d = write_dir(tmp_path / "imgs", prompts, lambda p: torch.rand(2, 1, 48, 48))
+    oracle = (scorers[0], OracleDiagnostic(scorers[1], flip), scorers[2])
+    row = Evaluator(config(), oracle, prompts).evaluate(ImageDirSource("x", d), with_fid=False)
+    assert row.metrics["auroc"].value == pytest.approx(expected)
+    assert row.info["auroc_labels"] == 3  # Cardiomegaly, Effusion, Edema have both classes
+
+
+def test_seeded_bootstrap_is_reproducible(tmp_path, prompts, scorers, features):
+    d = write_dir(tmp_path / "imgs", prompts, lambda p: torch.rand(2, 1, 48, 48))
+    a = Evaluator(config(), scorers, prompts, features).evaluate(ImageDirSource("x", d))
+    b = Evaluator(config(), scorers, prompts, features).evaluate(ImageDirSource("x", d))
+    c = Evaluator(config(seed=1), scorers, prompts, features).evaluate(ImageDirSource("x", d))
+    assert a.metrics == b.metrics
+    assert a.metrics["r_align"].value == c.metrics["r_align"].value
+    assert a.metrics["r_align"].low != c.metrics["r_align"].low
+
+
+def test_too_few_prompts_raise(tmp_path, prompts, scorers):
+    d = write_dir(tmp_path / "one", prompts[:1], lambda p: torch.rand(2, 1, 48, 48))
+    with pytest.raises(ValueError, match="need at least 2"):
+        Evaluator(config(), scorers, prompts).evaluate(ImageDirSource("one", d))
