@@ -129,6 +129,7 @@ PER_LABEL = [
     ("The chest tube has been removed.", {"Support Devices": 0}),
     ("Interval removal of the nasogastric tube.", {"Support Devices": 0}),
     ("Coronary artery stents.", {}),
+    ("Questionable retained catheter fragment in the right atrium.", {"Support Devices": -1}),
     # No finding
     ("No acute cardiopulmonary abnormality.", {NF: 1}),
     ("Normal chest.", {NF: 1}),
@@ -140,6 +141,185 @@ PER_LABEL = [
 @pytest.mark.parametrize(("text", "expected"), PER_LABEL, ids=[t for t, _ in PER_LABEL])
 def test_per_label_sentences(text, expected):
     assert label_report(text) == expected
+
+
+# ------------------------------------------------------------------ scope of negation and uncertainty
+SCOPE = [
+    # negation runs through a comma list ...
+    (
+        "No pneumothorax, pleural effusion, or focal consolidation.",
+        {"Pneumothorax": 0, "Effusion": 0, "Consolidation": 0, NF: 1},
+    ),
+    (
+        "Lungs are clear without focal consolidation, pneumothorax or effusion.",
+        {"Pneumothorax": 0, "Consolidation": 0, "Effusion": 0, NF: 1},
+    ),
+    (
+        "Clear of focal airspace disease, pneumothorax, or pleural effusion.",
+        {"Pneumothorax": 0, "Effusion": 0, "Lung Opacity": 0, NF: 1},
+    ),
+    ("There is no evidence of pneumonia or edema.", {"Edema": 0, "Pneumonia": 0, NF: 1}),
+    ("Free of infiltrate.", {"Infiltration": 0, NF: 1}),
+    # ... but not past a verb, a reporting word or a clause breaker
+    ("No effusion, lungs are hyperexpanded.", {"Emphysema": 1, "Effusion": 0, NF: 0}),
+    ("No definite effusion seen, small left apical pneumothorax.", {"Pneumothorax": 1, "Effusion": 0, NF: 0}),
+    ("No pneumothorax but there is a small right effusion.", {"Pneumothorax": 0, "Effusion": 1, NF: 0}),
+    (
+        "No focal consolidation, however bibasilar atelectasis is present.",
+        {"Atelectasis": 1, "Consolidation": 0, NF: 0},
+    ),
+    ("No acute disease, although mild cardiomegaly is noted.", {"Cardiomegaly": 1, NF: 0}),
+    ("Lungs otherwise clear except for left basilar atelectasis.", {"Atelectasis": 1, NF: 0}),
+    ("Cardiomegaly without edema.", {"Edema": 0, "Cardiomegaly": 1, NF: 0}),
+    ("Stable cardiomegaly without heart failure.", {"Edema": 0, "Cardiomegaly": 1, NF: 0}),
+    # negation after the mention
+    ("Pneumothorax is not seen.", {"Pneumothorax": 0, NF: 1}),
+    ("The previously seen left effusion has resolved.", {"Effusion": 0, NF: 1}),
+    ("Consolidation is no longer visualized.", {"Consolidation": 0, NF: 1}),
+    ("Focal infiltrate is absent.", {"Infiltration": 0, NF: 1}),
+    ("Resolution of the right lower lobe pneumonia.", {"Pneumonia": 0, NF: 1}),
+    # uncertainty before, after and on both sides
+    ("Left lower lobe pneumonia is not excluded.", {"Pneumonia": -1, NF: -1}),
+    ("Cannot exclude a small left effusion.", {"Effusion": -1, NF: -1}),
+    ("Atelectasis versus pneumonia in the left base.", {"Atelectasis": -1, "Pneumonia": -1, NF: -1}),
+    ("Atelectasis and/or infiltrate at the right base.", {"Atelectasis": -1, "Infiltration": -1, NF: -1}),
+    ("Differential includes edema and atypical infection.", {"Edema": -1, "Pneumonia": -1, NF: -1}),
+    ("Probable small bilateral effusions.", {"Effusion": -1, NF: -1}),
+    ("Findings are suggestive of mild interstitial edema.", {"Edema": -1, NF: -1}),
+    ("Pneumonia is suspected.", {"Pneumonia": -1, NF: -1}),
+    ("Question of a small right apical pneumothorax.", {"Pneumothorax": -1, NF: -1}),
+    ("Borderline heart size, small left effusion.", {"Effusion": 1, "Cardiomegaly": -1, NF: 0}),
+    ("Possible atelectasis, no effusion.", {"Atelectasis": -1, "Effusion": 0, NF: -1}),
+    ("No pneumothorax, possible small right effusion.", {"Pneumothorax": 0, "Effusion": -1, NF: -1}),
+    ("No focal opacity to suggest pneumonia.", {"Pneumonia": 0, "Lung Opacity": 0, NF: 1}),
+    # phrases with a negation word that do not negate
+    ("No change in the small left pleural effusion.", {"Effusion": 1, NF: 0}),
+    ("No significant interval change in the right upper lobe mass.", {"Mass": 1, NF: 0}),
+    ("Without interval change of the mild bibasilar atelectasis.", {"Atelectasis": 1, NF: 0}),
+    ("Cardiomegaly, not significantly changed.", {"Cardiomegaly": 1, NF: 0}),
+    # look-alikes
+    ("Soft tissue edema of the chest wall.", {}),
+    ("Surgical clips in the right upper quadrant from cholecystectomy.", {}),
+    ("Degenerative disc herniation in the lower thoracic spine.", {}),
+    ("Thyroid nodule noted on prior CT.", {}),
+    ("Lytic lesion in the right humerus.", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SCOPE, ids=[t for t, _ in SCOPE])
+def test_scope_sentences(text, expected):
+    assert label_report(text) == expected
+
+
+# ------------------------------------------------------------------ multi-sentence reports (IU / MIMIC style)
+REPORTS = [
+    (
+        "Heart size normal. Lungs are clear. No pneumothorax or pleural effusion. No acute cardiopulmonary abnormality.",
+        {"Pneumothorax": 0, "Effusion": 0, "Cardiomegaly": 0, NF: 1},
+    ),
+    (
+        "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
+    ),
+    (
+        "XXXX XXXX left base density. No focal consolidation, pneumothorax or large pleural effusion. "
+        "Cardiomegaly without heart failure. Minimal XXXX left basilar scarring/atelectasis.",
+        {
+            "Atelectasis": 1,
+            "Consolidation": 0,
+            "Pneumothorax": 0,
+            "Edema": 0,
+            "Fibrosis": 1,
+            "Effusion": 0,
+            "Cardiomegaly": 1,
+            "Lung Opacity": 1,
+            NF: 0,
+        },
+    ),
+    (
+        "Stable cardiomegaly with prominent perihilar opacities which may represent scarring or edema. "
+        "No pleural effusions. No pneumothorax.",
+        {
+            "Pneumothorax": 0,
+            "Edema": -1,
+            "Fibrosis": -1,
+            "Effusion": 0,
+            "Cardiomegaly": 1,
+            "Lung Opacity": 1,
+            NF: 0,
+        },
+    ),
+    (
+        "Prior sternotomy. Normal heart size. Vascular congestion. No overt edema or lobar pneumonia. No pleural effusion.",
+        {"Edema": 1, "Effusion": 0, "Pneumonia": 0, "Cardiomegaly": 0, NF: 0, "Support Devices": 1},
+    ),
+    (
+        "Cardiac pacemaker in stable position with leads over the right atrium and right ventricle. "
+        "Lungs are clear of focal airspace disease, pneumothorax, or pleural effusion. No acute bony findings.",
+        {"Pneumothorax": 0, "Effusion": 0, "Lung Opacity": 0, NF: 1, "Support Devices": 1},
+    ),
+    (
+        "1. No acute cardiopulmonary abnormality. 2. Stable cardiomegaly. 3. Calcified right hilar granuloma.",
+        {"Cardiomegaly": 1, NF: 0},
+    ),
+    (
+        "Low lung volumes with bibasilar atelectasis. Hiatal hernia. Degenerative changes of the thoracic spine.",
+        {"Atelectasis": 1, "Hernia": 1, NF: 0},
+    ),
+    (
+        "Hyperexpanded lungs consistent with emphysema. Healed left rib fractures. No focal airspace disease.",
+        {"Emphysema": 1, "Fracture": 1, "Lung Opacity": 0, NF: 0},
+    ),
+    (
+        "Possible left lower lobe pneumonia. Small left effusion. Pneumonia is present in the left lower lobe.",
+        {"Effusion": 1, "Pneumonia": 1, NF: 0},
+    ),
+    (
+        "Right PICC with tip in the SVC. Endotracheal tube 3 cm above the carina. Interval removal of the chest tube. "
+        "No pneumothorax.",
+        {"Pneumothorax": 0, NF: 1, "Support Devices": 1},
+    ),
+    (
+        "Enlarged cardiomediastinal silhouette. Pulmonary vascular congestion with small bilateral effusions, "
+        "consistent with CHF.",
+        {"Edema": 1, "Effusion": 1, "Enlarged Cardiomediastinum": 1, NF: 0},
+    ),
+    (
+        "Right upper lobe mass with a cavitary component, concerning for malignancy. Left hilar adenopathy.",
+        {"Mass": 1, "Lung Lesion": 1, "Enlarged Cardiomediastinum": 1, NF: 0},
+    ),
+    ("Right apical pleural thickening, unchanged. Otherwise normal chest.", {"Pleural_Thickening": 1, NF: 0}),
+    (
+        "FINDINGS: Heart size upper limits of normal. IMPRESSION: No acute disease.",
+        {"Cardiomegaly": -1, NF: -1},
+    ),
+    (
+        "Multiple bilateral pulmonary nodules compatible with metastatic disease. No effusion.",
+        {"Effusion": 0, "Nodule": 1, "Lung Lesion": 1, NF: 0},
+    ),
+    (
+        "Interval placement of a left subclavian central venous catheter. Lungs clear.",
+        {NF: 1, "Support Devices": 1},
+    ),
+    (
+        "Mild diffuse interstitial opacities, which could represent atypical infection. Fibrosis is not excluded.",
+        {"Infiltration": 1, "Fibrosis": -1, "Pneumonia": -1, "Lung Opacity": 1, NF: 0},
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), REPORTS, ids=[t[:60] for t, _ in REPORTS])
+def test_multi_sentence_reports(text, expected):
+    assert label_report(text) == expected
+
+
+def test_at_least_150_sentences_with_each_label_positive_negated_and_uncertain():
+    cases = PER_LABEL + SCOPE + REPORTS
+    sentences = sum(max(1, text.count(". ") + 1) for text, _ in cases)
+    assert sentences >= 150
+    for label in LABELS:
+        seen = {expected[label] for _, expected in cases if label in expected}
+        assert {1, 0, -1} <= seen, f"{label} lacks a case for values { ({1, 0, -1} - seen) }"
 
 
 # ------------------------------------------------------------------ laterality

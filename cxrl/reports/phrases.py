@@ -231,7 +231,7 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
     "Support Devices": (
         r"(?:foley|urinary|suprapubic|rectal|bladder) catheters?",
         r"(?:biliary|ureteral|renal|esophageal|coronary|coronary artery) stents?|(?:biliary|pancreatic) drains?",
-        r"(?:clips?|staples?) (?:in|of|overlying) the (?:\w+ ){0,2}(?:abdomen|gallbladder|right upper quadrant|neck)",
+        r"(?:(?:surgical|postsurgical|vascular) )?(?:clips?|staples?) (?:in|of|overlying) the (?:\w+ ){0,2}(?:abdomen|gallbladder|right upper quadrant|neck)",
         r"(?:gallbladder|cholecystectomy) (?:surgical )?clips?",
         r"(?:hip|knee|nasal|dental|breast) (?:arthroplasty|prosthes\w*|implants?|appliance|hardware)",
         r"(?:x-?ray|power|pulse|electrical) generators?",
