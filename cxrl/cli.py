@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 COMMANDS: list[str] = [
     "cxrl.reports.label_cli",
     "cxrl.pretrain_cli",
+    "services.cli",
 ]
 
 

@@ -1,0 +1,241 @@
+"""gRPC client of the reward services; a ``RewardBackend`` the trainer can use in place of
+in-process scorers (``grpc://host:9000``).
+
+- deadlines on every call, bounded retries with exponential backoff (and jitter) on
+  UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED; other errors raise at once
+  (INVALID_ARGUMENT as ``ValueError`` with the server's message);
+- message-size limits on the channel (send and receive), and batches split so each
+  request fits both the client's limit and the server's (``Info``: max_request_bytes,
+  max_batch_images); a policy image and its anchor always travel together;
+- images travel as raw uint8 tensors by default (``cxrl.imaging.to_raw``).
+
+Needs the generated stubs (``make protos``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+
+import grpc
+import torch
+
+from cxrl import imaging
+from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
+from cxrl.rewards.types import Components, ModelInfo, RewardResult
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+DTYPES = {"uint8": pb.DTYPE_UINT8, "float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
+TOKEN_ENV = "CXRL_API_TOKEN"
+_FIELDS = tuple(f.name for f in fields(Components))
+
+
+class RewardServiceError(RuntimeError):
+    """A reward call failed after its retries (or with a non-retryable status)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"reward service: {code.name}: {details}")
+        self.code, self.details = code, details
+
+
+def parse_target(url: str) -> str:
+    """``grpc://host:port`` or ``host:port`` -> ``host:port``."""
+    target = url.removeprefix("grpc://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"reward server address {url!r} must look like grpc://HOST:PORT or HOST:PORT")
+    return target
+
+
+class RewardClient:
+    """Scores image batches on the reward gateway (application ``reward``) over gRPC."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:9000",
+        token: str | None = None,
+        weights: dict[str, float] | None = None,
+        timeout_s: float = 300.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_message_bytes: int = 64 << 20,
+        max_batch_images: int | None = None,
+        dtype: str = "uint8",
+        application: str = "reward",
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if retries < 0 or timeout_s <= 0 or max_message_bytes <= 0:
+            raise ValueError("retries must be >= 0, timeout_s and max_message_bytes > 0")
+        self.target = parse_target(target)
+        self.token = os.environ.get(TOKEN_ENV, "") if token is None else token
+        self.weights = dict(weights or {})
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_images = max_batch_images
+        self.dtype = dtype
+        self.application = application
+        self.channel = grpc.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self.rewards = pb_grpc.RewardServiceStub(self.channel)
+        self.models = pb_grpc.ModelServiceStub(self.channel)
+        self._server_info: pb.InfoResponse | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> RewardClient:
+        return cls(parse_target(url), **kwargs)
+
+    # -- calls -------------------------------------------------------------------------------
+    def _metadata(self, application: str) -> list[tuple[str, str]]:
+        md = [("application", application)]
+        if self.token:
+            md.append(("authorization", f"Bearer {self.token}"))
+        return md
+
+    def _call(self, method: Callable, request, application: str):
+        """One RPC with a deadline and bounded, backed-off retries on transient statuses."""
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout_s, metadata=self._metadata(application))
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValueError(exc.details()) from None
+                if code not in RETRYABLE or attempt == self.retries:
+                    raise RewardServiceError(code, exc.details() or "") from None
+                delay = self.backoff_s * 2**attempt * (1 + random.random() * 0.25)
+                log.warning(
+                    "reward call %s (%s); retry %d/%d in %.1fs",
+                    code.name,
+                    exc.details(),
+                    attempt + 1,
+                    self.retries,
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def server_info(self) -> pb.InfoResponse:
+        """The gateway's Info (models, default weights, limits); fetched once."""
+        if self._server_info is None:
+            self._server_info = self._call(self.rewards.Info, pb.InfoRequest(), self.application)
+        return self._server_info
+
+    def info(self) -> list[ModelInfo]:
+        return [ModelInfo(m.name, m.version, m.weights_hash) for m in self.server_info().models]
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _images(self, images: torch.Tensor) -> pb.ImageBatch:
+        data, shape, dtype = imaging.to_raw(images, self.dtype)
+        return pb.ImageBatch(tensor=pb.Tensor(data=data, shape=shape, dtype=DTYPES[dtype]))
+
+    def chunk_size(self, images: torch.Tensor, reports: Sequence[str], with_anchor: bool) -> int:
+        """Most images per request that fit the message limits of both sides."""
+        info = self.server_info()
+        per = 2 if with_anchor else 1
+        itemsize = {"uint8": 1, "float16": 2, "float32": 4}[self.dtype]
+        longest = max((len(r.encode()) for r in reports), default=0)
+        bytes_per_image = per * images[0].numel() * itemsize + longest + 64
+        limit = min(self.max_message_bytes, info.max_request_bytes or self.max_message_bytes)
+        n = max(1, int(limit * 0.95 - 4096) // bytes_per_image)
+        caps = [c for c in (self.max_batch_images, (info.max_batch_images // per) or None) if c]
+        return max(1, min([n, *caps]))
+
+    def score(
+        self,
+        images: torch.Tensor,  # [B,1,H,W] float in [0,1]
+        reports: list[str],
+        anchor_images: torch.Tensor | None = None,  # [B,1,H,W]
+    ) -> RewardResult:
+        imaging.validate(images)
+        if len(reports) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(reports)} reports; send one per image")
+        if anchor_images is not None:
+            imaging.validate(anchor_images, "anchor_images")
+            if anchor_images.shape[0] != images.shape[0]:
+                raise ValueError(f"got {anchor_images.shape[0]} anchor images for {images.shape[0]} images")
+        step = self.chunk_size(images, reports, anchor_images is not None)
+        parts = []
+        for s in range(0, images.shape[0], step):
+            request = pb.ScoreRequest(
+                request_id=f"{os.getpid()}-{time.monotonic_ns()}",
+                images=self._images(images[s : s + step]),
+                reports=reports[s : s + step],
+                weights=self.weights,
+            )
+            if anchor_images is not None:
+                request.anchor_images.CopyFrom(self._images(anchor_images[s : s + step]))
+            parts.append(self._call(self.rewards.Score, request, self.application))
+        return decode_score_responses(parts)
+
+    def predict(self, application: str, images: torch.Tensor, reports: list[str] | None = None) -> Components:
+        """One model's components from its own application ("posture", "diagnostic", "consistency")."""
+        imaging.validate(images)
+        reports = list(reports) if reports is not None else [""] * images.shape[0]
+        step = self.chunk_size(images, reports, False)
+        parts = []
+        for s in range(0, images.shape[0], step):
+            request = pb.PredictRequest(
+                images=self._images(images[s : s + step]), reports=reports[s : s + step]
+            )
+            response = self._call(self.models.Predict, request, application)
+            parts.append(decode_components(list(response.results)))
+        return _cat(parts)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def decode_components(items: Sequence[pb.Components]) -> Components:
+    """Proto Components per image -> batched Components (a field only when every image has it)."""
+    out = Components()
+    if not items:
+        return out
+    if all(len(c.psi) for c in items):
+        out.psi = torch.tensor([list(c.psi) for c in items], dtype=torch.float32)  # [B,5]
+    for name in ("r_align", "diag_acc", "consistency"):
+        if all(c.HasField(name) for c in items):
+            setattr(out, name, torch.tensor([getattr(c, name) for c in items], dtype=torch.float32))  # [B]
+    if all(len(c.diag_probs) for c in items):
+        out.diag_probs = torch.tensor([list(c.diag_probs) for c in items], dtype=torch.float32)  # [B,18]
+    return out
+
+
+def decode_score_responses(responses: Sequence[pb.ScoreResponse]) -> RewardResult:
+    """One or more ScoreResponses (chunks of one batch, in order) -> RewardResult."""
+    results = [r for resp in responses for r in resp.results]
+    policy = decode_components([r.policy for r in results])
+    comparative = all(resp.comparative for resp in responses)
+    anchor = decode_components([r.anchor for r in results]) if comparative else None
+    total = torch.tensor([r.total for r in results], dtype=torch.float32)  # [B]
+    models = [ModelInfo(m.name, m.version, m.weights_hash) for m in responses[0].models] if responses else []
+    return RewardResult(policy=policy, anchor=anchor, total=total, models=models)
+
+
+def _cat(parts: Sequence[Components]) -> Components:
+    out = Components()
+    for name in _FIELDS:
+        values = [getattr(p, name) for p in parts]
+        if values and all(v is not None for v in values):
+            setattr(out, name, torch.cat(values))
+    return out

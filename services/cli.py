@@ -1,0 +1,182 @@
+"""`cxrl serve`: run the reward services locally from a serve config.
+
+Starts a local Ray head (ours alone), starts Serve with the config's HTTP and
+gRPC options (bound to loopback unless ``--host``), deploys the config's
+applications exactly as ``serve run CONFIG`` / a KubeRay RayService would, says
+where it listens and when every application is running, and on SIGINT/SIGTERM
+shuts Serve and Ray down, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "serve-cpu.yaml"
+GRPC_SIZE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+
+
+def register(subparsers) -> None:
+    """Adds `cxrl serve` and its client-side companion `cxrl score`."""
+    from cxrl.score_cli import register_score
+
+    register_serve(subparsers)
+    register_score(subparsers)
+
+
+def register_serve(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the reward services (Ray Serve: gRPC :9000, HTTP :8000) locally",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"serve config (default {DEFAULT_CONFIG})"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind HTTP and gRPC (default loopback)")
+    p.add_argument("--http-port", type=int, default=None, help="override http_options.port")
+    p.add_argument("--grpc-port", type=int, default=None, help="override grpc_options.port")
+    p.add_argument(
+        "--num-cpus", type=float, default=None, help="CPUs the local Ray head offers (default: all)"
+    )
+    p.add_argument(
+        "--num-gpus", type=int, default=None, help="GPUs the local Ray head offers (default: detected)"
+    )
+    p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the applications")
+    p.set_defaults(func=run)
+
+
+def load_config(path: Path, host: str, http_port: int | None, grpc_port: int | None) -> dict[str, Any]:
+    """Read a serve config, apply the command-line overrides and validate it with Ray's schema."""
+    from ray.serve.schema import ServeDeploySchema
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"serve config not found: {path}")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    data.setdefault("http_options", {})["host"] = host
+    if http_port is not None:
+        data["http_options"]["port"] = http_port
+    if grpc_port is not None:
+        data.setdefault("grpc_options", {})["port"] = grpc_port
+    try:
+        ServeDeploySchema.model_validate(data)
+    except Exception as exc:  # pydantic's ValidationError, reported as a config error
+        raise ValueError(f"{path} is not a valid serve config:\n{exc}") from exc
+    return data
+
+
+def grpc_message_limit(config: dict[str, Any]) -> int:
+    """Transport limit of the gRPC proxy: twice the gateway's request limit, so requests
+    moderately over the limit get an INVALID_ARGUMENT that says so (not a bare transport error)."""
+    limits = [
+        int((app.get("args") or {}).get("max_request_bytes", 64 << 20))
+        for app in config.get("applications", [])
+        if app.get("import_path", "").endswith(":reward_app")
+    ]
+    limit = max(limits, default=64 << 20)
+    return min(2 * limit + (1 << 20), (2 << 30) - 1) if limit else (2 << 30) - 1
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.host, args.http_port, args.grpc_port)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault(GRPC_SIZE_ENV, str(grpc_message_limit(config)))
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    import ray
+
+    previous = {}
+    try:
+        ray.init(
+            address="local",
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            include_dashboard=False,
+            namespace="serve",
+            log_to_driver=True,
+        )
+        # after ray.init, which installs its own SIGTERM handler (exit without serve shutdown)
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return _serve(config, args.ready_timeout, stop)
+    finally:
+        _shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _serve(config: dict[str, Any], ready_timeout: float, stop: threading.Event) -> int:
+    from ray import serve
+    from ray.serve._private.api import serve_start  # what `serve run CONFIG` uses to deploy a config
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+        grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+    )
+    client.deploy_apps(schema, _blocking=False)
+    http, grpc_ = schema.http_options, schema.grpc_options
+    names = [a.name for a in schema.applications]
+    print(
+        f"cxrl serve: gRPC on {http.host}:{grpc_.port} (metadata application = {', '.join(names)})",
+        flush=True,
+    )
+    print(f"cxrl serve: HTTP on http://{http.host}:{http.port} (OpenAPI docs at /docs)", flush=True)
+    deadline = time.monotonic() + ready_timeout
+    while not stop.is_set():
+        state = _app_states(serve.status())
+        failed = {n: m for n, (s, m) in state.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")}
+        if failed:
+            for name, message in failed.items():
+                log.error("application %s failed: %s", name, message)
+            return 1
+        if names and all(state.get(n, ("",))[0] == "RUNNING" for n in names):
+            break
+        if time.monotonic() > deadline:
+            log.error("applications not running after %.0f s: %s", ready_timeout, state)
+            return 1
+        stop.wait(0.5)
+    else:
+        return 0
+    print("cxrl serve: ready (Ctrl-C or SIGTERM to stop)", flush=True)
+    stop.wait()
+    return 0
+
+
+def _app_states(status) -> dict[str, tuple[str, str]]:
+    return {name: (str(app.status.value), app.message) for name, app in status.applications.items()}
+
+
+def _shutdown() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception as exc:  # shutting down anyway
+        log.warning("serve shutdown: %s", exc)
+    ray.shutdown()
+    print("cxrl serve: stopped", flush=True)

@@ -1,0 +1,152 @@
+"""Proto messages <-> tensors for the reward services.
+
+Pure functions: every image conversion goes through ``cxrl.imaging``; every
+problem with a request raises ``ValueError`` with a message that says what was
+wrong (the servicers turn it into INVALID_ARGUMENT / HTTP 422).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from cxrl import imaging
+from cxrl.labels import XRV_PATHOLOGIES
+from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.rewards.types import REWARD_NAMES, Components, ModelInfo, RewardResult
+
+DTYPE_NAMES = {pb.DTYPE_UINT8: "uint8", pb.DTYPE_FLOAT32: "float32", pb.DTYPE_FLOAT16: "float16"}
+DIAG_LABELS: tuple[str, ...] = XRV_PATHOLOGIES  # order of Components.diag_probs
+
+
+@dataclass
+class ScoreInputs:
+    """A decoded, validated ScoreRequest."""
+
+    images: torch.Tensor  # [B,1,H,W] float in [0,1]
+    reports: list[str]  # B
+    anchor_images: torch.Tensor | None  # [B,1,H,W] or None
+    weights: dict[str, float]  # subset of REWARD_NAMES, defaults applied
+
+
+def check_size(nbytes: int, limit: int) -> None:
+    """Reject requests over the server's size limit (INVALID_ARGUMENT, not a transport error)."""
+    if limit > 0 and nbytes > limit:
+        raise ValueError(
+            f"request is {nbytes} bytes, over the server's limit of {limit} bytes; "
+            "split the batch into smaller requests (cxrl.client does this automatically)"
+        )
+
+
+def decode_images(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
+    """An ImageBatch (raw tensor or encoded images) -> float ``[B,1,H,W]`` in [0,1]."""
+    kind = batch.WhichOneof("payload")
+    try:
+        if kind == "tensor":
+            t = batch.tensor
+            if t.dtype not in DTYPE_NAMES:
+                raise ValueError(f"unknown dtype enum value {t.dtype}; use UINT8, FLOAT32 or FLOAT16")
+            images = imaging.from_raw(t.data, list(t.shape), DTYPE_NAMES[t.dtype])
+        elif kind == "encoded":
+            images = imaging.decode_pngs(list(batch.encoded.images))
+        else:
+            raise ValueError("no images sent; set either `tensor` or `encoded`")
+        return imaging.validate(images, what)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def decode_weights(weights: dict[str, float], defaults: dict[str, float]) -> dict[str, float]:
+    """Requested weights (a subset of REWARD_NAMES), or the server defaults when empty."""
+    if not weights:
+        return dict(defaults)
+    unknown = sorted(set(weights) - set(REWARD_NAMES))
+    if unknown:
+        raise ValueError(f"unknown reward names {unknown} in weights; use a subset of {list(REWARD_NAMES)}")
+    bad = [k for k, v in weights.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"weights must be finite numbers; {bad} are not")
+    return {name: float(weights[name]) for name in REWARD_NAMES if name in weights}
+
+
+def decode_reports(reports, n_images: int) -> list[str]:
+    reports = list(reports)
+    if len(reports) != n_images:
+        raise ValueError(
+            f"got {n_images} images but {len(reports)} reports; send exactly one report per image"
+        )
+    return reports
+
+
+def decode_score_request(req: pb.ScoreRequest, defaults: dict[str, float]) -> ScoreInputs:
+    images = decode_images(req.images, "images")
+    reports = decode_reports(req.reports, images.shape[0])
+    anchors = None
+    if req.HasField("anchor_images"):
+        anchors = decode_images(req.anchor_images, "anchor_images")
+        if anchors.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"got {images.shape[0]} images but {anchors.shape[0]} anchor images; "
+                "send one anchor per image (same report, same noise)"
+            )
+    return ScoreInputs(images, reports, anchors, decode_weights(dict(req.weights), defaults))
+
+
+def decode_predict_request(
+    req: pb.PredictRequest, uses_reports: bool = True
+) -> tuple[torch.Tensor, list[str]]:
+    """Images and reports of a PredictRequest; a model that ignores reports accepts none."""
+    images = decode_images(req.images, "images")
+    if not uses_reports and not req.reports:
+        return images, [""] * images.shape[0]
+    return images, decode_reports(req.reports, images.shape[0])
+
+
+def encode_components(c: Components, i: int) -> pb.Components:
+    """Row ``i`` of a batch's Components -> one proto Components (unset where not computed)."""
+    out = pb.Components()
+    if c.psi is not None:
+        out.psi.extend(c.psi[i].tolist())
+    if c.r_align is not None:
+        out.r_align = float(c.r_align[i])
+    if c.diag_acc is not None:
+        out.diag_acc = float(c.diag_acc[i])
+    if c.diag_probs is not None:
+        out.diag_probs.extend(c.diag_probs[i].tolist())
+    if c.consistency is not None:
+        out.consistency = float(c.consistency[i])
+    return out
+
+
+def encode_model_info(info: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(name=info.name, version=info.version, weights_hash=info.weights_hash)
+
+
+def encode_score_response(
+    request_id: str, result: RewardResult, weights: dict[str, float]
+) -> pb.ScoreResponse:
+    n = result.total.shape[0]
+    out = pb.ScoreResponse(
+        request_id=request_id,
+        weights=weights,
+        comparative=result.anchor is not None,
+        models=[encode_model_info(m) for m in result.models],
+        diag_labels=DIAG_LABELS if result.policy.diag_probs is not None else (),
+    )
+    for i in range(n):
+        item = out.results.add(total=float(result.total[i]))
+        item.policy.CopyFrom(encode_components(result.policy, i))
+        if result.anchor is not None:
+            item.anchor.CopyFrom(encode_components(result.anchor, i))
+    return out
+
+
+def encode_predict_response(request_id: str, c: Components, n: int, info: ModelInfo) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        request_id=request_id,
+        results=[encode_components(c, i) for i in range(n)],
+        model=encode_model_info(info),
+        diag_labels=DIAG_LABELS if c.diag_probs is not None else (),
+    )

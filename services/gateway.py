@@ -1,0 +1,167 @@
+"""The ``reward`` application: the comparative-reward gateway (CXRL, Han et al., MICCAI 2024, Sec. 2.3).
+
+Fans a batch out to the ``posture``, ``diagnostic`` and ``consistency``
+applications through deployment handles (in parallel; the anchor images travel
+in the same call as the policy images), then combines the components with
+``cxrl.rewards.types.combine``:
+
+    r = w_align*r_align + w_diag*(acc(x) - acc(x_anchor)) + w_consist*(cos(x,y) - cos(x_anchor,y))
+
+Without anchor images the anchor terms are dropped (direct feedback). As in
+``cxrl.rewards.backend.InProcessRewards``, anchors get only the comparative
+components (diagnostic, consistency). Served over gRPC (``RewardService``) and
+HTTP/JSON (``services.http``) by the same replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import Field
+from ray import serve
+
+from cxrl.config import ConfigModel
+from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
+from services import codec
+from services import components as comp
+from services.grpc_servicer import handle_rpc, server_token
+from services.models import DEPLOYMENT_NAMES
+
+log = logging.getLogger(__name__)
+
+REWARD_MODEL: dict[str, str] = {"align": "posture", "diag": "diagnostic", "consist": "consistency"}
+COMPARATIVE: frozenset[str] = frozenset({"diagnostic", "consistency"})
+
+
+class GatewayArgs(ConfigModel):
+    """`args` of the reward application in the serve config."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict(PAPER_WEIGHTS), description="default weights when a request gives none"
+    )
+    apps: dict[str, str] = Field(
+        default_factory=lambda: {k: k for k in DEPLOYMENT_NAMES},
+        description="application name of each model (posture, diagnostic, consistency)",
+    )
+    max_request_bytes: int = Field(64 << 20, ge=0, description="largest request accepted (0 = no limit)")
+    max_batch_images: int = Field(1024, ge=1, description="most images (policy + anchor) in one request")
+
+
+class Gateway:
+    """The gateway's work on decoded tensors; the deployment below adds transport."""
+
+    def __init__(self, args: GatewayArgs, get_handle: Callable[[str], Any]):
+        unknown = set(args.weights) - set(REWARD_NAMES)
+        if unknown:
+            raise ValueError(f"unknown reward names {sorted(unknown)} in gateway weights; use {REWARD_NAMES}")
+        self.args = args
+        self.get_handle = get_handle  # kind -> handle with .score / .model_info (a DeploymentHandle)
+
+    def handle(self, kind: str):
+        if kind not in self.args.apps:
+            raise ValueError(f"this server has no {kind} model; drop its reward from the weights")
+        return self.get_handle(kind)
+
+    def check(self, inputs: codec.ScoreInputs) -> None:
+        n = inputs.images.shape[0] * (1 if inputs.anchor_images is None else 2)
+        if n > self.args.max_batch_images:
+            raise ValueError(
+                f"{n} images (policy + anchor) in one request; the server takes at most "
+                f"{self.args.max_batch_images}: split the batch (cxrl.client does this automatically)"
+            )
+
+    async def score(self, inputs: codec.ScoreInputs) -> RewardResult:
+        self.check(inputs)
+        images, reports, anchors = inputs.images, inputs.reports, inputs.anchor_images
+        b = images.shape[0]
+        kinds = [REWARD_MODEL[name] for name in inputs.weights]
+        calls = []
+        for kind in kinds:
+            with_anchor = anchors is not None and kind in COMPARATIVE
+            if with_anchor and tuple(anchors.shape[2:]) != tuple(images.shape[2:]):
+                # different sizes cannot share a tensor: two calls
+                calls.append(self._two_calls(kind, images, anchors, reports))
+                continue
+            batch = torch.cat([images, anchors]) if with_anchor else images  # [B or 2B,1,H,W]
+            calls.append(self.handle(kind).score.remote(batch, reports * 2 if with_anchor else reports))
+        outputs = await asyncio.gather(*calls)
+        policy_parts, anchor_parts, models = [], [], []
+        for kind, (out, info) in zip(kinds, outputs, strict=True):
+            models.append(info)
+            if comp.rows(out) == 2 * b and anchors is not None and kind in COMPARATIVE:
+                p, a = comp.split(out, [b, b])
+                policy_parts.append(p)
+                anchor_parts.append(a)
+            else:
+                policy_parts.append(out)
+        policy = comp.merge(policy_parts)
+        anchor = comp.merge(anchor_parts) if anchor_parts else None
+        total = combine(policy, anchor, inputs.weights, rlcf=anchor is not None)  # [B]
+        return RewardResult(policy=policy, anchor=anchor, total=total, models=models)
+
+    async def _two_calls(self, kind, images, anchors, reports) -> tuple[Components, ModelInfo]:
+        (p, info), (a, _) = await asyncio.gather(
+            self.handle(kind).score.remote(images, reports), self.handle(kind).score.remote(anchors, reports)
+        )
+        return comp.cat([p, a]), info
+
+    async def info(self) -> list[ModelInfo]:
+        return list(await asyncio.gather(*[self.handle(k).model_info.remote() for k in self.args.apps]))
+
+    async def score_message(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
+        codec.check_size(request.ByteSize(), self.args.max_request_bytes)
+        inputs = codec.decode_score_request(request, self.args.weights)
+        result = await self.score(inputs)
+        return codec.encode_score_response(request.request_id, result, inputs.weights)
+
+    async def info_message(self) -> pb.InfoResponse:
+        return pb.InfoResponse(
+            models=[codec.encode_model_info(m) for m in await self.info()],
+            default_weights=self.args.weights,
+            diag_labels=codec.DIAG_LABELS,
+            max_request_bytes=self.args.max_request_bytes,
+            max_batch_images=self.args.max_batch_images,
+        )
+
+
+@serve.deployment(max_ongoing_requests=32)
+@serve.ingress()
+class RewardGateway:
+    """Ingress of the ``reward`` application: ``RewardService`` RPCs and the FastAPI routes."""
+
+    def __init__(self, args: dict | None = None):
+        self.args = GatewayArgs(**(args or {}))
+        self._handles: dict = {}
+        self.gateway = Gateway(self.args, self._handle)
+        self.token = server_token()
+
+    def _handle(self, kind: str):
+        # looked up on first use: the model applications may deploy after the gateway
+        if kind not in self._handles:
+            app = self.args.apps[kind]
+            self._handles[kind] = serve.get_deployment_handle(DEPLOYMENT_NAMES[kind], app_name=app)
+        return self._handles[kind]
+
+    def __serve_build_asgi_app__(self):
+        from services.http import create_app
+
+        return create_app(self.gateway, self.token)
+
+    async def Score(self, request: pb.ScoreRequest, grpc_context=None) -> pb.ScoreResponse:
+        return await handle_rpc(
+            grpc_context, self.token, lambda: self.gateway.score_message(request), pb.ScoreResponse()
+        )
+
+    async def Info(self, request: pb.InfoRequest, grpc_context=None) -> pb.InfoResponse:
+        return await handle_rpc(grpc_context, self.token, self.gateway.info_message, pb.InfoResponse())
+
+
+def reward_app(args: dict) -> serve.Application:
+    """Serve-config builder: ``import_path: services.gateway:reward_app``."""
+    GatewayArgs(**(args or {}))  # fail at build time on bad args
+    return RewardGateway.bind(args or {})

@@ -1,0 +1,212 @@
+"""One Ray Serve deployment per reward model: ``posture``, ``diagnostic``, ``consistency``.
+
+Each application hosts one scorer (cxrl.rewards) behind a ``RewardModel``
+deployment. The gateway calls ``score(images, reports)`` through a deployment
+handle; callers that want one model use the ``ModelService`` RPCs (``Predict``,
+``Info``) on the model's own application, or its HTTP routes (``services.http``). Requests are split into chunks of at
+most ``max_batch_images`` and micro-batched across callers with ``@serve.batch``
+(batch size counted in images), scored in a worker thread so the replica keeps
+accepting requests, and cached per image in Redis when it is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+import torch
+from pydantic import Field
+from ray import serve
+
+from cxrl.config import ConfigModel
+from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.rewards import factory
+from cxrl.rewards.types import Components, ModelInfo
+from services import codec
+from services import components as comp
+from services.cache import ScoreCache, content_hash
+from services.grpc_servicer import handle_rpc, server_token
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["posture", "diagnostic", "consistency"]
+DEPLOYMENT_NAMES: dict[str, str] = {
+    "posture": "PostureModel",
+    "diagnostic": "DiagnosticModel",
+    "consistency": "ConsistencyModel",
+}
+MODEL_CONFIGS = {
+    "posture": factory.PostureModelConfig,
+    "diagnostic": factory.DiagnosticModelConfig,
+    "consistency": factory.ConsistencyModelConfig,
+}
+USES_REPORTS = {"posture": False, "diagnostic": True, "consistency": True}
+
+
+class ModelAppArgs(ConfigModel):
+    """`args` of a model application in the serve config."""
+
+    source: str = Field(
+        "default", description="model source: default, random, checkpoint, ... (cxrl.rewards.factory)"
+    )
+    path: str | None = Field(None, description="checkpoint directory / weights file for non-default sources")
+    weights: str | None = Field(
+        None, description="torchxrayvision weights name (diagnostic, source torchxrayvision)"
+    )
+    tokenizer_dir: str | None = Field(
+        None, description="local tokenizer directory (consistency, source cxr-clip)"
+    )
+    seed: int = Field(0, description="seed of random-weight models")
+    device: str = Field("cpu", description="torch device; 'cuda' when the replica has num_gpus")
+    num_threads: int = Field(1, ge=1, description="torch intra-op threads per replica")
+    max_batch_images: int = Field(
+        64, ge=1, description="most images scored in one forward pass (serve.batch size)"
+    )
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="how long a batch waits to fill")
+    max_request_bytes: int = Field(
+        64 << 20, ge=0, description="largest Predict request accepted (0 = no limit)"
+    )
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of cached scores in Redis")
+
+
+def build_scorer(kind: str, args: ModelAppArgs):
+    """The scorer of ``kind`` from the app args (validated by the factory's own config)."""
+    model_args = {"source": args.source, "path": args.path}
+    if args.weights is not None:
+        model_args["weights"] = args.weights
+    if args.tokenizer_dir is not None:
+        model_args["tokenizer_dir"] = args.tokenizer_dir
+    cfg = MODEL_CONFIGS[kind](**model_args)
+    if cfg.source == "random":
+        index = ("posture", "diagnostic", "consistency").index(kind)
+        return factory.random_scorers(args.seed, device=args.device)[index]
+    default = factory.DEFAULT_ASSETS / {"posture": "posture", "diagnostic": "diagnostic"}.get(kind, "clip")
+    if kind == "posture":
+        return factory.load_posture(cfg.path or default, args.device)
+    if kind == "diagnostic":
+        if cfg.source == "torchxrayvision":
+            return factory.load_xrv_diagnostic(cfg.weights, cfg.path, args.device)
+        return factory.load_diagnostic(cfg.path or default, args.device)
+    if cfg.source == "cxr-clip":
+        return factory.load_cxr_clip_release(cfg.path, cfg.tokenizer_dir, args.device)
+    return factory.load_consistency(cfg.path or default, args.device)
+
+
+def _batch_images(items: list[tuple[torch.Tensor, list[str]]]) -> int:
+    return sum(int(images.shape[0]) for images, _ in items)
+
+
+@serve.deployment(max_ongoing_requests=16)
+@serve.ingress()
+class RewardModel:
+    """Serves one scorer: ``score`` for the gateway, ``Predict``/``Info`` over gRPC."""
+
+    def __init__(self, kind: str, args: dict | None = None):
+        self.kind = kind
+        self.args = ModelAppArgs(**(args or {}))
+        torch.set_num_threads(self.args.num_threads)
+        self.scorer = build_scorer(kind, self.args)
+        self.info = self.scorer.info
+        self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s)
+        self.token = server_token()
+        self._score_batch.set_max_batch_size(self.args.max_batch_images)
+        self._score_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        log.info("%s model ready: %s %s", kind, self.info.name, self.info.version)
+
+    def _run(self, images: torch.Tensor, reports: list[str]) -> Components:
+        if self.kind == "posture":
+            return self.scorer(images)
+        return self.scorer(images, reports)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_batch_images)
+    async def _score_batch(self, items: list[tuple[torch.Tensor, list[str]]]) -> list[Components]:
+        images = torch.cat([i for i, _ in items])  # [sum B,1,H,W]
+        reports = [r for _, rs in items for r in rs]
+        out = await asyncio.to_thread(self._run, images, reports)
+        return comp.split(out, [int(i.shape[0]) for i, _ in items])
+
+    async def _score_uncached(self, images: torch.Tensor, reports: list[str]) -> Components:
+        chunks = [
+            self._score_batch(
+                (images[s : s + self.args.max_batch_images], reports[s : s + self.args.max_batch_images])
+            )
+            for s in range(0, images.shape[0], self.args.max_batch_images)
+        ]
+        return comp.cat(await asyncio.gather(*chunks))
+
+    async def score(self, images: torch.Tensor, reports: list[str]) -> tuple[Components, ModelInfo]:
+        """images ``[B,1,H,W]`` in [0,1] (one size), B reports -> (Components ``[B,...]``, model)."""
+        return await self._score(images, reports), self.info
+
+    async def _score(self, images: torch.Tensor, reports: list[str]) -> Components:
+        if not self.cache.enabled:
+            return await self._score_uncached(images, reports)
+        keys = [
+            content_hash(img, rep if USES_REPORTS[self.kind] else None)
+            for img, rep in zip(images, reports, strict=True)
+        ]
+        cached = await asyncio.to_thread(self.cache.get, self.info, keys)
+        miss = [i for i, row in enumerate(cached) if row is None]
+        if not miss:
+            return _rows(cached)
+        fresh = await self._score_uncached(images[miss], [reports[i] for i in miss])
+        fresh_rows = [comp.row_to_dict(fresh, j) for j in range(len(miss))]
+        await asyncio.to_thread(self.cache.put, self.info, [keys[i] for i in miss], fresh_rows)
+        for j, i in enumerate(miss):
+            cached[i] = fresh_rows[j]
+        return _rows(cached)
+
+    def model_info(self):
+        return self.info
+
+    async def predict_message(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        codec.check_size(request.ByteSize(), self.args.max_request_bytes)
+        images, reports = codec.decode_predict_request(request, USES_REPORTS[self.kind])
+        out = await self._score(images, reports)
+        return codec.encode_predict_response(request.request_id, out, images.shape[0], self.info)
+
+    async def info_message(self) -> pb.InfoResponse:
+        return pb.InfoResponse(
+            models=[codec.encode_model_info(self.info)],
+            diag_labels=codec.DIAG_LABELS if self.kind == "diagnostic" else (),
+            max_request_bytes=self.args.max_request_bytes,
+            max_batch_images=0,
+        )
+
+    def __serve_build_asgi_app__(self):
+        from services.http import create_model_app
+
+        return create_model_app(self, self.token)
+
+    async def Predict(self, request: pb.PredictRequest, grpc_context=None) -> pb.PredictResponse:
+        return await handle_rpc(
+            grpc_context, self.token, lambda: self.predict_message(request), pb.PredictResponse()
+        )
+
+    async def Info(self, request: pb.InfoRequest, grpc_context=None) -> pb.InfoResponse:
+        return await handle_rpc(grpc_context, self.token, self.info_message, pb.InfoResponse())
+
+
+def _rows(rows: list[dict]) -> Components:
+    """Cached rows -> Components ``[B, ...]``."""
+    shapes = {name: ((len(v),) if name in comp.VECTOR_FIELDS else ()) for name, v in rows[0].items()}
+    return comp.from_row_dicts(rows, shapes)
+
+
+def model_app(kind: str, args: dict | None) -> serve.Application:
+    ModelAppArgs(**(args or {}))  # fail at build time on bad args
+    return RewardModel.options(name=DEPLOYMENT_NAMES[kind]).bind(kind, args or {})
+
+
+def posture_app(args: dict) -> serve.Application:
+    """Serve-config builder: ``import_path: services.models:posture_app``."""
+    return model_app("posture", args)
+
+
+def diagnostic_app(args: dict) -> serve.Application:
+    return model_app("diagnostic", args)
+
+
+def consistency_app(args: dict) -> serve.Application:
+    return model_app("consistency", args)
