@@ -1,0 +1,151 @@
+"""Typed configuration of a CXRL run (DDPO policy optimisation with LoRA + ACE and RLCF rewards).
+
+Defaults are the paper's (Han et al., MICCAI 2024, Sec. 3): 81 images per batch, AdamW lr 3e-4,
+reward weights 1/10/10, N=3 ACE tokens, reports of M <= 74 tokens; DDPO's (Black et al. 2024) for
+the rest (PPO clip 1e-4, advantage clip 5, eta=1, guidance 5). Presets live in ``presets/*.yaml``;
+the paper's ablations are switches: ``ace.enabled: false`` (w/o ACE), ``rewards.rlcf: false``
+(direct feedback) and any subset of ``rewards.weights``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from cxrl.config import ConfigModel
+from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class LoraSettings(ConfigModel):
+    rank: int = Field(4, ge=0, description="LoRA rank on the UNet attention projections; 0 = no LoRA")
+    alpha: float | None = Field(None, description="LoRA alpha (scale alpha/rank); None = rank (scale 1)")
+    targets: list[str] = Field(
+        ["to_q", "to_k", "to_v", "to_out.0"], description="UNet module names that get LoRA adapters"
+    )
+
+
+class AceSettings(ConfigModel):
+    enabled: bool = Field(
+        True, description="learnable adaptive condition embeddings; false = w/o ACE ablation"
+    )
+    tokens: int = Field(3, ge=1, description="N, the number of ACE tokens prepended to the report embedding")
+    init_std: float = Field(0.02, ge=0, description="standard deviation of the ACE initialisation")
+
+
+class SamplingSettings(ConfigModel):
+    num_steps: int = Field(50, ge=1, description="DDIM steps per image (T)")
+    guidance_scale: float = Field(5.0, ge=1.0, description="classifier-free guidance scale (1 = none)")
+    eta: float = Field(1.0, gt=0, description="DDIM eta; > 0 so each step is a Gaussian with a log-prob")
+    images_per_epoch: int = Field(81, ge=1, description="images sampled and trained on per epoch (paper: 81)")
+    images_per_prompt: int = Field(
+        1, ge=1, description="images per report in an epoch (same report, different seeds)"
+    )
+    batch_size: int = Field(9, ge=1, description="images per sampling forward pass")
+
+
+class TrainSettings(ConfigModel):
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (paper: 3e-4)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    batch_size: int = Field(9, ge=1, description="images per training forward pass")
+    gradient_accumulation_steps: int = Field(3, ge=1, description="minibatches summed per optimiser step")
+    inner_epochs: int = Field(1, ge=1, description="passes over each sampled batch")
+    timestep_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of each trajectory's steps trained on (random per image)"
+    )
+    clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (DDPO: 1e-4)")
+    adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-this, this]")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clip")
+
+
+class RewardSettings(ConfigModel):
+    weights: dict[str, float] = Field(
+        dict(PAPER_WEIGHTS),
+        description="reward weights by name (align, diag, consist); omit a name to drop it",
+    )
+    rlcf: bool = Field(True, description="comparative feedback against the anchor; false = direct feedback")
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardSettings:
+        unknown = set(self.weights) - set(REWARD_NAMES)
+        if unknown or not self.weights:
+            raise ValueError(
+                f"reward weights must be a non-empty subset of {REWARD_NAMES}, got {self.weights}"
+            )
+        return self
+
+    @property
+    def needs_anchor(self) -> bool:
+        """The anchor is sampled only when a comparative term is on."""
+        return self.rlcf and bool({"diag", "consist"} & set(self.weights))
+
+
+class StatTrackerSettings(ConfigModel):
+    per_prompt: bool = Field(True, description="normalise rewards per report (else over the whole batch)")
+    buffer_size: int = Field(16, ge=1, description="rewards remembered per report")
+    min_count: int = Field(16, ge=1, description="below this many, a report uses the batch statistics")
+
+
+class CXRLConfig(ConfigModel):
+    """A CXRL fine-tuning run."""
+
+    generator: str = Field(
+        "default", description="'default' or a local diffusers pipeline directory (RoentGen)"
+    )
+    data: str | None = Field(None, description="dataset directory whose train-split reports are the prompts")
+    max_report_tokens: int = Field(74, ge=1, le=75, description="M: reports longer than this are skipped")
+    seed: int = Field(0, description="seed of prompts, noise, LoRA/ACE init and training shuffles")
+    epochs: int = Field(100, ge=1, description="epochs to run")
+    checkpoint_every: int = Field(1, ge=1, description="write a checkpoint every this many epochs")
+    device: str = Field("cpu", description="torch device")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapters")
+    ace: AceSettings = Field(default_factory=AceSettings, description="adaptive condition embeddings")
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="trajectory sampling")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="policy optimisation")
+    rewards: RewardSettings = Field(default_factory=RewardSettings, description="reward weights and RLCF")
+    stat_tracker: StatTrackerSettings = Field(
+        default_factory=StatTrackerSettings, description="advantage normalisation"
+    )
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> CXRLConfig:
+        n, s, t = self.sampling.images_per_epoch, self.sampling, self.train
+        if n % s.batch_size:
+            raise ValueError(
+                f"sampling.images_per_epoch ({n}) must be a multiple of sampling.batch_size ({s.batch_size})"
+            )
+        if n % s.images_per_prompt:
+            raise ValueError(f"sampling.images_per_epoch ({n}) must be a multiple of images_per_prompt")
+        step = t.batch_size * t.gradient_accumulation_steps
+        if n % step:
+            raise ValueError(
+                f"sampling.images_per_epoch ({n}) must be a multiple of train.batch_size x "
+                f"train.gradient_accumulation_steps ({step})"
+            )
+        return self
+
+    @property
+    def train_timesteps(self) -> int:
+        """Steps per trajectory trained on (at least one)."""
+        return max(1, int(self.sampling.num_steps * self.train.timestep_fraction))
+
+    @property
+    def optimizer_steps_per_epoch(self) -> int:
+        step = self.train.batch_size * self.train.gradient_accumulation_steps
+        return self.train.inner_epochs * self.sampling.images_per_epoch // step
+
+
+def load_preset(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> CXRLConfig:
+    """A preset name (``paper``, ``cpu-small``, ...) or a YAML path -> validated config."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+            raise ValueError(f"unknown preset {name_or_path!r}; choose one of {names} or give a YAML path")
+    return CXRLConfig.from_yaml(path, overrides)

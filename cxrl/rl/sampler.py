@@ -1,0 +1,108 @@
+"""Trajectory sampling for DDPO: DDIM eta=1 with classifier-free guidance, keeping latents and log-probs.
+
+Every image has an integer seed from which all of its noise is drawn (the initial latent and the
+per-step DDIM noise), so the policy and the anchor sampled with the same seeds start from the same
+noise, and the anchor's image for (report, seed) is a fixed function that may be cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cxrl.imaging import from_diffusion
+from cxrl.models.generator import Policy
+from cxrl.rl.ddim import ddim_step_logprob
+
+
+@dataclass
+class Trajectory:
+    """One sampled batch. Images are the decoded final latents, greyscale in [0, 1]."""
+
+    latents: torch.Tensor  # [B, T+1, C, h, w] x_T ... x_0
+    log_probs: torch.Tensor  # [B, T] log p(x_{t-1} | x_t) of each step taken
+    timesteps: torch.Tensor  # [T] long, shared by the batch
+    images: torch.Tensor  # [B, 1, H, W] float in [0, 1]
+    prompt_embeds: torch.Tensor  # [B, M, d] frozen text-encoder output c_p (ACE is added at train time)
+    seeds: list[int]
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+
+def seeded_noise(
+    seeds: Sequence[int], shape: tuple[int, ...], num_steps: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise of each image from its own seed -> (initial [B, *shape], per-step [T, B, *shape])."""
+    initial, steps = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        initial.append(torch.randn(shape, generator=gen))
+        steps.append(torch.randn((num_steps, *shape), generator=gen))
+    return torch.stack(initial).to(device), torch.stack(steps, dim=1).to(device)
+
+
+def latent_shape(policy: Policy) -> tuple[int, int, int]:
+    unet = policy.unet
+    size = unet.config.sample_size
+    return (unet.config.in_channels, size, size)
+
+
+@torch.no_grad()
+def sample(
+    policy: Policy,
+    prompt_embeds: torch.Tensor,  # [B, M, d] from policy.encode_prompts
+    seeds: Sequence[int],
+    num_steps: int = 20,
+    guidance_scale: float = 5.0,
+    eta: float = 1.0,
+    decode: bool = True,
+) -> Trajectory:
+    """Sample with the policy in its current mode (use ``with policy.anchor():`` for the anchor)."""
+    b = prompt_embeds.shape[0]
+    if len(seeds) != b:
+        raise ValueError(f"got {len(seeds)} seeds for {b} prompts; give one seed per image")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    scheduler = policy.pipe.scheduler
+    scheduler.set_timesteps(num_steps, device=policy.device)
+    timesteps = scheduler.timesteps.clone()  # [T]
+    dtype = policy.unet.dtype
+    init, step_noise = seeded_noise(seeds, latent_shape(policy), num_steps, policy.device)
+    x = (init * scheduler.init_noise_sigma).to(dtype)  # [B, C, h, w]
+    latents, log_probs = [x], []
+    for i, t in enumerate(timesteps):
+        model_in = scheduler.scale_model_input(x, t)
+        eps = policy.predict_noise(model_in, t, prompt_embeds.to(dtype), guidance_scale)
+        out = ddim_step_logprob(scheduler, eps, t, x, eta=eta, variance_noise=step_noise[i].to(dtype))
+        x = out.prev_sample
+        latents.append(x)
+        log_probs.append(out.log_prob)
+    images = from_diffusion(policy.decode(x)) if decode else torch.empty(0)
+    return Trajectory(
+        latents=torch.stack(latents, dim=1),
+        log_probs=torch.stack(log_probs, dim=1),
+        timesteps=timesteps.long().cpu(),
+        images=images,
+        prompt_embeds=prompt_embeds,
+        seeds=[int(s) for s in seeds],
+    )
+
+
+def concat(trajectories: Sequence[Trajectory]) -> Trajectory:
+    """Join sub-batches sampled with the same schedule into one trajectory batch."""
+    if not trajectories:
+        raise ValueError("nothing to concatenate")
+    first = trajectories[0].timesteps
+    if any(not torch.equal(t.timesteps, first) for t in trajectories):
+        raise ValueError("trajectories were sampled with different timestep schedules")
+    return Trajectory(
+        latents=torch.cat([t.latents for t in trajectories]),
+        log_probs=torch.cat([t.log_probs for t in trajectories]),
+        timesteps=first,
+        images=torch.cat([t.images for t in trajectories]),
+        prompt_embeds=torch.cat([t.prompt_embeds for t in trajectories]),
+        seeds=[s for t in trajectories for s in t.seeds],
+    )

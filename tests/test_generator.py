@@ -1,0 +1,115 @@
+"""Generator: building, saving/loading diffusers pipeline directories, the policy and its anchor."""
+
+import pytest
+import torch
+from diffusers import PNDMScheduler
+
+from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline, tiny_arch
+
+PROMPTS = ["small left pleural effusion.", "no acute cardiopulmonary process."]
+
+
+def unet_out(policy: Policy, embeds: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(len(embeds), 4, 16, 16, generator=gen)
+    with torch.no_grad():
+        return policy.predict_noise(x, torch.tensor(500), embeds, guidance_scale=3.0)
+
+
+def perturb_lora(policy: Policy) -> None:
+    with torch.no_grad():
+        for name, p in policy.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+
+
+def test_build_shapes_and_frozen_base():
+    pipe = build_pipeline(tiny_arch())
+    assert pipe.vae.config.in_channels == 1 and pipe.unet.config.sample_size == 16
+    assert not any(p.requires_grad for m in (pipe.vae, pipe.unet, pipe.text_encoder) for p in m.parameters())
+    assert pipe.tokenizer.model_max_length == 32
+
+
+def test_arch_rejects_resolution_not_divisible_by_vae_factor():
+    with pytest.raises(ValueError, match="multiple of the VAE factor"):
+        GeneratorArch(resolution=36, vae_channels=(8, 16, 16, 16))
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
+    pipe = build_pipeline(tiny_arch(), seed=3)
+    pipe.save_pretrained(tmp_path / "gen")
+    loaded = load_pipeline(tmp_path / "gen")
+    a, b = Policy(pipe, lora_rank=0, ace_tokens=0), Policy(loaded, lora_rank=0, ace_tokens=0)
+    ea, eb = a.encode_prompts(PROMPTS), b.encode_prompts(PROMPTS)
+    torch.testing.assert_close(ea, eb)
+    torch.testing.assert_close(unet_out(a, ea), unet_out(b, eb))
+
+
+def test_loads_a_roentgen_style_directory(tmp_path):
+    """Stable Diffusion layout: RGB VAE, PNDM scheduler with set_alpha_to_one, saved by diffusers."""
+    pipe = build_pipeline(tiny_arch().model_copy(update={"image_channels": 3}))
+    pipe.scheduler = PNDMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        set_alpha_to_one=True,
+        steps_offset=1,
+    )
+    pipe.save_pretrained(tmp_path / "roentgen")
+    loaded = load_pipeline(tmp_path / "roentgen")
+    assert type(loaded.scheduler).__name__ == "DDIMScheduler"
+    assert loaded.scheduler.config.set_alpha_to_one is False
+    from cxrl.rl.sampler import sample
+
+    policy = Policy(loaded, lora_rank=2, ace_tokens=3)
+    traj = sample(policy, policy.encode_prompts(PROMPTS), [0, 1], num_steps=3, guidance_scale=2.0)
+    assert traj.images.shape == (2, 1, 32, 32)
+    assert traj.images.min() >= 0 and traj.images.max() <= 1
+
+
+def test_load_rejects_non_pipeline_directories(tmp_path):
+    with pytest.raises(ValueError, match="model_index.json"):
+        load_pipeline(tmp_path)
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "X", "unet": ["diffusers", "UNet2DConditionModel"]}'
+    )
+    with pytest.raises(ValueError, match="lacks components"):
+        load_pipeline(tmp_path)
+
+
+def test_only_lora_and_ace_train():
+    policy = Policy(build_pipeline(tiny_arch()), lora_rank=2, ace_tokens=3)
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or n == "ace.tokens" for n in names)
+    targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if "lora_" in n}
+    assert targets == {"to_q", "to_k", "to_v", "0"}  # to_out.0
+    assert policy.ace.tokens.shape == (3, 16)
+
+
+def test_anchor_is_the_base_model_without_ace():
+    base = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=0, ace_tokens=0)
+    policy = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=2, ace_tokens=3)
+    perturb_lora(policy)
+    embeds = policy.encode_prompts(PROMPTS)
+    with policy.anchor():
+        assert policy.condition(embeds).shape == embeds.shape
+        anchor_out = unet_out(policy, embeds)
+    torch.testing.assert_close(anchor_out, unet_out(base, base.encode_prompts(PROMPTS)))
+    assert policy.condition(embeds).shape == (2, 3 + 32, 16)
+    assert not torch.allclose(unet_out(policy, embeds), anchor_out)
+    assert not policy.is_anchor  # adapters are back on after the context
+
+
+def test_ace_alone_changes_the_policy_and_lora_starts_at_zero():
+    policy = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=2, ace_tokens=3)
+    lora_b = [p for n, p in policy.unet.named_parameters() if "lora_B" in n]
+    assert all(torch.count_nonzero(p) == 0 for p in lora_b)  # LoRA is the identity at init
+    no_ace = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=2, ace_tokens=0)
+    embeds = policy.encode_prompts(PROMPTS)
+    assert not torch.allclose(unet_out(policy, embeds), unet_out(no_ace, embeds))
+
+
+def test_encode_rejects_empty_prompt_list():
+    policy = Policy(build_pipeline(tiny_arch()), lora_rank=0, ace_tokens=0)
+    with pytest.raises(ValueError, match="no prompts"):
+        policy.encode_prompts([])

@@ -1,0 +1,46 @@
+import pytest
+
+from cxrl.rl.config import PRESET_DIR, CXRLConfig, load_preset
+
+
+def test_paper_preset_has_the_papers_numbers():
+    cfg = load_preset("paper")
+    assert cfg.sampling.images_per_epoch == 81
+    assert cfg.train.lr == 3e-4
+    assert cfg.rewards.weights == {"align": 1.0, "diag": 10.0, "consist": 10.0}
+    assert cfg.ace.enabled and cfg.ace.tokens == 3 and cfg.max_report_tokens == 74
+    assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip_max == 5.0
+    assert cfg == CXRLConfig()  # the YAML spells out the defaults
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+def test_every_preset_loads(name):
+    cfg = load_preset(name)
+    assert cfg.optimizer_steps_per_epoch >= 1
+
+
+def test_ablation_switches():
+    assert not load_preset("no-ace").ace.enabled
+    direct = load_preset("direct-feedback")
+    assert not direct.rewards.rlcf and not direct.rewards.needs_anchor
+    align_only = load_preset("paper", {"rewards.weights": {"align": 1.0}})
+    assert not align_only.rewards.needs_anchor
+    assert load_preset("paper", {"rewards.weights": {"diag": 10.0}}).rewards.needs_anchor
+
+
+def test_small_preset_is_small():
+    cfg = load_preset("cpu-small")
+    assert cfg.sampling.images_per_epoch <= 16 and cfg.train_timesteps < cfg.sampling.num_steps
+
+
+def test_inconsistent_batches_and_unknown_rewards_are_rejected():
+    with pytest.raises(ValueError, match="multiple of sampling.batch_size"):
+        load_preset("paper", {"sampling.batch_size": 10})
+    with pytest.raises(ValueError, match="train.batch_size x"):
+        load_preset("paper", {"train.batch_size": 2})
+    with pytest.raises(ValueError, match="subset of"):
+        load_preset("paper", {"rewards.weights": {"beauty": 1.0}})
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_preset("nonexistent")
+    with pytest.raises(ValueError):
+        load_preset("paper", {"sampling.typo": 1})
