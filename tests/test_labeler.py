@@ -197,6 +197,14 @@ SCOPE = [
     ("No significant interval change in the right upper lobe mass.", {"Mass": 1, NF: 0}),
     ("Without interval change of the mild bibasilar atelectasis.", {"Atelectasis": 1, NF: 0}),
     ("Cardiomegaly, not significantly changed.", {"Cardiomegaly": 1, NF: 0}),
+    ("No suspicious pulmonary nodules identified.", {"Nodule": 0, NF: 1}),
+    ("Hyperinflated lungs, air trapping versus poor inspiration.", {"Emphysema": 1, NF: 0}),
+    # whole-report normal statements
+    ("Low lung volumes, otherwise clear.", {NF: 1}),
+    ("Negative.", {NF: 1}),
+    ("No acute or active cardiac, pulmonary or pleural disease.", {NF: 1}),
+    ("Unremarkable mediastinal contour.", {"Enlarged Cardiomediastinum": 0, NF: 1}),
+    ("Stable appearance of the chest.", {}),
     # look-alikes
     ("Soft tissue edema of the chest wall.", {}),
     ("Surgical clips in the right upper quadrant from cholecystectomy.", {}),

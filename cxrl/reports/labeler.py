@@ -21,8 +21,9 @@ Rules (the contract the world and the diagnostic reward rely on):
      them ("no effusion; lungs are hyperexpanded" leaves Emphysema positive). Uncertainty
      adjectives ("possible", "borderline") also stop at a comma; negation runs through
      comma lists ("no pneumothorax, effusion, or consolidation");
-   - a trigger *after* it applies when at most 6 words stand between ("pneumothorax is not
-     seen", "pneumonia cannot be excluded", "infiltrate versus atelectasis");
+   - a trigger *after* it applies when at most 6 words and no comma stand between
+     ("pneumothorax is not seen", "pneumonia cannot be excluded", "infiltrate versus
+     atelectasis");
    - uncertainty beats negation ("not excluded" is uncertain); neither gives positive.
    Phrases with a negation word that do not negate ("no change in the effusion") are masked.
 4. Statements that report a label as normal without a negation word ("heart size is
@@ -231,10 +232,12 @@ class ReportLabeler:
                     if _STOPPER.search(doc, e, start) or (kind == "pre_adj" and doc.find(",", e, start) >= 0):
                         continue
                     pre = (e, kind)
+        comma = doc.find(",", end, hi)
+        post_hi = hi if comma < 0 else comma
         post_kinds = set()
         for kind in ("post_unc", "post_neg"):
             for s, e in triggers[kind]:
-                if end <= s and e <= hi and len(_WORD.findall(doc, end, s)) <= _POST_WINDOW_WORDS:
+                if end <= s and e <= post_hi and len(_WORD.findall(doc, end, s)) <= _POST_WINDOW_WORDS:
                     post_kinds.add(kind)
         if (pre and pre[1] in _UNCERTAIN_KINDS) or "post_unc" in post_kinds:
             return UNCERTAIN

@@ -259,7 +259,7 @@ NORMAL_FINDINGS: dict[str, tuple[str, ...]] = {
         + _NORMAL,
         r"(?:heart|cardiac) (?:size )?and mediastin\w*(?: (?:contours?|silhouettes?|size))? " + _NORMAL,
         r"normal (?:cardiomediastinal|mediastinal|cardiac and mediastinal)(?: (?:silhouette|contours?|width|size|shadow))?",
-        r"normal mediastinum",
+        r"normal mediastinum|unremarkable (?:cardio)?mediastin\w*(?: (?:silhouettes?|contours?|width|size|shadow))?",
     ),
     "Edema": (
         r"(?:pulmonary )?vascula(?:rity|ture|r pattern) " + _NORMAL,
@@ -275,7 +275,7 @@ NORMAL_FINDINGS: dict[str, tuple[str, ...]] = {
 # Whole-report normal statements: with no pathology positive or uncertain they make
 # "No Finding" positive (rule 7 in labeler.py).
 NORMAL_REPORT: tuple[str, ...] = (
-    r"no (?:\w+ ){0,3}(?:abnormalit\w*|disease|process|processes|findings?|pathology|abnormal findings)",
+    r"(?:no|without|negative for) (?:[\w,/-]+ ){0,8}(?:abnormalit\w*|disease|process|processes|findings?|pathology)",
     r"(?:normal|unremarkable|negative|clear) (?:(?:two|2|one|1|single|frontal|portable|upright|pa|ap|lateral|view"
     r"|and|radiographic|chest|x-?ray|film|radiograph|study|examination|exam)[, ]+){0,5}"
     r"(?:chest|study|examination|exam|radiographs?|film|x-?ray|cxr)",
@@ -283,6 +283,7 @@ NORMAL_REPORT: tuple[str, ...] = (
     r"(?:lungs?|lung fields|lung parenchyma) (?:(?:are|is|appear|appears|remain|remains) )?(?:\w+ )?"
     r"(?:clear|normal|unremarkable|well[- ]aerated|(?:well[- ]|normally )?(?:expanded|inflated) and clear)",
     r"clear lungs?|within normal limits|(?:normal|healthy) (?:heart|lungs)",
+    r"otherwise (?:\w+ )?clear|(?<![a-z,] )negative(?= ?(?:\.|$))",
     r"negative (?:for )?(?:acute )?(?:cardiopulmonary|chest|intrathoracic) (?:abnormalit\w*|disease|process|findings?)",
 )
 
@@ -310,7 +311,7 @@ PRE_UNCERTAINTY_ADJ: tuple[str, ...] = (
     r"(?:at the )?upper limits?(?: of)? normal|top[- ]normal",
 )
 PRE_UNCERTAINTY: tuple[str, ...] = (
-    r"suspect|suspicious(?: for| of)?|suspicion(?: for| of)?|concern\w* (?:for|of)|worrisome for",
+    r"suspect|(?<!no )(?<!without )suspicious(?: for| of)?|suspicion(?: for| of)?|concern\w* (?:for|of)|worrisome for",
     r"question\w*(?: of)?",
     r"(?:may|might|could) (?:\w+ )?(?:be|represent|reflect|indicate|relate to|be related to|be due to"
     r"|be secondary to|have|include|signify)",
