@@ -348,6 +348,12 @@ LATERALITY = [
     ("Consolidation and atelectasis in the right lung base.", "Consolidation", Finding(1, "right")),
     ("Possible left basilar infiltrate versus atelectasis.", "Atelectasis", Finding(-1, "left")),
     ("No right pneumothorax.", "Pneumothorax", Finding(0, "right")),
+    ("Left basilar airspace disease and pleural effusion unchanged.", "Effusion", Finding(1, "left")),
+    ("Mild left-sided scarring/subsegmental atelectasis.", "Atelectasis", Finding(1, "left")),
+    ("Right effusion, atelectasis.", "Atelectasis", Finding(1, "unspecified")),
+    ("Patchy right middle lobe and lingular airspace disease.", "Lung Opacity", Finding(1, "bilateral")),
+    ("Small bilateral effusions, larger on the right.", "Effusion", Finding(1, "bilateral")),
+    ("Right PICC line with tip in the SVC.", "Support Devices", Finding(1, "right")),
 ]
 
 

@@ -39,8 +39,10 @@ Rules (the contract the world and the diagnostic reward rely on):
 8. Laterality of a finding: side words ("left", "bibasilar", "lingular" = left, ...) between
    the previous mention of the clause and the mention, or inside it; failing that, a side
    word after it introduced by a preposition ("in the right lung base") or "bilaterally".
-   The sides of the mentions that gave the final value are combined: left and right make
-   bilateral; none gives "unspecified". Cardiomegaly, Enlarged Cardiomediastinum, Hernia and
+   A mention still without a side takes the side of the previous mention of its clause
+   when no comma stands between ("left basilar infiltrate versus atelectasis", "left
+   effusion and atelectasis"). The sides of the mentions that gave the final value are
+   combined: left and right make bilateral; none gives "unspecified". Cardiomegaly, Enlarged Cardiomediastinum, Hernia and
    No Finding are always "unspecified".
 """
 
@@ -100,7 +102,6 @@ _CLAUSE = _alternation(P.CLAUSE_BREAKERS)
 _STOPPER = _alternation(P.SCOPE_STOPPERS)
 _WORD = re.compile(r"[a-z0-9/'-]+")
 _COMMA = re.compile(r"[,:]")
-_COORDINATION = re.compile(r"\W*(?:(?:and|or|versus|vs|and/or|with|/)\W*)?")
 
 
 class ReportLabeler:
@@ -177,7 +178,7 @@ class ReportLabeler:
                 before = [m for m in out if lo < m.end <= start]
                 prev = max(before, key=lambda m: m.end) if before else None
                 side = _side(doc, start, end, prev.end if prev else lo, hi, side_terms)
-                if side is None and prev is not None and _COORDINATION.fullmatch(doc, prev.end, start):
+                if side is None and prev is not None and doc.find(",", prev.end, start) < 0:
                     side = prev.side  # "left basilar infiltrate versus atelectasis"
             out.append(_Mention(label, start, end, value, side))
         return out
