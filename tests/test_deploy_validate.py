@@ -1,0 +1,186 @@
+"""Schema validation of what deploy/ renders, offline.
+
+- The RayService against KubeRay's CRD (tests/schemas/kuberay-ray.io_rayservices.yaml):
+  jsonschema over the CRD version's ``openAPIV3Schema``, made strict the way
+  ``kubectl apply`` (server-side field validation ``Strict``) treats CRDs: an unknown
+  field is an error, not silently pruned.
+- Kubernetes' own kinds against the strict JSON schemas that the ``kubernetes-validate``
+  wheel carries for each Kubernetes release (no network).
+- ``serveConfigV2`` through Ray Serve's own ``ServeDeploySchema``, plus a strict-keys walk
+  over the same pydantic models (Ray's schema ignores unknown keys, so a misspelt
+  ``num_replica`` would otherwise pass), and every import path it names must import.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate.utils as kv
+import pydantic
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+from test_deploy_render import DEPLOY, OVERLAYS, find, render
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "tests" / "schemas" / "kuberay-ray.io_rayservices.yaml"
+K8S_VERSIONS = ("1.29", "1.37")  # oldest and newest Kubernetes release we claim
+
+
+def strict(schema: Any) -> Any:
+    """Copy of an OpenAPI v3 structural schema where objects reject unknown fields."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def crd_validator(api_version: str) -> jsonschema.Draft7Validator:
+    # the CRD is 1 MB of YAML: parse it once, with libyaml when PyYAML has it
+    crd = yaml.load(CRD_FILE.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    version = api_version.rpartition("/")[2]
+    (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    assert entry["served"], f"{api_version} RayService is not served by this KubeRay"
+    return jsonschema.Draft7Validator(strict(entry["schema"]["openAPIV3Schema"]))
+
+
+def crd_errors(obj: dict[str, Any]) -> list[str]:
+    validator = crd_validator(obj["apiVersion"])
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def unknown_keys(model: type[pydantic.BaseModel], data: Any, path: str = "") -> list[str]:
+    """Keys of ``data`` that ``model`` (recursively, through its field types) does not define."""
+    if not isinstance(data, dict):
+        return []
+    fields = model.model_fields
+    names = {name: field for name, field in fields.items()}
+    names.update({field.alias: field for field in fields.values() if field.alias})
+    found = []
+    for key, value in data.items():
+        if key not in names:
+            found.append(f"{path}{key}")
+            continue
+        for sub in nested_models(names[key].annotation):
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                suffix = f"[{i}]" if isinstance(value, list) else ""
+                found += unknown_keys(sub, item, f"{path}{key}{suffix}.")
+    return found
+
+
+def nested_models(annotation: Any) -> list[type[pydantic.BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, typing.List):  # noqa: UP006
+        return [m for arg in typing.get_args(annotation) for m in nested_models(arg)]
+    return []
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> list[dict[str, Any]]:
+    return render(DEPLOY / "overlays" / request.param)
+
+
+# --- RayService against the KubeRay CRD ---------------------------------------------
+
+
+def test_rayservice_is_valid_against_the_kuberay_crd(rendered):
+    rayservice = find(rendered, "RayService", "cxrl-rewards")
+    assert crd_errors(rayservice) == []
+    options = rayservice["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"], "GCS fault tolerance needs the Redis address"
+
+
+@pytest.mark.parametrize(
+    "corrupt, field",
+    [
+        (lambda s: s["rayClusterConfig"].update(workerGroupSpec=[]), "workerGroupSpec"),
+        (lambda s: s["rayClusterConfig"]["workerGroupSpecs"][0].update(maxReplicas="4"), "maxReplicas"),
+        (lambda s: s["rayClusterConfig"].pop("headGroupSpec"), "headGroupSpec"),
+        (lambda s: s["rayClusterConfig"]["autoscalerOptions"].update(upscalingMode="Fast"), "upscalingMode"),
+        (
+            lambda s: s["rayClusterConfig"]["gcsFaultToleranceOptions"].update(redisAdress="x:1"),
+            "redisAdress",
+        ),
+        (lambda s: s.update(serveConfigV2={"applications": []}), "serveConfigV2"),
+    ],
+)
+def test_crd_validation_catches_mistakes(rendered, corrupt, field):
+    rayservice = copy.deepcopy(find(rendered, "RayService", "cxrl-rewards"))
+    corrupt(rayservice["spec"])
+    errors = crd_errors(rayservice)
+    assert errors and any(field in error for error in errors), errors
+
+
+# --- Kubernetes' own kinds ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+def test_native_objects_are_valid_kubernetes(rendered, k8s_version):
+    native = [o for o in rendered if o["kind"] != "RayService"]
+    assert {o["kind"] for o in native} >= {"Deployment", "Service", "Job", "Secret", "PersistentVolumeClaim"}
+    for obj in native:
+        try:
+            kv.validate(obj, k8s_version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_native_validation_catches_mistakes(rendered):
+    job = copy.deepcopy(find(rendered, "Job", "cxrl-trainer"))
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kv.ValidationError, match="volumeMount"):
+        kv.validate(job, K8S_VERSIONS[-1], strict=True)
+    service = copy.deepcopy(find(rendered, "Service", "cxrl-redis"))
+    service["spec"]["ports"][0]["port"] = "six-three-seven-nine"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(service, K8S_VERSIONS[-1], strict=True)
+
+
+# --- serveConfigV2 through Ray Serve's schema -----------------------------------------
+
+
+def serve_config(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(find(objs, "RayService", "cxrl-rewards")["spec"]["serveConfigV2"])
+
+
+def test_serve_config_is_valid_for_ray_serve(rendered):
+    config = serve_config(rendered)
+    schema = ServeDeploySchema.model_validate(config)
+    assert {app.name for app in schema.applications} == {"posture", "diagnostic", "consistency", "reward"}
+    assert unknown_keys(ServeDeploySchema, config) == []
+    assert schema.grpc_options.port == 9000 and schema.http_options.port == 8000
+
+
+def test_strict_serve_keys_catch_a_misspelt_field(rendered):
+    config = serve_config(rendered)
+    config["applications"][0]["deployments"][0]["num_replica"] = 2
+    ServeDeploySchema.model_validate(config)  # Ray itself lets it through...
+    assert unknown_keys(ServeDeploySchema, config) == ["applications[0].deployments[0].num_replica"]
+
+
+def test_serve_config_import_paths_resolve(rendered):
+    config = serve_config(rendered)
+    for app in config["applications"]:
+        module, _, attr = app["import_path"].partition(":")
+        assert hasattr(importlib.import_module(module), attr), app["import_path"]
+    for function in config["grpc_options"]["grpc_servicer_functions"]:
+        module, _, attr = function.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attr)), function
