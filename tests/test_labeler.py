@@ -198,6 +198,14 @@ SCOPE = [
     ("Without interval change of the mild bibasilar atelectasis.", {"Atelectasis": 1, NF: 0}),
     ("Cardiomegaly, not significantly changed.", {"Cardiomegaly": 1, NF: 0}),
     ("No suspicious pulmonary nodules identified.", {"Nodule": 0, NF: 1}),
+    (
+        "No pneumothorax, pleural effusion or suspicious focal airspace opacity.",
+        {"Pneumothorax": 0, "Effusion": 0, "Lung Opacity": 0, NF: 1},
+    ),
+    (
+        "Normal heart size and mediastinal contours.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
+    ),
     ("Hyperinflated lungs, air trapping versus poor inspiration.", {"Emphysema": 1, NF: 0}),
     # whole-report normal statements
     ("Low lung volumes, otherwise clear.", {NF: 1}),

@@ -251,6 +251,7 @@ NORMAL_FINDINGS: dict[str, tuple[str, ...]] = {
         + _NORMAL,
         r"normal(?:[- ]sized?)? (?:heart|cardiac|cardiomediastinal)(?: (?:size|silhouette|contours?|shadow|outline))?",
         r"(?:heart|cardiac silhouette) (?:is )?(?:of )?normal (?:size|limits)",
+        r"(?:heart|cardiac) and (?:cardio)?mediastin\w*(?: (?:contours?|silhouettes?|size))? " + _NORMAL,
         r"cardiomediastinal (?:silhouettes?|contours?|shadow|structures|size) " + _NORMAL,
     ),
     "Enlarged Cardiomediastinum": (
@@ -258,7 +259,7 @@ NORMAL_FINDINGS: dict[str, tuple[str, ...]] = {
         + r"(?: and (?:hilar|cardiac|heart|pulmonary vascula\w*)(?: (?:contours?|silhouettes?|size))?)? "
         + _NORMAL,
         r"(?:heart|cardiac) (?:size )?and mediastin\w*(?: (?:contours?|silhouettes?|size))? " + _NORMAL,
-        r"normal (?:cardiomediastinal|mediastinal|cardiac and mediastinal)(?: (?:silhouette|contours?|width|size|shadow))?",
+        r"normal (?:heart size and |cardiac and |heart and )?(?:cardiomediastinal|mediastinal)(?: (?:silhouette|contours?|width|size|shadow))?",
         r"normal mediastinum|unremarkable (?:cardio)?mediastin\w*(?: (?:silhouettes?|contours?|width|size|shadow))?",
     ),
     "Edema": (
@@ -311,10 +312,10 @@ PRE_UNCERTAINTY_ADJ: tuple[str, ...] = (
     r"(?:at the )?upper limits?(?: of)? normal|top[- ]normal",
 )
 PRE_UNCERTAINTY: tuple[str, ...] = (
-    r"suspect|(?<!no )(?<!without )suspicious(?: for| of)?|suspicion(?: for| of)?|concern\w* (?:for|of)|worrisome for",
+    r"suspect|suspicious (?:for|of)|suspicion(?: for| of)?|concern\w* (?:for|of)|worrisome for",
     r"question\w*(?: of)?",
     r"(?:may|might|could) (?:\w+ )?(?:be|represent|reflect|indicate|relate to|be related to|be due to"
-    r"|be secondary to|have|include|signify)",
+    r"|be secondary to|have|include|signify|obscure|mask|hide)",
     r"(?<!to )suggest\w*(?: of)?",
     r"(?:cannot|can ?not|can't) (?:be )?(?:entirely |completely |definitely |totally )?"
     r"(?:exclude[d]?|rule[d]? out|differentiate|distinguish)",
