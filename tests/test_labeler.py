@@ -206,6 +206,11 @@ SCOPE = [
         "Normal heart size and mediastinal contours.",
         {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
     ),
+    (
+        "Cardiac and mediastinal contours are within normal limits.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
+    ),
+    ("Overlapping ribs could obscure a small nodule.", {"Nodule": -1, NF: -1}),
     ("Hyperinflated lungs, air trapping versus poor inspiration.", {"Emphysema": 1, NF: 0}),
     # whole-report normal statements
     ("Low lung volumes, otherwise clear.", {NF: 1}),
