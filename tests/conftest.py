@@ -1,0 +1,20 @@
+"""Shared pytest fixtures.
+
+``tiny_world``: a default world of 48 training and 16 test images at 64 px, built once per
+test session with the real builder (IU reports, real lung masks, the report labeler).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cxrl.world.build import WorldConfig, build_world
+
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    build_world(out, WorldConfig(n_train=48, n_test=16, size=64, seed=0, workers=1), progress=False)
+    return out
