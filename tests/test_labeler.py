@@ -172,6 +172,8 @@ SCOPE = [
     ("Lungs otherwise clear except for left basilar atelectasis.", {"Atelectasis": 1, NF: 0}),
     ("Cardiomegaly without edema.", {"Edema": 0, "Cardiomegaly": 1, NF: 0}),
     ("Stable cardiomegaly without heart failure.", {"Edema": 0, "Cardiomegaly": 1, NF: 0}),
+    ("No visualized pneumothorax.", {"Pneumothorax": 0, NF: 1}),
+    ("No demonstrated effusion, the heart is enlarged.", {"Effusion": 0, "Cardiomegaly": 1, NF: 0}),
     # negation after the mention
     ("Pneumothorax is not seen.", {"Pneumothorax": 0, NF: 1}),
     ("The previously seen left effusion has resolved.", {"Effusion": 0, NF: 1}),

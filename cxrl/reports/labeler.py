@@ -230,7 +230,7 @@ class ReportLabeler:
         for kind in _PRE_KINDS:
             for s, e in triggers[kind]:
                 if lo <= s and e <= start and (pre is None or e > pre[0]):
-                    if _STOPPER.search(doc, e, start) or (kind == "pre_adj" and doc.find(",", e, start) >= 0):
+                    if _stopped(doc, e, start) or (kind == "pre_adj" and doc.find(",", e, start) >= 0):
                         continue
                     pre = (e, kind)
         comma = doc.find(",", end, hi)
@@ -255,6 +255,15 @@ class ReportLabeler:
         if NEGATIVE in values or self._normal_report.search(doc):
             return POSITIVE
         return None
+
+
+def _stopped(doc: str, begin: int, end: int) -> bool:
+    """Whether a scope stopper stands in doc[begin:end], not counting one right after the trigger
+    ("no visualized pneumothorax" stays negated)."""
+    for m in _STOPPER.finditer(doc, begin, end):
+        if doc[begin : m.start()].strip():
+            return True
+    return False
 
 
 def _overlaps(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:

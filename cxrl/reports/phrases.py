@@ -357,6 +357,7 @@ SCOPE_STOPPERS: tuple[str, ...] = (
     r"is|are|was|were|has|have|remains?|appears?|demonstrates?|shows?|with",
     r"seen|identified|noted|present|demonstrated|visualized|appreciated",
     r"and (?:stable|unchanged|persistent)",
+    r"(?<=, )(?:the|a|an|this|these|its)",  # a new subject after a comma: "no effusion, the heart is enlarged"
 )
 
 # Side words; a mention's laterality comes from these (rule 8 in labeler.py).
