@@ -194,6 +194,7 @@ SCOPE = [
     ("Possible atelectasis, no effusion.", {"Atelectasis": -1, "Effusion": 0, NF: -1}),
     ("No pneumothorax, possible small right effusion.", {"Pneumothorax": 0, "Effusion": -1, NF: -1}),
     ("No focal opacity to suggest pneumonia.", {"Pneumonia": 0, "Lung Opacity": 0, NF: 1}),
+    ("It would be difficult to completely exclude a superimposed pneumonia.", {"Pneumonia": -1, NF: -1}),
     # phrases with a negation word that do not negate
     ("No change in the small left pleural effusion.", {"Effusion": 1, NF: 0}),
     ("No significant interval change in the right upper lobe mass.", {"Mass": 1, NF: 0}),
@@ -226,6 +227,9 @@ SCOPE = [
     ("Degenerative disc herniation in the lower thoracic spine.", {}),
     ("Thyroid nodule noted on prior CT.", {}),
     ("Lytic lesion in the right humerus.", {}),
+    ("Residuals of prior granulomatous infection.", {}),
+    ("Pulmonary vascular engorgement appears within limits of normal.", {"Edema": 0, NF: 1}),
+    ("CT may help if the patient is at high risk for lung cancer.", {}),
 ]
 
 

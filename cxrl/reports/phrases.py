@@ -29,6 +29,12 @@ _MEDIASTINUM = (
 )
 _BE = r"(?:is|are|appears?|remains?|was|were|seems?|looks?|has become|have become|has been|have been)"
 
+# "pulmonary vascular engorgement appears within limits of normal": a normal statement, not Edema.
+_VESSELS_NORMAL = (
+    r"(?:pulmonary )?vascular (?:engorgement|congestion|prominence) (?:appears? |is |are )?"
+    r"within (?:the )?(?:limits of normal|normal limits)"
+)
+
 # ---------------------------------------------------------------- mentions
 MENTIONS: dict[str, tuple[str, ...]] = {
     "Atelectasis": (
@@ -180,6 +186,7 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:soft[- ]tissue|subcutaneous|chest wall|extremity|peripheral|pedal|leg|scalp|facial) o?edema",
         r"o?edema (?:of|in) the (?:soft tissues?|chest wall|extremit\w+|legs?)",
         r"(?:nasal|sinus|mucosal) congestion",
+        _VESSELS_NORMAL,
     ),
     "Emphysema": (
         r"(?:subcutaneous|soft[- ]tissue|mediastinal|interstitial|chest wall|surgical) emphysema",
@@ -193,6 +200,9 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
     "Pneumonia": (
         r"aspiration (?:precautions|risk)",
         r"(?:urinary tract|wound|skin|soft tissue|line|catheter) infections?",
+        r"(?:(?:prior|old|previous|remote|healed|chronic|sequelae? of|residuals? of) )?(?:granulomatous|tuberculous|fungal)"
+        r" (?:infections?|infectious process)",
+        r"(?:prior|old|previous|remote|healed|sequelae? of|residuals? of|evidence of previous) infections?",
     ),
     "Nodule": (
         r"(?:thyroid|thyroid gland|breast|skin|lymph) nodul\w*",
@@ -203,6 +213,7 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:breast|prostate|colon|colorectal|renal|kidney|thyroid|skin|bladder|ovarian|pancreatic|cervical|uterine)"
         r" (?:cancer|carcinoma|tumou?r)",
         r"history of (?:\w+ ){0,2}(?:cancer|carcinoma|malignancy|tumou?r|neoplasm)",
+        r"(?:risk|at high|high risk|screening) (?:\w+ )?(?:for|of) (?:lung )?(?:cancer|malignancy)",
     ),
     "Hernia": (
         r"(?:dis[ck]|disk|inguinal|umbilical|ventral|incisional|abdominal wall|nucleus pulposus) herni\w*",
@@ -263,6 +274,7 @@ NORMAL_FINDINGS: dict[str, tuple[str, ...]] = {
         r"normal mediastinum|unremarkable (?:cardio)?mediastin\w*(?: (?:silhouettes?|contours?|width|size|shadow))?",
     ),
     "Edema": (
+        _VESSELS_NORMAL,
         r"(?:pulmonary )?vascula(?:rity|ture|r pattern) " + _NORMAL,
         r"normal (?:pulmonary )?vascula(?:rity|ture)",
     ),
@@ -319,7 +331,7 @@ PRE_UNCERTAINTY: tuple[str, ...] = (
     r"(?<!to )suggest\w*(?: of)?",
     r"(?:cannot|can ?not|can't) (?:be )?(?:entirely |completely |definitely |totally )?"
     r"(?:exclude[d]?|rule[d]? out|differentiate|distinguish)",
-    r"difficult to (?:exclude|rule out|distinguish)",
+    r"difficult to (?:\w+ )?(?:exclude|rule out|distinguish)",
     r"not (?:entirely |completely |definitely |totally )?(?:exclude[d]?|ruled out)",
     r"differential (?:diagnosis )?(?:includes?|including|considerations?|would include)",
     r"r/o|rule out|evaluate for|evaluation for|assess for|assessment for|to exclude|correlate for",
