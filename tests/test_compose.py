@@ -102,7 +102,7 @@ def test_volumes_for_redis_runs_and_models(compose):
     assert "redis-data" in compose["volumes"]
     for name in ("trainer", "trainer-gpu"):
         targets = {v.split(":")[1] for v in services[name]["volumes"]}
-        assert {"/app/runs", "/models", "/config/train.yaml"} <= targets
+        assert {"/app/runs", "/models", "/config"} <= targets
     for name in ("rewards", "rewards-gpu"):
         assert any(v.endswith(":/models:ro") for v in services[name]["volumes"])
 
@@ -143,5 +143,28 @@ def test_files_the_stack_names_exist(compose):
                 assert (REPO / config).is_file(), f"{name}: {config} missing"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            if source.endswith((".yaml", ".yml")):
-                assert (REPO / source).is_file(), f"{name}: mounted file {source} missing"
+            if source.startswith("./deploy/"):
+                assert (REPO / source).exists(), f"{name}: mounted {source} missing"
+
+
+def host_path(service: dict[str, Any], container_path: str) -> Path:
+    """The repo file that a bind mount of ``service`` shows at ``container_path``."""
+    for volume in service["volumes"]:
+        source, target = volume.split(":")[:2]
+        if container_path.startswith(target.rstrip("/") + "/") and source.startswith("./"):
+            return REPO / source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"{container_path} is not bind-mounted from the repo")
+
+
+@pytest.mark.parametrize("name", ["trainer", "trainer-gpu"])
+def test_trainer_configs_are_valid_and_score_over_grpc(compose, name):
+    from trainer.config import TrainConfig
+
+    service = compose["services"][name]
+    command = service["command"]
+    config = TrainConfig.from_yaml(host_path(service, command[command.index("--config") + 1]))
+    rewards = "rewards-gpu" if name == "trainer-gpu" else "rewards"
+    assert config.rewards.url == f"grpc://{rewards}:9000"
+    assert config.rewards.token_env == "CXRL_API_TOKEN"
+    assert config.out_dir == "/app/runs"
+    assert config.rl_config().device == ("cuda" if name == "trainer-gpu" else "cpu")

@@ -314,3 +314,24 @@ def test_every_pod_runs_as_non_root(overlay):
             assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
             for container in spec["containers"] + spec.get("initContainers", []):
                 assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_trainer_job_config_is_valid_and_matches_the_cluster(overlay, tmp_path):
+    from trainer.config import TrainConfig
+
+    name, objs = overlay
+    job = find(objs, "Job", "cxrl-trainer")["spec"]["template"]["spec"]
+    (container,) = job["containers"]
+    config_path = container["command"][container["command"].index("--config") + 1]
+    mount = next(m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in job["volumes"] if v["name"] == mount["name"])
+    data = find(objs, "ConfigMap", volume["configMap"]["name"])["data"]
+    (tmp_path / "train.yaml").write_text(data[config_path[len(mount["mountPath"]) + 1 :]])
+    config = TrainConfig.from_yaml(tmp_path / "train.yaml")
+    host, _, port = config.rewards.url.removeprefix("grpc://").partition(":")
+    service = find(objs, "Service", host)
+    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env[config.rewards.token_env]["valueFrom"]
+    assert config.out_dir in [m["mountPath"] for m in container["volumeMounts"]]
+    assert config.rl_config().device == ("cuda" if name == "gpu" else "cpu")
