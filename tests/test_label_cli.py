@@ -64,3 +64,22 @@ def test_label_stdin(monkeypatch, capsys):
 def test_label_bad_input_fails_with_message(argv, message, caplog):
     assert cli.main(argv) == 2
     assert message in caplog.text
+
+
+@pytest.mark.e2e
+def test_cxrl_label_runs_as_a_command(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "reports.txt"
+    path.write_text("XXXX left base density.\nNo acute cardiopulmonary abnormality.\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "cxrl.cli", "label", "--file", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"Lung Opacity": 1, "No Finding": 0},
+        {"No Finding": 1},
+    ]

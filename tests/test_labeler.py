@@ -412,3 +412,12 @@ def test_clean_removes_deid_tokens_and_case():
     assert (
         clean("XXXX left base  density. Heart size XXXX normal.") == "left base density. heart size normal."
     )
+
+
+def test_phrase_tables_name_only_vocabulary_labels():
+    from cxrl.reports import phrases
+
+    tables = [phrases.MENTIONS, phrases.UNMENTIONS, phrases.NORMAL_FINDINGS]
+    assert all(set(t) <= set(LABELS) for t in tables)
+    assert set(LABELS) - set(phrases.MENTIONS) == {NF}
+    assert phrases.NON_LATERAL <= set(LABELS)
