@@ -1,0 +1,43 @@
+"""trainer.config and the `cxrl train/runs/demo` argument handling."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.cli import load_config, parse_overrides
+from trainer.config import TrainConfig, load_train_config
+
+
+def test_demo_config_loads_and_builds_a_valid_rl_config():
+    cfg = load_train_config("demo")
+    rl = cfg.rl_config()
+    assert rl.epochs >= 1 and rl.sampling.images_per_epoch % rl.sampling.batch_size == 0
+    assert cfg.rewards.url == "inprocess"
+
+
+def test_overrides_reach_the_preset_and_the_service_settings():
+    cfg = load_config("demo", ["rl.epochs=3", "rl.sampling.num_steps=4", "rewards.url=grpc://127.0.0.1:9999"])
+    rl = cfg.rl_config()
+    assert rl.epochs == 3 and rl.sampling.num_steps == 4
+    assert cfg.rewards.url == "grpc://127.0.0.1:9999"
+
+
+def test_bad_values_are_reported():
+    with pytest.raises(ValueError, match="inprocess"):
+        TrainConfig(rewards={"url": "http://x"})
+    with pytest.raises(ValueError, match="images_per_epoch"):
+        TrainConfig(rl={"sampling": {"images_per_epoch": 7, "batch_size": 2}})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ValueError, match="unknown trainer config"):
+        load_train_config("no-such-config")
+    with pytest.raises(ValueError, match="Extra inputs"):
+        load_config("demo", ["no_such_field=1"])
+
+
+def test_redis_url_falls_back_to_the_environment(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert TrainConfig().redis.resolved_url() == "redis://127.0.0.1:1/0"
+    assert TrainConfig(redis={"url": "redis://h:2/0"}).redis.resolved_url() == "redis://h:2/0"
+    monkeypatch.delenv("REDIS_URL")
+    assert TrainConfig().redis.resolved_url() is None

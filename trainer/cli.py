@@ -1,0 +1,164 @@
+"""`cxrl train`, `cxrl runs` and `cxrl demo`: the trainer service's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+RUN_DIRS = ("out/runs", "out/demo/runs")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune a generator with CXRL (rewards in-process or over gRPC; Redis cache and metrics)",
+        description="Train with CXRL from a trainer config (trainer/configs/*.yaml or a path). A run that "
+        "finds a checkpoint in its directory resumes from it.",
+    )
+    p.add_argument("--config", required=True, help="trainer config: a YAML path or a name in trainer/configs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set rewards.url=grpc://127.0.0.1:9000 "
+                        "--set rl.epochs=3 (VALUE is read as YAML)")  # fmt: skip
+    p.add_argument("--run-name", default=None, help="run id (reuse one to resume it)")
+    p.add_argument("--out-dir", default=None, help="where runs go (default from the config)")
+    p.set_defaults(func=run_train)
+
+    r = subparsers.add_parser("runs", help="list training runs with their status and latest metrics")
+    r.add_argument("--redis", default=None, help="Redis URL of the run registry (default REDIS_URL)")
+    r.add_argument("--dir", action="append", default=None,
+                   help=f"without Redis, list run directories under these (default {', '.join(RUN_DIRS)})")  # fmt: skip
+    r.add_argument("--limit", type=int, default=20, help="most recent runs shown")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(func=run_runs)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="the whole loop on the default world: Redis, reward services, CXRL training, evaluation, report",
+    )
+    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory")
+    d.add_argument("--config", default="demo", help="trainer config (default trainer/configs/demo.yaml)")
+    d.add_argument("--serve-config", default=None, help="reward services config (default the CPU profile)")
+    d.add_argument("--inprocess", action="store_true", help="score in this process instead of `cxrl serve`")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="trainer config override")
+    d.set_defaults(func=run_demo)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["rl.epochs=3", "rewards.url=grpc://h:1"]`` -> ``{"rl.epochs": 3, ...}`` (values as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like KEY=VALUE, e.g. rl.epochs=3")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config(name: str, sets: list[str], extra: dict[str, Any] | None = None):
+    """A trainer config by name or path with ``--set`` overrides (``rl.*`` keys reach the preset overrides)."""
+    from trainer.config import load_train_config
+
+    return load_train_config(name, {**parse_overrides(sets), **(extra or {})})
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from trainer.runner import run_training
+
+    extra = {}
+    if args.run_name:
+        extra["run_name"] = args.run_name
+    if args.out_dir:
+        extra["out_dir"] = args.out_dir
+    cfg = load_config(args.config, args.set, extra)
+    result = run_training(cfg)
+    print(format_table(result.evaluation))
+    print(f"report: {result.report}")
+    return 0
+
+
+def format_table(evaluation: dict[str, Any]) -> str:
+    """The short anchor-vs-CXRL table printed at the end of `cxrl train` and `cxrl demo`."""
+    rows = [("r_align", "mean r_align"), ("auroc", "AUROC"), ("clip_similarity", "CXR-CLIP cos"),
+            ("reward_total", "combined reward")]  # fmt: skip
+    a, c = evaluation["anchor"], evaluation["cxrl"]
+    lines = [
+        f"held-out reports: {evaluation['n_prompts']}",
+        f"{'metric':<18}{'anchor':>10}{'CXRL':>10}{'delta':>10}",
+    ]
+    for key, label in rows:
+        va, vc = a.get(key), c.get(key)
+        if va is None or vc is None or va != va or vc != vc:
+            lines.append(f"{label:<18}{'n/a':>10}{'n/a':>10}")
+            continue
+        lines.append(f"{label:<18}{va:>10.4f}{vc:>10.4f}{vc - va:>+10.4f}")
+    d = evaluation.get("reward_total_diff") or {}
+    if d.get("low") is not None:
+        lines.append(
+            f"combined reward CXRL - anchor: {d['value']:+.4f}, 95% bootstrap CI [{d['low']:+.4f}, {d['high']:+.4f}]"
+        )
+    return "\n".join(lines)
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    import os
+
+    from trainer.store import RunStore, connect
+
+    url = args.redis or os.environ.get("REDIS_URL")
+    client = connect(url) if url else None
+    if client is not None:
+        runs = [vars(r) for r in RunStore(client).list_runs(args.limit)]
+        source = f"registry at {url}"
+    else:
+        runs = scan_run_dirs(args.dir or list(RUN_DIRS))[: args.limit]
+        source = "run directories (no Redis: set REDIS_URL or --redis for the registry)"
+    if args.json:
+        print(json.dumps(runs, indent=1, default=str))
+        return 0
+    print(f"{len(runs)} run(s) from {source}")
+    print(f"{'run':<34}{'status':<12}{'epoch':>6}{'reward':>10}{'kl':>10}  updated (UTC)")
+    for r in runs:
+        latest = r.get("latest") or {}
+        reward, kl = latest.get("policy/total"), latest.get("approx_kl")
+        epoch = r.get("epoch")
+        print(
+            f"{r['run_id']:<34}{r['status']:<12}{'' if epoch is None else epoch + 1:>6}"
+            f"{'' if reward is None else f'{reward:.4f}':>10}{'' if kl is None else f'{kl:.2e}':>10}  "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r['updated']))}"
+        )
+    return 0
+
+
+def scan_run_dirs(roots: list[str]) -> list[dict[str, Any]]:
+    """Runs found on disk: status from their files (eval.json = finished), latest metrics from history."""
+    runs = []
+    for root in roots:
+        for d in Path(root).glob("*/config.yaml"):
+            run_dir = d.parent
+            history = run_dir / "history.jsonl"
+            lines = history.read_text().splitlines() if history.is_file() else []
+            latest = json.loads(lines[-1]) if lines else {}
+            files = [p for p in (history, run_dir / "eval.json", d) if p.exists()]
+            runs.append({
+                "run_id": run_dir.name,
+                "status": "finished" if (run_dir / "eval.json").is_file() else "incomplete",
+                "updated": max(p.stat().st_mtime for p in files),
+                "out_dir": str(run_dir),
+                "epoch": latest.get("epoch"),
+                "latest": latest,
+            })  # fmt: skip
+    return sorted(runs, key=lambda r: r["updated"], reverse=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from trainer.demo import run_demo as demo
+
+    return demo(args)

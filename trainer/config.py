@@ -1,0 +1,118 @@
+"""TrainConfig: one CXRL training run of the trainer service.
+
+It names the RL settings (a preset of :mod:`cxrl.rl.config` plus overrides), the reward backend
+(``inprocess`` scorers or ``grpc://host:port`` with deadlines and retries), Redis (anchor cache,
+metrics stream, run registry), where outputs go, and the held-out reports used for evaluation.
+Loadable from YAML with ``base:`` chains like every cxrl config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from cxrl.config import ConfigModel, deep_merge
+from cxrl.rewards.factory import RewardModelsConfig
+from cxrl.rl.config import CXRLConfig, load_preset
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class RewardClientSettings(ConfigModel):
+    """Where rewards come from and how calls to them are made."""
+
+    url: str = Field(
+        "inprocess",
+        description="'inprocess' (scorers in this process) or 'grpc://host:port' (the reward gateway)",
+    )
+    models: RewardModelsConfig = Field(
+        default_factory=RewardModelsConfig, description="reward models of the in-process backend"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="deadline of one reward call (gRPC) in seconds")
+    retries: int = Field(4, ge=0, description="retries of a failed reward call (transient errors only)")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay in seconds; doubles each retry")
+    max_in_flight: int = Field(
+        2, ge=1, description="reward calls allowed in flight while the next sub-batch samples"
+    )
+    token_env: str = Field(
+        "CXRL_REWARD_TOKEN", description="environment variable holding the gateway's bearer token, if any"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if v != "inprocess" and not v.startswith("grpc://"):
+            raise ValueError(f"reward url must be 'inprocess' or 'grpc://host:port', got {v!r}")
+        return v
+
+
+class RedisSettings(ConfigModel):
+    """Redis for the anchor cache, the metrics stream and the run registry."""
+
+    url: str | None = Field(
+        None, description="redis://host:port/db; None = the REDIS_URL environment variable; none = no Redis"
+    )
+    prefix: str = Field("cxrl", description="key prefix of everything the trainer writes")
+    anchor_ttl_s: int | None = Field(None, ge=1, description="expiry of anchor cache entries; None = keep")
+
+    def resolved_url(self) -> str | None:
+        return self.url or os.environ.get("REDIS_URL") or None
+
+
+class EvalSettings(ConfigModel):
+    """Held-out evaluation: the test-split reports, fixed seeds, anchor vs policy."""
+
+    prompts: int = Field(48, ge=2, description="held-out reports evaluated (from the test split)")
+    with_findings: float = Field(
+        0.5, ge=0, le=1, description="share of held-out reports chosen among those with findings (for AUROC)"
+    )
+    grid_prompts: int = Field(4, ge=0, description="held-out reports shown in the report's image grid")
+    every: int = Field(0, ge=0, description="grid snapshot every this many epochs (0 = first and last only)")
+    seed: int = Field(1234, description="seed of the held-out report choice and their noise")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over held-out reports for intervals")
+
+
+class TrainConfig(ConfigModel):
+    """A trainer run: RL settings, reward backend, Redis, outputs, evaluation."""
+
+    run_name: str | None = Field(None, description="run id; None = '<preset>-<utc time>'")
+    out_dir: str = Field("out/runs", description="runs are written to OUT_DIR/<run id>/")
+    preset: str = Field("cpu-small", description="RL preset name (cxrl/rl/presets) or a YAML path")
+    rl: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the preset (nested mapping of CXRLConfig fields)"
+    )
+    train_prompts: int | None = Field(
+        None, ge=1, description="use only this many training reports (seeded choice); None = all"
+    )
+    seed_bank: int = Field(
+        4, ge=1, description="noise seeds per report; images draw from this fixed bank so anchors repeat"
+    )
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
+    progress: bool = Field(True, description="tqdm progress bars (off when stderr is not a terminal)")
+    rewards: RewardClientSettings = Field(default_factory=RewardClientSettings, description="reward backend")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="held-out evaluation")
+
+    @model_validator(mode="after")
+    def _rl_valid(self) -> TrainConfig:
+        self.rl_config()  # raises ValueError naming the bad field
+        return self
+
+    def rl_config(self) -> CXRLConfig:
+        """The validated RL config: the preset with ``rl`` overrides applied."""
+        base = load_preset(self.preset)
+        return CXRLConfig.model_validate(deep_merge(base.model_dump(mode="json"), self.rl))
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A YAML path, or the name of a config in trainer/configs (e.g. ``demo``)."""
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / f"{path}.yaml"
+        if not p.is_file():
+            names = sorted(c.stem for c in CONFIG_DIR.glob("*.yaml"))
+            raise ValueError(f"unknown trainer config {path!r}; choose one of {names} or give a YAML path")
+    return TrainConfig.from_yaml(p, overrides)

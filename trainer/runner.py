@@ -1,0 +1,243 @@
+"""One training run from a TrainConfig: build, train, evaluate, report (`cxrl train` and `cxrl demo`).
+
+Run directory ``OUT_DIR/<run id>/``: ``config.yaml``, ``checkpoints/`` (atomic, resumable),
+``history.jsonl``, ``grids/epoch-NNNNNN/`` (the held-out image grids), ``eval.json`` and
+``report.html``. A run that finds a checkpoint in its directory resumes from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from cxrl.models.generator import DEFAULT_DIR, Policy, load_pipeline
+from cxrl.models.reward_assets import atomic_write_bytes
+from cxrl.rewards.types import RewardBackend
+from cxrl.rl.config import CXRLConfig
+from trainer.anchor_cache import AnchorCache
+from trainer.config import RewardClientSettings, TrainConfig
+from trainer.evaluate import Evaluator
+from trainer.loop import TrainLoop
+from trainer.prompts import choose, choose_held_out, split_reports
+from trainer.report import EvalGrid, write_report
+from trainer.scoring import anchor_version
+from trainer.store import RunStore, connect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    history: list[dict[str, Any]]
+    evaluation: dict[str, Any]
+    report: Path
+    grids: list[EvalGrid] = field(default_factory=list)
+
+
+def build_backend(settings: RewardClientSettings, weights: dict[str, float]) -> RewardBackend:
+    """The reward backend in direct mode (the loop forms RLCF totals itself)."""
+    if settings.url == "inprocess":
+        from cxrl.rewards.backend import InProcessRewards
+        from cxrl.rewards.factory import build_scorers
+
+        posture, diagnostic, consistency = build_scorers(settings.models)
+        return InProcessRewards(posture, diagnostic, consistency, weights=weights, rlcf=False)
+    from cxrl.client import RewardClient
+
+    return RewardClient.from_url(
+        settings.url,
+        token=os.environ.get(settings.token_env) or None,
+        weights=weights,
+        timeout_s=settings.timeout_s,
+        retries=settings.retries,
+        backoff_s=settings.backoff_s,
+    )
+
+
+def generator_id(name: str) -> str:
+    """sha256 over a pipeline directory's weight files: the anchor cache's generator version."""
+    directory = DEFAULT_DIR if name == "default" else Path(name)
+    h = hashlib.sha256()
+    files = sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json")
+    )
+    for path in files:
+        h.update(str(path.relative_to(directory)).encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def build_policy(rl: CXRLConfig) -> Policy:
+    pipe = load_pipeline(rl.generator, device=rl.device)
+    return Policy(
+        pipe,
+        lora_rank=rl.lora.rank,
+        lora_alpha=rl.lora.alpha,
+        lora_targets=rl.lora.targets,
+        ace_tokens=rl.ace.tokens if rl.ace.enabled else 0,
+        ace_init_std=rl.ace.init_std,
+        seed=rl.seed,
+    )
+
+
+def save_grid(run_dir: Path, grid: EvalGrid) -> None:
+    d = run_dir / "grids" / f"epoch-{grid.epoch:06d}"
+    d.mkdir(parents=True, exist_ok=True)
+    for i, (a, p) in enumerate(zip(grid.anchor_png, grid.policy_png, strict=True)):
+        atomic_write_bytes(d / f"anchor-{i}.png", a)
+        atomic_write_bytes(d / f"policy-{i}.png", p)
+    atomic_write_bytes(d / "reports.json", json.dumps(grid.reports).encode())
+
+
+def load_grids(run_dir: Path) -> list[EvalGrid]:
+    grids = []
+    for d in sorted((run_dir / "grids").glob("epoch-*")):
+        if not (d / "reports.json").is_file():
+            continue
+        reports = json.loads((d / "reports.json").read_text())
+        n = range(len(reports))
+        grids.append(
+            EvalGrid(
+                int(d.name.split("-")[1]),
+                reports,
+                [(d / f"anchor-{i}.png").read_bytes() for i in n],
+                [(d / f"policy-{i}.png").read_bytes() for i in n],
+            )
+        )
+    return grids
+
+
+def run_training(
+    cfg: TrainConfig,
+    policy: Policy | None = None,
+    backend: RewardBackend | None = None,
+    prompts: tuple[list[str], list[str]] | None = None,
+    gen_id: str | None = None,
+) -> RunResult:
+    """Train (or resume), evaluate on held-out reports, write the report. Objects may be injected (tests)."""
+    rl = cfg.rl_config()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_id = cfg.run_name or f"{Path(cfg.preset).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    run_dir = Path(cfg.out_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+    client = connect(cfg.redis.resolved_url())
+    store = RunStore(client, prefix=cfg.redis.prefix) if client else None
+    policy = policy or build_policy(rl)
+    backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
+    train, test = prompts or split_reports(rl.data)
+    train = choose(train, cfg.train_prompts, rl.seed)
+    held_out = choose_held_out(test, cfg.eval.prompts, cfg.eval.with_findings, cfg.eval.seed)
+    log.info(
+        "run %s in %s: %d training reports, %d held-out reports", run_id, run_dir, len(train), len(held_out)
+    )
+    cache = None
+    if client is not None:
+        s = rl.sampling
+        version = anchor_version(
+            gen_id or generator_id(rl.generator),
+            {"steps": s.num_steps, "guidance": s.guidance_scale, "eta": s.eta},
+            backend.info(),
+        )
+        cache = AnchorCache(client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s)
+    progress = cfg.progress and os.isatty(2)
+    r = cfg.rewards
+    retries = 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
+    loop = TrainLoop(
+        rl, policy, backend, train, run_dir, run_id, cfg.seed_bank, cache, store,
+        r.max_in_flight, retries, r.backoff_s, progress,
+    )  # fmt: skip
+    evaluator = Evaluator(
+        policy, backend, held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed, cfg.eval.grid_prompts,
+        retries, r.backoff_s,
+    )  # fmt: skip
+    if store:
+        store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
+    try:
+        with logging_redirect_tqdm():
+            result = _train_and_evaluate(cfg, rl, loop, evaluator, run_dir, run_id)
+    except KeyboardInterrupt:
+        if store:
+            store.set_status(run_id, "interrupted")
+        raise
+    except BaseException as exc:
+        if store:
+            store.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        loop.close()
+    if store:
+        store.set_status(run_id, "finished")
+    return result
+
+
+def _train_and_evaluate(
+    cfg: TrainConfig, rl: CXRLConfig, loop: TrainLoop, evaluator: Evaluator, run_dir: Path, run_id: str
+) -> RunResult:
+    loop.ddpo.resume()
+    grids = load_grids(run_dir)
+    every = cfg.eval.every
+
+    def snapshot(epoch: int) -> None:
+        if cfg.eval.grid_prompts and not any(g.epoch == epoch for g in grids):
+            grid = evaluator.grid(epoch)
+            save_grid(run_dir, grid)
+            grids.append(grid)
+
+    snapshot(loop.epoch)
+
+    def on_epoch(m: dict[str, Any]) -> None:
+        done = m["epoch"] + 1
+        if every and done % every == 0 and done < rl.epochs:
+            snapshot(done)
+
+    t0 = time.perf_counter()
+    loop.run(on_epoch)
+    train_s = time.perf_counter() - t0
+    snapshot(loop.epoch)
+    t0 = time.perf_counter()
+    evaluation = evaluator.evaluate(bootstrap=cfg.eval.bootstrap, seed=cfg.eval.seed)
+    evaluation["eval_seconds"] = time.perf_counter() - t0
+    evaluation["train_seconds"] = train_s
+    atomic_write_bytes(run_dir / "eval.json", json.dumps(evaluation, indent=1).encode())
+    final = {k: evaluation[k] for k in ("anchor", "cxrl")}
+    report = write_report(
+        run_dir / "report.html",
+        title=f"CXRL run {run_id}",
+        history=loop.history,
+        grids=sorted(grids, key=lambda g: g.epoch),
+        final=final,
+        meta={
+            "run": run_id,
+            "preset": cfg.preset,
+            "epochs": rl.epochs,
+            "images per epoch": rl.sampling.images_per_epoch,
+            "DDIM steps": rl.sampling.num_steps,
+            "reward weights": rl.rewards.weights,
+            "RLCF": rl.rewards.rlcf,
+            "held-out reports": evaluation["n_prompts"],
+            "reward_total cxrl - anchor (95% bootstrap CI)": _ci_text(evaluation["reward_total_diff"]),
+        },
+    )
+    log.info("report: %s", report)
+    return RunResult(run_id, run_dir, loop.history, evaluation, report, grids)
+
+
+def _ci_text(d: dict[str, Any]) -> str:
+    if d.get("low") is None:
+        return f"{d['value']:.4f}"
+    return f"{d['value']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
