@@ -214,6 +214,10 @@ SCOPE = [
         {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
     ),
     ("Overlapping ribs could obscure a small nodule.", {"Nodule": -1, NF: -1}),
+    (
+        "Density over the right 5th rib may XXXX healing rib fracture.",
+        {"Fracture": -1, "Lung Opacity": 1, NF: 0},
+    ),
     ("Hyperinflated lungs, air trapping versus poor inspiration.", {"Emphysema": 1, NF: 0}),
     # whole-report normal statements
     ("Low lung volumes, otherwise clear.", {NF: 1}),

@@ -322,6 +322,7 @@ PRE_UNCERTAINTY_ADJ: tuple[str, ...] = (
     r"possible|possibly|probable|probably|likely|presumabl[ey]|presumed|suspected",
     r"questionable|questionably|equivocal|indeterminate|uncertain|borderline",
     r"(?:at the )?upper limits?(?: of)? normal|top[- ]normal",
+    r"may|might|could",  # also when de-identification removed the verb: "may XXXX healing rib fracture"
 )
 PRE_UNCERTAINTY: tuple[str, ...] = (
     r"suspect|suspicious (?:for|of)|suspicion(?: for| of)?|concern\w* (?:for|of)|worrisome for",
