@@ -22,6 +22,7 @@ COMMANDS: list[str] = [
     "cxrl.reports.label_cli",
     "cxrl.pretrain_cli",
     "services.cli",
+    "cxrl.eval.cli",
 ]
 
 

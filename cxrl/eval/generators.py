@@ -142,19 +142,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_policy_checkpoint(path: str | Path, base: str | None = None, device: str = "cpu"):
-    """Rebuild the policy a checkpoint was trained with (LoRA rank/targets, ACE) and load its weights."""
+def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
+    """The (untrained) CXRL policy a run config describes: base pipeline + LoRA + ACE."""
     from cxrl.models.generator import Policy, load_pipeline
-    from cxrl.rl.checkpoint import load_checkpoint
-    from cxrl.rl.config import CXRLConfig
 
-    directory = resolve_checkpoint(path)
-    state = json.loads((directory / "state.json").read_text())
-    if "config" not in state:
-        raise ValueError(f"{directory}/state.json has no run config; cannot rebuild the policy")
-    cfg = CXRLConfig.model_validate(state["config"])
     pipe = load_pipeline(base or cfg.generator, device=device)
-    policy = Policy(
+    return Policy(
         pipe,
         lora_rank=cfg.lora.rank,
         lora_alpha=cfg.lora.alpha,
@@ -163,6 +156,19 @@ def load_policy_checkpoint(path: str | Path, base: str | None = None, device: st
         ace_init_std=cfg.ace.init_std,
         seed=cfg.seed,
     ).to(device)
+
+
+def load_policy_checkpoint(path: str | Path, base: str | None = None, device: str = "cpu"):
+    """Rebuild the policy a checkpoint was trained with (LoRA rank/targets, ACE) and load its weights."""
+    from cxrl.rl.checkpoint import load_checkpoint
+    from cxrl.rl.config import CXRLConfig
+
+    directory = resolve_checkpoint(path)
+    state = json.loads((directory / "state.json").read_text())
+    if "config" not in state:
+        raise ValueError(f"{directory}/state.json has no run config; cannot rebuild the policy")
+    cfg = CXRLConfig.model_validate(state["config"])
+    policy = policy_from_config(cfg, base, device)
     load_checkpoint(directory, policy)
     log.info(
         "loaded CXRL checkpoint %s (epoch %s) on base %s",

@@ -1,0 +1,128 @@
+"""`cxrl reproduce` on tiny random models: every variant trains one epoch on 2 prompts and is tabulated."""
+
+import json
+
+import pytest
+import torch
+
+from cxrl import imaging
+from cxrl.eval.bootstrap import Estimate
+from cxrl.eval.generators import Prompt
+from cxrl.eval.reproduce import VARIANTS, ReproduceConfig, Reproduction, aggregate, load_config
+from cxrl.eval.tables import Row
+from cxrl.models.generator import build_pipeline, tiny_arch
+from cxrl.rewards.factory import random_scorers
+
+REPORTS = ["Cardiomegaly. No pleural effusion.", "Small left pleural effusion."]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("repro")
+    build_pipeline(tiny_arch()).save_pretrained(root / "pipe")
+    prompts = []
+    for i, report in enumerate(REPORTS):
+        path = root / f"real-{i}.png"
+        imaging.save_image(torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(i)), path)
+        prompts.append(Prompt(f"t{i}", report, path))
+    return root, prompts
+
+
+def tiny_config(root, **kw):
+    return ReproduceConfig(
+        train_preset="cpu-small",
+        train={
+            "generator": str(root / "pipe"),
+            "epochs": 1,
+            "sampling": {"num_steps": 2, "images_per_epoch": 2, "images_per_prompt": 1, "batch_size": 2},
+            "train": {"batch_size": 2, "gradient_accumulation_steps": 1},
+            "stat_tracker": {"min_count": 1, "buffer_size": 2},
+        },
+        data="unused",
+        seeds=[0],
+        eval={"prompts": 2, "samples_per_prompt": 2, "num_steps": 2, "guidance_scale": 3.0, "bootstrap": 20},
+        **kw,
+    )
+
+
+@pytest.mark.e2e
+def test_every_variant_trains_and_is_tabulated(setup):
+    root, prompts = setup
+    out = root / "out"
+    cfg = tiny_config(root)
+    text = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, {0: prompts})
+    for label in ("| Anchor |", "| CXRL |", "| w/o ACE |", "| w/o RLCF (direct feedback) |"):
+        assert label in text
+    for line in ("| - | Anchor Model |", "| 1 | + r_align |", "| 2 | + r_diag |", "| 3 | + r_consist |",
+                 "| 4 | r_align + r_diag + r_consist |"):  # fmt: skip
+        assert line in text
+    data = json.loads((out / "tables.json").read_text())
+    names = [r["name"] for r in data["rows"]]
+    assert names[:4] == ["Anchor", "CXRL", "w/o ACE", "w/o RLCF (direct feedback)"]
+    assert set(names) == {"Anchor"} | {v.label for v in VARIANTS}
+    assert set(data["per_seed"]) == {"anchor"} | {v.slug for v in VARIANTS}
+    for v in VARIANTS:
+        run = out / "runs" / f"{v.slug}-seed0"
+        assert (run / "checkpoints" / "latest").is_file()  # the RL loop ran and checkpointed
+        row = json.loads((run / "eval.json").read_text())["rows"][0]
+        assert row["info"]["epochs"] == 1 and set(row["metrics"]) >= {"r_align", "clip", "fid", "msssim"}
+    ckpt = json.loads(
+        (out / "runs" / "no-ace-seed0" / "checkpoints" / "epoch-000001" / "state.json").read_text()
+    )
+    assert ckpt["config"]["ace"]["enabled"] is False
+    assert not (out / "runs" / "no-ace-seed0" / "checkpoints" / "epoch-000001" / "ace.safetensors").exists()
+    assert ckpt["config"]["rewards"]["weights"] == {"align": 1.0, "diag": 10.0, "consist": 10.0}
+    diag = json.loads(
+        (out / "runs" / "diag-seed0" / "checkpoints" / "epoch-000001" / "state.json").read_text()
+    )
+    assert diag["config"]["rewards"]["weights"] == {"diag": 10.0}
+
+    # A second run reuses every finished result: same tables, no new training
+    mtime = (out / "runs" / "cxrl-seed0" / "eval.json").stat().st_mtime_ns
+    again = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, {0: prompts})
+    assert again == text
+    assert (out / "runs" / "cxrl-seed0" / "eval.json").stat().st_mtime_ns == mtime
+
+
+def test_aggregate_over_seeds():
+    rows = [Row("CXRL", {"fid": Estimate(1.0, 0.5, 1.5), "auroc": Estimate(0.6, 0.5, 0.7)}),
+            Row("CXRL", {"fid": Estimate(3.0, 2.0, 4.0)})]  # fmt: skip
+    agg = aggregate("CXRL", rows)
+    assert set(agg.metrics) == {"fid"} and agg.info == {"n_seeds": 2}
+    assert agg.metrics["fid"].value == 2.0 and agg.metrics["fid"].n_seeds == 2
+
+
+def test_config_presets_and_errors(tmp_path):
+    cfg = load_config("cpu-small", seeds=[3], variants=["cxrl", "no-rlcf"])
+    assert cfg.seeds == [3] and [v.slug for v in cfg.chosen()] == ["cxrl", "no-rlcf"]
+    assert load_config("paper").eval.prompts == 1000
+    with pytest.raises(ValueError, match="unknown reproduce preset"):
+        load_config("huge")
+    with pytest.raises(ValueError, match="unknown variants"):
+        load_config("cpu-small", variants=["nope"]).chosen()
+
+
+@pytest.mark.e2e
+def test_reproduce_command(setup, tiny_world):
+    import yaml
+
+    from cxrl.cli import main
+
+    root, _ = setup
+    preset = root / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(tiny_config(root).model_dump(mode="json", exclude={"data", "rewards"})))
+    rewards = root / "rewards.yaml"
+    rewards.write_text(
+        "posture: {source: random}\ndiagnostic: {source: random}\nconsistency: {source: random}\n"
+    )
+    out = root / "cli-out"
+    args = ["reproduce", "--preset", str(preset), "--data", str(tiny_world), "--out", str(out),
+            "--variants", "cxrl", "--rewards", str(rewards)]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads((out / "tables.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["Anchor", "CXRL"]
+    assert data["meta"]["data"] == str(tiny_world)
+    assert (out / "tables.md").read_text().count("| CXRL |") == 2  # Table 1 and Table 2a
+    assert (out / "config.yaml").is_file()
+    assert main([*args[:-4], "--variants", "nope"]) == 2
