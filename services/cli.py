@@ -10,6 +10,7 @@ shuts Serve and Ray down, leaving no process behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -54,6 +55,11 @@ def register_serve(subparsers) -> None:
     p.add_argument(
         "--num-gpus", type=int, default=None, help="GPUs the local Ray head offers (default: detected)"
     )
+    p.add_argument(
+        "--local-redis",
+        action="store_true",
+        help="without REDIS_URL, start a private redis-server for the score cache (default: no cache)",
+    )
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the applications")
     p.set_defaults(func=run)
 
@@ -92,6 +98,16 @@ def grpc_message_limit(config: dict[str, Any]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.host, args.http_port, args.grpc_port)
+    with contextlib.ExitStack() as stack:
+        if args.local_redis and not os.environ.get("REDIS_URL"):
+            from services.redis_local import local_redis
+
+            os.environ["REDIS_URL"] = stack.enter_context(local_redis())
+            print(f"cxrl serve: score cache in a private Redis at {os.environ['REDIS_URL']}", flush=True)
+        return _run_ray(config, args)
+
+
+def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault(GRPC_SIZE_ENV, str(grpc_message_limit(config)))

@@ -20,15 +20,17 @@ from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized
 
 
 class TensorJSON(BaseModel):
-    data: str = Field(description="base64 of the C-order tensor bytes")
-    shape: list[int] = Field(description="[B, H, W] or [B, 1, H, W]")
+    data: str = Field("", description="base64 of the C-order tensor bytes")
+    shape: list[int] = Field(default_factory=list, description="[B, H, W] or [B, 1, H, W]")
     dtype: Literal["DTYPE_UINT8", "DTYPE_FLOAT32", "DTYPE_FLOAT16"] = Field(
         "DTYPE_UINT8", description="uint8 (0..255) or float in [0, 1]"
     )
 
 
 class EncodedJSON(BaseModel):
-    images: list[str] = Field(description="base64 PNG (or JPEG) blobs, one per image, all one size")
+    images: list[str] = Field(
+        default_factory=list, description="base64 PNG (or JPEG) blobs, one per image, all one size"
+    )
 
 
 class ImageBatchJSON(BaseModel):
@@ -39,7 +41,7 @@ class ImageBatchJSON(BaseModel):
 class ScoreBody(BaseModel):
     request_id: str = Field("", description="echoed back")
     images: ImageBatchJSON = Field(description="images to score")
-    reports: list[str] = Field(description="one report per image")
+    reports: list[str] = Field(default_factory=list, description="one report per image")
     anchor_images: ImageBatchJSON | None = Field(None, description="anchor images for comparative rewards")
     weights: dict[str, float] = Field(
         default_factory=dict, description="subset of align/diag/consist with weights; empty = server defaults"

@@ -1,0 +1,210 @@
+"""Reward gateway over gRPC vs in-process scoring: `python -m bench.bench_services [--out DIR]`.
+
+Workload: 81 policy/anchor pairs (162 images) at 256 px with one report each, scored
+with the comparative rewards (posture, diagnostic, consistency). Measures
+
+1. in-process: ``InProcessRewards`` on the tensors, ``torch.set_num_threads(threads)``;
+2. the same batch through ``cxrl serve`` (CPU profile, each model replica with the same
+   ``threads``) via ``cxrl.client.RewardClient`` over gRPC (uint8 on the wire, no cache);
+3. throughput (images/s) with 1 and 2 replicas of each model, ``--concurrency`` clients.
+
+Prints the medians and the ratio gateway/in-process (target <= 1.15) and writes
+bench_services.json to --out. Models: the default-world checkpoints when present, else
+random weights (``--models``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from cxrl import imaging
+from cxrl.client import RewardClient
+from cxrl.models.reward_assets import DEFAULT_ASSETS
+from cxrl.rewards.backend import InProcessRewards
+from cxrl.rewards.factory import RewardModelsConfig, build_scorers, random_scorers
+from services.cli import CONFIG_DIR
+from services.redis_local import free_port
+
+TARGET_RATIO = 1.15
+REPORTS = [
+    "No acute cardiopulmonary process.",
+    "Large right pleural effusion with adjacent atelectasis.",
+    "Cardiomegaly with mild pulmonary edema.",
+    "Small left apical pneumothorax.",
+    "Right lower lobe consolidation concerning for pneumonia.",
+    "Normal heart size. No focal consolidation, effusion or pneumothorax.",
+    "Endotracheal tube and right internal jugular catheter in place. Bibasilar opacities.",
+    "Hyperinflated lungs consistent with emphysema. No acute process.",
+    "Mild cardiomegaly. No pleural effusion.",
+]
+
+
+def workload(pairs: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    g = torch.Generator().manual_seed(seed)
+    policy = imaging.from_uint8(torch.randint(0, 256, (pairs, 1, size, size), generator=g, dtype=torch.uint8))
+    anchor = imaging.from_uint8(torch.randint(0, 256, (pairs, 1, size, size), generator=g, dtype=torch.uint8))
+    return policy, anchor, [REPORTS[i % len(REPORTS)] for i in range(pairs)]  # [P,1,S,S] x2
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def serve_config(path: Path, models: str, threads: int, replicas: int) -> None:
+    data = yaml.safe_load((CONFIG_DIR / "serve-cpu.yaml").read_text())
+    for app in data["applications"]:
+        if app["name"] == "reward":
+            continue
+        app["args"].update(source=models, num_threads=threads)
+        for dep in app["deployments"]:
+            dep["num_replicas"] = replicas
+    path.write_text(yaml.safe_dump(data))
+
+
+@contextlib.contextmanager
+def service(models: str, threads: int, replicas: int, workdir: Path):
+    config, log = workdir / f"serve-{replicas}.yaml", workdir / f"serve-{replicas}.log"
+    serve_config(config, models, threads, replicas)
+    grpc_port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CXRL_API_TOKEN")}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxrl.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--num-cpus",
+        str(os.cpu_count()),
+    ]
+    cmd += ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 900
+        while "cxrl serve: ready" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cxrl serve did not come up:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def throughput(target: str, batch, concurrency: int, rounds: int) -> float:
+    """Images per second with ``concurrency`` clients each scoring the batch ``rounds`` times."""
+    policy, anchor, reports = batch
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            with RewardClient(target) as client:
+                for _ in range(rounds):
+                    client.score(policy, reports, anchor)
+        except BaseException as exc:  # reported after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return concurrency * rounds * 2 * policy.shape[0] / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_services.json")
+    p.add_argument("--pairs", type=int, default=81, help="policy/anchor pairs per batch")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in-process and per model replica")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions (after one warm-up)")
+    p.add_argument("--concurrency", type=int, default=2, help="parallel clients for the throughput runs")
+    p.add_argument("--models", choices=("auto", "default", "random"), default="auto")
+    args = p.parse_args(argv)
+    models = args.models
+    if models == "auto":
+        models = "default" if (DEFAULT_ASSETS / "posture").is_dir() else "random"
+    batch = workload(args.pairs, args.size, seed=0)
+    policy, anchor, reports = batch
+
+    torch.set_num_threads(args.threads)
+    scorers = random_scorers(0) if models == "random" else build_scorers(RewardModelsConfig())
+    backend = InProcessRewards(*scorers)
+    t_inproc = timed(lambda: backend.score(policy, reports, anchor), args.repeats)
+    print(
+        f"in-process: median {statistics.median(t_inproc):.3f} s per {2 * args.pairs} images ({models} models)"
+    )
+
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="cxrl-bench-") as tmp:
+        for replicas in (1, 2):
+            with service(models, args.threads, replicas, Path(tmp)) as target:
+                if replicas == 1:
+                    with RewardClient(target) as client:
+                        results["grpc_s"] = timed(
+                            lambda c=client: c.score(policy, reports, anchor), args.repeats
+                        )
+                    print(f"gateway over gRPC: median {statistics.median(results['grpc_s']):.3f} s")
+                rate = throughput(target, batch, args.concurrency, rounds=max(1, args.repeats // 2))
+                results[f"throughput_{replicas}_replicas"] = rate
+                print(
+                    f"throughput, {replicas} replica(s) per model, {args.concurrency} clients: {rate:.1f} images/s"
+                )
+
+    ratio = statistics.median(results["grpc_s"]) / statistics.median(t_inproc)
+    print(
+        f"ratio gateway/in-process: {ratio:.3f} (target <= {TARGET_RATIO}) -> {'OK' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
+    report = {
+        "images": 2 * args.pairs,
+        "size": args.size,
+        "threads": args.threads,
+        "models": models,
+        "inprocess_s": t_inproc,
+        **results,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / "bench_services.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, args.out / "bench_services.json")
+    print(f"wrote {args.out / 'bench_services.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

