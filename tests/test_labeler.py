@@ -195,6 +195,15 @@ SCOPE = [
     ("No pneumothorax, possible small right effusion.", {"Pneumothorax": 0, "Effusion": -1, NF: -1}),
     ("No focal opacity to suggest pneumonia.", {"Pneumonia": 0, "Lung Opacity": 0, NF: 1}),
     ("It would be difficult to completely exclude a superimposed pneumonia.", {"Pneumonia": -1, NF: -1}),
+    (
+        "Opacity in the left lower lobe represents atelectasis or scarring.",
+        {"Atelectasis": -1, "Fibrosis": -1, "Lung Opacity": 1, NF: 0},
+    ),
+    ("Right basilar atelectasis or early pneumonia.", {"Atelectasis": -1, "Pneumonia": -1, NF: -1}),
+    (
+        "Small effusion or pleural thickening at the left base.",
+        {"Effusion": -1, "Pleural_Thickening": -1, NF: -1},
+    ),
     # phrases with a negation word that do not negate
     ("No change in the small left pleural effusion.", {"Effusion": 1, NF: 0}),
     ("No significant interval change in the right upper lobe mass.", {"Mass": 1, NF: 0}),
@@ -374,6 +383,7 @@ LATERALITY = [
     ("Left basilar airspace disease and pleural effusion unchanged.", "Effusion", Finding(1, "left")),
     ("Mild left-sided scarring/subsegmental atelectasis.", "Atelectasis", Finding(1, "left")),
     ("Right effusion, atelectasis.", "Atelectasis", Finding(1, "unspecified")),
+    ("Right basilar atelectasis or early pneumonia.", "Pneumonia", Finding(-1, "right")),
     ("Patchy right middle lobe and lingular airspace disease.", "Lung Opacity", Finding(1, "bilateral")),
     ("Small bilateral effusions, larger on the right.", "Effusion", Finding(1, "bilateral")),
     ("Right PICC line with tip in the SVC.", "Support Devices", Finding(1, "right")),

@@ -26,6 +26,8 @@ Rules (the contract the world and the diagnostic reward rely on):
      atelectasis");
    - uncertainty beats negation ("not excluded" is uncertain); neither gives positive.
    Phrases with a negation word that do not negate ("no change in the effusion") are masked.
+   Two otherwise positive mentions joined by "or" ("atelectasis or scarring") are both
+   uncertain: the report offers them as alternatives.
 4. Statements that report a label as normal without a negation word ("heart size is
    normal", "sharp costophrenic angles", ``phrases.NORMAL_FINDINGS``) are negative mentions.
 5. Mentions of one label combine across the report: positive beats uncertain beats
@@ -51,7 +53,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cxrl.labels import LABELS, NO_FINDING, XRV_PATHOLOGIES
 from cxrl.reports import phrases as P
@@ -102,6 +104,7 @@ _CLAUSE = _alternation(P.CLAUSE_BREAKERS)
 _STOPPER = _alternation(P.SCOPE_STOPPERS)
 _WORD = re.compile(r"[a-z0-9/'-]+")
 _COMMA = re.compile(r"[,:]")
+_ALTERNATIVE = re.compile(r"\s*or\s+(?:[a-z-]+\s+){0,2}")
 
 
 class ReportLabeler:
@@ -173,10 +176,22 @@ class ReportLabeler:
             lo = bounds[clause - 1] if clause else 0
             hi = bounds[clause] if clause < len(bounds) else len(doc)
             value = fixed if fixed is not None else self._value(doc, start, end, lo, hi, triggers)
+            before = [m for m in out if lo < m.end <= start]
+            prev = max(before, key=lambda m: m.end) if before else None
+            if (
+                value == POSITIVE
+                and prev is not None
+                and prev.value == POSITIVE
+                and _ALTERNATIVE.fullmatch(doc, prev.end, start)
+            ):
+                # "atelectasis or scarring": two positive readings offered as alternatives
+                value = UNCERTAIN
+                out = [
+                    replace(m, value=UNCERTAIN) if (m.start, m.end) == (prev.start, prev.end) else m
+                    for m in out
+                ]
             side = None
             if label not in P.NON_LATERAL:
-                before = [m for m in out if lo < m.end <= start]
-                prev = max(before, key=lambda m: m.end) if before else None
                 side = _side(doc, start, end, prev.end if prev else lo, hi, side_terms)
                 if side is None and prev is not None and doc.find(",", prev.end, start) < 0:
                     side = prev.side  # "left basilar infiltrate versus atelectasis"
