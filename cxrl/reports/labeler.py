@@ -18,7 +18,9 @@ Rules (the contract the world and the diagnostic reward rely on):
    - a trigger inside the mention ("heart is possibly enlarged") applies to it;
    - otherwise the nearest trigger *before* it in the clause applies, unless a verb, "with"
      or a reporting word ("seen", "identified", ``phrases.SCOPE_STOPPERS``) stands between
-     them ("no effusion; lungs are hyperexpanded" leaves Emphysema positive). Uncertainty
+     them ("no effusion, lungs are hyperexpanded" leaves Emphysema positive), nor does a
+     new subject after a comma ("no effusion, the heart is enlarged"); a reporting word
+     right after the trigger does not stop it ("no visualized pneumothorax"). Uncertainty
      adjectives ("possible", "borderline") also stop at a comma; negation runs through
      comma lists ("no pneumothorax, effusion, or consolidation");
    - a trigger *after* it applies when at most 6 words and no comma stand between
@@ -44,8 +46,8 @@ Rules (the contract the world and the diagnostic reward rely on):
    A mention still without a side takes the side of the previous mention of its clause
    when no comma stands between ("left basilar infiltrate versus atelectasis", "left
    effusion and atelectasis"). The sides of the mentions that gave the final value are
-   combined: left and right make bilateral; none gives "unspecified". Cardiomegaly, Enlarged Cardiomediastinum, Hernia and
-   No Finding are always "unspecified".
+   combined: left and right make bilateral; none gives "unspecified". Cardiomegaly,
+   Enlarged Cardiomediastinum, Hernia and No Finding are always "unspecified".
 """
 
 from __future__ import annotations
