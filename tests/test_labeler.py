@@ -128,6 +128,9 @@ PER_LABEL = [
     ("Left-sided pacemaker with leads in the right atrium and ventricle.", {"Support Devices": 1}),
     ("The chest tube has been removed.", {"Support Devices": 0}),
     ("Interval removal of the nasogastric tube.", {"Support Devices": 0}),
+    ("Lines and tubes are in standard position.", {"Support Devices": 1}),
+    ("ETT terminates 4 cm above the carina. NGT tip in the stomach.", {"Support Devices": 1}),
+    ("Right IJ sheath in the SVC.", {"Support Devices": 1}),
     ("Coronary artery stents.", {}),
     ("Questionable retained catheter fragment in the right atrium.", {"Support Devices": -1}),
     # No finding

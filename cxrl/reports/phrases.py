@@ -163,7 +163,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"(?:power|chest|chest wall|infusion|subcutaneous|venous access) ?ports?",
         r"(?:endotracheal|et|ett|tracheostomy|trach|nasogastric|ng|orogastric|og|feeding|dobhoff|dubhoff|enteric"
         r"|gastric|chest|thoracostomy|pleural|gastrostomy|nasoenteric|g|j) tubes?",
-        r"tracheostomy|trach|intubat\w*",
+        r"tracheostomy|trach|intubat\w*|ett|ngt|ogt|dht",
+        r"lines? and tubes?|tubes? and lines?|sheaths?|introducers?|cordis",
         r"sternotom\w*|sternal (?:wires?|sutures?|cerclage)|cabg",
         r"(?:surgical|vascular|axillary|mediastinal|postsurgical|post-surgical) clips?",
         r"(?:surgical )?staples?|suture (?:lines?|material)|stents?",
