@@ -22,7 +22,9 @@ COMMANDS: list[str] = [
     "cxrl.reports.label_cli",
     "cxrl.pretrain_cli",
     "services.cli",
+    "trainer.cli",
     "cxrl.eval.cli",
+    "cxrl.world.cli",
 ]
 
 

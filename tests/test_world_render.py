@@ -76,8 +76,10 @@ def test_pneumothorax_darkens_the_upper_lung(renderer):
     rng = np.random.default_rng
     base = renderer.render(2, [], rng=rng(5), detector=False).canonical
     ptx = renderer.render(2, [Draw("Pneumothorax", 1, 1.0)], rng=rng(5), detector=False).canonical
-    upper_right = np.s_[12:30, 36:56]
-    assert _mean(ptx, upper_right) < _mean(base, upper_right) - 0.005
+    # the apicolateral rim of the left lung (image right) loses its markings and darkens
+    diff = ptx - base
+    assert diff[12:30, 32:64].min() < -0.1
+    assert np.abs(diff[:, :32]).max() < 1e-6  # the other lung is untouched
 
 
 def test_side_of_laterality():

@@ -236,9 +236,9 @@ def _ribs(g: Grid, lungs: np.ndarray, p: AnatomyParams) -> np.ndarray:
         if p.rib_break is not None and p.rib_break[0] == s:
             _, dist, kb = p.rib_break
             broken = (k == kb) & (d > dist)
-            u = np.where(broken, u + 0.1, u)  # the lateral fragment steps down
+            u = np.where(broken, u + 0.22, u)  # the lateral fragment steps down
             k = np.floor(u)
-            gap = band(d - dist, 0.007, 0.005) * (np.abs(u - kb - 0.3) < 0.35)
+            gap = band(d - dist, 0.012, 0.005) * (np.abs(u - kb - 0.3) < 0.4)
         f = u - k
         width = 0.11 + 0.025 * np.sin(1.7 * k + 3 * p.rib_phase)  # ribs differ a little
         rib = band(f - 0.27, width, 0.07)
@@ -265,7 +265,7 @@ def _clavicles(g: Grid, p: AnatomyParams) -> np.ndarray:
         yc = p.clavicle_y - 0.14 * t + 0.1 * t * t - 0.05 * np.sin(np.pi * t)
         along = smoothstep(0.04, 0.09, d) * (1 - smoothstep(0.66, 0.72, d))
         half = 0.03 + 0.012 * (1 - t)
-        acc += along * (0.8 * band(y - yc, half, 0.015) + 0.4 * band(np.abs(y - yc) - half, 0.006, 0.01))
+        acc += along * (0.6 * band(y - yc, half, 0.02) + 0.3 * band(np.abs(y - yc) - half, 0.006, 0.01))
     out[rows, cols] = acc
     return out
 

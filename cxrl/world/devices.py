@@ -65,7 +65,7 @@ def central_line(a: Anatomy, rng) -> None:
     pts = _curve(
         [entry, (s * 0.25, -0.62), (0.03 * s - 0.04, -0.45), (-0.04, -0.18 + rng.uniform(-0.05, 0.05))]
     )
-    _draw(a, pts, 0.006, 0.6)
+    _draw(a, pts, 0.007, 0.8)
 
 
 def pacemaker(a: Anatomy, rng) -> None:
@@ -83,11 +83,11 @@ def pacemaker(a: Anatomy, rng) -> None:
 
 def sternal_wires(a: Anatomy, rng) -> None:
     n = int(rng.integers(4, 7))
-    for k, yc in enumerate(np.linspace(-0.5, 0.1, n)):
+    for yc in np.linspace(-0.5, 0.1, n):
         cx = rng.uniform(-0.02, 0.03)
         rx, ry = 0.03 + 0.005 * rng.standard_normal(), 0.014
-        r = np.hypot((a.grid.x - cx) / rx, (a.grid.y - yc - 0.01 * k * 0) / ry)
-        a.extra += 0.9 * band(r - 1.0, 0.18, 0.12)
+        r = np.hypot((a.grid.x - cx) / rx, (a.grid.y - yc) / ry)
+        a.extra += 1.2 * band(r - 1.0, 0.3, 0.15)
 
 
 def ng_tube(a: Anatomy, rng) -> None:

@@ -49,13 +49,15 @@ def _in_lung(a: Anatomy, side: int, grow: float = 0.0) -> np.ndarray:
     return m
 
 
-def _blob(a: Anatomy, cx: float, cy: float, rx: float, ry: float, rng, lobulated: float = 0.0) -> np.ndarray:
+def _blob(
+    a: Anatomy, cx: float, cy: float, rx: float, ry: float, rng, lobulated: float = 0.0, soft: float = 0.2
+) -> np.ndarray:
     r = np.hypot((a.grid.x - cx) / rx, (a.grid.y - cy) / ry)
     if lobulated > 0:
         ang = np.arctan2(a.grid.y - cy, a.grid.x - cx)
         k, ph = rng.integers(3, 6), rng.uniform(0, 2 * np.pi, size=2)
         r = r / (1 + lobulated * (np.sin(k * ang + ph[0]) * 0.6 + np.sin((k + 2) * ang + ph[1]) * 0.4))
-    return 1 - smoothstep(0.8, 1.0, r)
+    return 1 - smoothstep(1.0 - soft, 1.0, r)
 
 
 def _point_in_lung(a: Anatomy, side: int, rng, zone: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
@@ -73,15 +75,17 @@ def _point_in_lung(a: Anatomy, side: int, rng, zone: tuple[float, float] = (0.0,
 def _patch(a: Anatomy, side: int, strength: float, rng, cells: int, coverage: float, zone, density: float):
     for s in sides(side):
         cx, cy = _point_in_lung(a, s, rng, zone)
-        region = _blob(a, cx, cy, rng.uniform(0.18, 0.3), rng.uniform(0.14, 0.24), rng, 0.2)
-        field = smooth_noise(rng, a.grid.c, cells) + 2.2 * region - 2.2 * (1 - coverage)
-        patch = smoothstep(-0.3, 1.0, field) * region * _in_lung(a, s, 0.01)
+        rx, ry = rng.uniform(0.16, 0.28), rng.uniform(0.13, 0.22)
+        r = np.hypot((a.grid.x - cx) / rx, (a.grid.y - cy) / ry)
+        region = np.exp(-(r**2) * 1.6)  # soft, ill-defined margins
+        field = smooth_noise(rng, a.grid.c, cells) + 2.5 * region - 2.5 * (1 - coverage) - 0.6
+        patch = smoothstep(-1.0, 1.2, field) * region * _in_lung(a, s, 0.02)
         a.opac += density * strength * patch
         a.marks *= 1 - 0.5 * patch
 
 
 def consolidation(a: Anatomy, side: int, strength: float, rng) -> None:
-    _patch(a, side, strength, rng, cells=10, coverage=1.0, zone=(0.35, 1.0), density=0.85)
+    _patch(a, side, strength, rng, cells=10, coverage=1.2, zone=(0.35, 1.0), density=1.0)
     # air bronchograms: dark branching lines inside the densest part
     n = smooth_noise(rng, a.grid.c, 24)
     a.opac -= 0.25 * strength * np.exp(-((n / 0.12) ** 2)) * (a.opac > 0.5)
@@ -110,17 +114,20 @@ def effusion(a: Anatomy, side: int, strength: float, rng) -> None:
 def pneumothorax(a: Anatomy, side: int, strength: float, rng) -> None:
     for s in sides(side):
         m = a.lung(s)
-        depth = rng.uniform(0.05, 0.12) * (0.6 + 0.4 * strength)
+        depth = rng.uniform(0.08, 0.18) * (0.6 + 0.4 * strength)
         dist = ndimage.distance_transform_edt(m) * a.grid.px
         x0, x1, y0, y1 = a.lung_bbox(s)
         upper = 1 - smoothstep(y0 + 0.5 * (y1 - y0), y0 + 0.75 * (y1 - y0), a.grid.y)
-        medial = smoothstep(0.15, 0.3, s * a.grid.x)
+        centre = 0.5 * abs(x0 + x1)
+        apex = 1 - smoothstep(y0 + 0.15 * (y1 - y0), y0 + 0.3 * (y1 - y0), a.grid.y)
+        medial = np.maximum(smoothstep(centre - 0.05, centre + 0.05, s * a.grid.x), apex)  # apicolateral only
         gas = (dist < depth) * m * upper * medial
         gas = gaussian(gas.astype(np.float32), 0.004 / a.grid.px)
         a.marks *= 1 - gas
-        a.air += 0.22 * strength * gas
+        a.air += 0.3 * strength * gas
+        a.opac += 0.06 * strength * (dist >= depth) * m  # the collapsed lung is a little denser
         line = band(dist - depth, 0.004, 0.004) * m * upper * medial
-        a.extra += 0.12 * strength * line
+        a.extra += 0.2 * strength * line
 
 
 def atelectasis(a: Anatomy, side: int, strength: float, rng) -> None:
@@ -129,8 +136,8 @@ def atelectasis(a: Anatomy, side: int, strength: float, rng) -> None:
         for _ in range(rng.integers(1, 3)):
             yc = y1 - rng.uniform(0.08, 0.25) * (y1 - y0)
             tilt = rng.uniform(-0.15, 0.15)
-            line = band(a.grid.y - yc - tilt * (a.grid.x - 0.5 * (x0 + x1)), 0.012, 0.01)
-            a.opac += 0.8 * strength * line * _in_lung(a, s)
+            line = band(a.grid.y - yc - tilt * (a.grid.x - 0.5 * (x0 + x1)), 0.012, 0.025)
+            a.opac += 0.55 * strength * line * _in_lung(a, s, 0.01)
         base = smoothstep(y1 - 0.06, y1, a.grid.y) * _in_lung(a, s, 0.01)  # raised hemidiaphragm
         a.opac += 0.9 * strength * base
 
@@ -155,17 +162,18 @@ def nodule(a: Anatomy, side: int, strength: float, rng) -> None:
         for _ in range(rng.integers(1, 3)):
             cx, cy = _point_in_lung(a, s, rng, (0.1, 0.9))
             r = rng.uniform(0.025, 0.045)
-            a.opac += (0.6 + 0.4 * strength) * _blob(a, cx, cy, r, r, rng)
-            a.extra += 0.1 * strength * _blob(a, cx, cy, r, r, rng)
+            blob = _blob(a, cx, cy, r * 1.15, r * 1.15, rng, soft=0.45)
+            a.opac += (0.5 + 0.4 * strength) * blob
+            a.extra += 0.04 * strength * blob
 
 
 def mass(a: Anatomy, side: int, strength: float, rng) -> None:
     for s in sides(side):
         cx, cy = _point_in_lung(a, s, rng, (0.15, 0.8))
         r = rng.uniform(0.08, 0.13) * (0.7 + 0.3 * strength)
-        blob = _blob(a, cx, cy, r, r * rng.uniform(0.8, 1.1), rng, 0.12)
-        a.opac += blob
-        a.extra += 0.25 * strength * blob
+        blob = _blob(a, cx, cy, r, r * rng.uniform(0.8, 1.1), rng, 0.12, soft=0.35)
+        a.opac += (0.6 + 0.4 * strength) * blob
+        a.extra += 0.1 * strength * blob
 
 
 def lung_lesion(a: Anatomy, side: int, strength: float, rng) -> None:
@@ -203,7 +211,7 @@ def pleural_thickening(a: Anatomy, side: int, strength: float, rng) -> None:
 
 
 def enlarged_cardiomediastinum(a: Anatomy, side: int, strength: float, rng) -> None:
-    w = 0.12 + 0.1 * strength * rng.uniform(0.7, 1.0)
+    w = 0.14 + 0.12 * strength * rng.uniform(0.7, 1.0)
     wide = (
         band(a.grid.x - 0.02, w, 0.03)
         * smoothstep(-0.7, -0.55, a.grid.y)

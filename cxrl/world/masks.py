@@ -205,6 +205,20 @@ def load_mask_set(canvas: int, margin: float, path: str | None = None) -> MaskSe
     crops, names, rejected = load_crops(zpath)
     if not crops:
         raise ValueError(f"{zpath}: no usable lung masks (rejected: {rejected})")
-    labels = np.stack([place(c, canvas, margin) for c in crops])
+    placed = _cache_file(zpath).with_name(_cache_file(zpath).stem + f"_c{canvas}_m{margin:g}.npy")
+    labels = None
+    if placed.is_file():
+        try:
+            labels = np.load(placed, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable mask cache %s (%s)", placed, exc)
+    if labels is None or labels.shape != (len(crops), canvas, canvas):
+        labels = np.stack([place(c, canvas, margin) for c in crops])
+        try:
+            tmp = placed.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, labels)
+            os.replace(tmp, placed)
+        except OSError as exc:
+            log.warning("could not write mask cache %s (%s)", placed, exc)
     log.info("lung masks: %d usable, rejected %s", len(labels), rejected)
     return MaskSet(labels, tuple(names), canvas, margin, rejected)
