@@ -10,7 +10,12 @@ import argparse
 import importlib
 
 # Add a line when a model's training command is done.
-PRETRAIN_COMMANDS: list[str] = []
+PRETRAIN_COMMANDS: list[str] = [
+    "cxrl.models.pretrain_posture",
+    "cxrl.models.pretrain_diagnostic",
+    "cxrl.models.pretrain_clip",
+    "cxrl.models.pretrain_generator",
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

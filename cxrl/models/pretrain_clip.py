@@ -1,0 +1,144 @@
+"""`cxrl pretrain clip`: the default world's small CXR-CLIP, trained contrastively (CLIP InfoNCE).
+
+A WordPiece vocabulary is learnt on the training reports (``tokenizers``), then a small ResNet
+image encoder and a tiny BERT are trained with the symmetric InfoNCE loss of CLIP / CXR-CLIP
+(You et al., 2023, image-text contrastive term) on matched image-report pairs.
+
+Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
+different label set (one mismatched report per image, drawn deterministically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cxrl import imaging
+from cxrl.models import pretrain_rewards as common
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss
+from cxrl.models.text_tokenizer import train_wordpiece
+
+log = logging.getLogger(__name__)
+
+
+def label_key(labels: dict[str, int]) -> tuple:
+    return tuple(sorted(labels.items()))
+
+
+def mismatched_partners(records: list, seed: int) -> list[int]:
+    """For each record, the index of a record whose label set differs (deterministic)."""
+    rng = np.random.default_rng(seed)
+    keys = [label_key(r.labels) for r in records]
+    partners = []
+    for key in keys:
+        candidates = [j for j in rng.permutation(len(records)) if keys[j] != key]
+        if not candidates:
+            raise ValueError("every test report has the same label set; cannot form mismatched pairs")
+        partners.append(int(candidates[0]))
+    return partners
+
+
+@torch.no_grad()
+def pair_auroc(model: CXRClip, tokenizer, images: torch.Tensor, records: list, seed: int) -> dict:
+    """Matched vs different-label-set pairs: AUROC of the cosine, and the mean cosines."""
+    model.eval()
+    img = torch.cat([model.encode_image(imaging.from_uint8(c)) for c in images.split(128)])  # [N,P]
+    reports = [r.report for r in records]
+    txt = torch.cat(
+        [
+            model.encode_text(_tokens(tokenizer, reports[s : s + 128], model.cfg))
+            for s in range(0, len(reports), 128)
+        ]
+    )
+    partners = mismatched_partners(records, seed)
+    matched = (img * txt).sum(-1).numpy()
+    mismatched = (img * txt[partners]).sum(-1).numpy()
+    y = np.r_[np.ones_like(matched), np.zeros_like(mismatched)]
+    return {
+        "matched_vs_mismatched_auroc": float(roc_auc_score(y, np.r_[matched, mismatched])),
+        "mean_cos_matched": float(matched.mean()),
+        "mean_cos_mismatched": float(mismatched.mean()),
+        "n_test_pairs": len(records),
+    }
+
+
+def _tokens(tokenizer, texts: list[str], cfg: ClipConfig) -> dict[str, torch.Tensor]:
+    return dict(
+        tokenizer(
+            texts, padding="longest", truncation=True, max_length=cfg.text_max_length, return_tensors="pt"
+        )
+    )
+
+
+def train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    g = common.seed_everything(args.seed)
+    images, records = common.load_split(args.data, "train", args.size, args.limit)
+    reports = [r.report for r in records]
+    tokenizer = train_wordpiece(reports, vocab_size=args.vocab_size)
+    cfg = ClipConfig(
+        image_arch="small",
+        small_widths=tuple(args.widths),
+        image_size=args.size,
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=args.hidden * 2,
+        max_position=args.max_tokens,
+        text_max_length=args.max_tokens,
+        proj_dim=args.proj_dim,
+    )
+    model = CXRClip(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    n_batches = len(common.batches(len(records), args.batch, g))
+    total = (
+        n_batches * args.epochs if args.max_steps is None else min(args.max_steps, n_batches * args.epochs)
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
+    step = 0
+    for epoch in range(args.epochs):
+        model.train()
+        losses = []
+        for idx in common.batches(len(records), args.batch, g):
+            x = imaging.from_uint8(images[idx])
+            tokens = _tokens(tokenizer, [reports[i] for i in idx.tolist()], cfg)
+            loss = clip_loss(model.encode_image(x), model.encode_text(tokens), model.logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            step += 1
+            if step >= total:
+                break
+        log.info("epoch %d step %d infonce %.4f", epoch, step, float(np.mean(losses)))
+        if step >= total:
+            break
+    test_images, test_records = common.load_split(args.data, "test", args.size, args.limit)
+    figures = {**pair_auroc(model, tokenizer, test_images, test_records, args.seed), "steps": step}
+    for key, value in figures.items():
+        print(f"clip {key}: {value:.4f}" if isinstance(value, float) else f"clip {key}: {value}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out))
+    common.save(args, "clip", model.state_dict(), cfg.model_dump(mode="json"), figures)
+    return 0
+
+
+def register_pretrain(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("clip", help="small CXR-CLIP (ResNet + tiny BERT) trained contrastively")
+    common.add_common_args(parser, size=128, epochs=10, batch=64, lr=2e-3)
+    parser.add_argument("--vocab-size", type=int, default=2000, help="WordPiece vocabulary size")
+    parser.add_argument("--widths", type=int, nargs=4, default=[32, 64, 128, 256], help="ResNet stage widths")
+    parser.add_argument("--hidden", type=int, default=128, help="BERT hidden width")
+    parser.add_argument("--layers", type=int, default=2, help="BERT layers")
+    parser.add_argument("--heads", type=int, default=2, help="BERT attention heads")
+    parser.add_argument("--max-tokens", type=int, default=128, help="report token limit")
+    parser.add_argument("--proj-dim", type=int, default=512, help="shared embedding width")
+    parser.set_defaults(func=train)

@@ -1,0 +1,133 @@
+"""`cxrl pretrain posture`: train the posture ResNet-18 the paper's way (CXRL Sec. 2.3).
+
+The net predicts psi; the training image warped by psi's affine is compared with the
+canonical CXR (the mean of 500 random training CXRs, or the dataset's ``canonical.png``)
+by mean squared error. No posture labels are needed, so this runs on MIMIC-CXR-JPG too.
+
+Optional, off by default: ``--aux-supervised W`` adds ``W * mean((psi - psi_true)^2)`` on
+datasets that record the ground-truth posture (the default world). It is a documented
+auxiliary term for the synthetic world only; real data always trains by alignment alone.
+
+Quality (test split, when ground truth exists): Spearman correlation between r_align of the
+predicted and of the true psi, and mean absolute error per psi parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from cxrl import imaging
+from cxrl.models import pretrain_rewards as common
+from cxrl.models.posture import PSI_NAMES, PostureConfig, PostureNet, alignment_loss
+from cxrl.rewards.types import r_align
+
+log = logging.getLogger(__name__)
+CANONICAL_SAMPLES = 500
+
+
+def canonical_image(data_dir: Path, train: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """``[1,1,size,size]`` in [0,1]: ``canonical.png`` if present, else the mean of 500 random train CXRs."""
+    path = data_dir / "canonical.png"
+    if path.is_file():
+        return imaging.resize(imaging.load_image(path)[None], size)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(train.shape[0], generator=g)[:CANONICAL_SAMPLES]
+    return imaging.from_uint8(train[pick]).mean(dim=0, keepdim=True)
+
+
+def true_psi(records: list) -> torch.Tensor | None:
+    """Ground-truth psi ``[N,5]`` when every record has one, else None."""
+    if not records or any(r.posture is None for r in records):
+        return None
+    return torch.tensor([list(r.posture) for r in records], dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(model: PostureNet, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """uint8 ``[N,1,S,S]`` -> psi ``[N,5]``."""
+    model.eval()
+    return torch.cat([model(imaging.from_uint8(chunk)) for chunk in images.split(batch)])
+
+
+def quality(pred: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Spearman of r_align(pred) vs r_align(truth) and per-parameter mean absolute errors."""
+    rho = spearmanr(r_align(pred).numpy(), r_align(truth).numpy()).statistic
+    err = (pred - truth).abs().mean(dim=0)
+    out = {"spearman_r_align": float(rho), "n_test": int(pred.shape[0])}
+    out.update({f"mae_{name}": float(e) for name, e in zip(PSI_NAMES, err, strict=True)})
+    out["mae_theta_deg"] = math.degrees(out["mae_theta"])
+    return out
+
+
+def train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    g = common.seed_everything(args.seed)
+    data = Path(args.data)
+    images, records = common.load_split(data, "train", args.size, args.limit)
+    canonical = canonical_image(data, images, args.size, args.seed)  # [1,1,S,S]
+    psi_true = true_psi(records)
+    if args.aux_supervised > 0 and psi_true is None:
+        raise ValueError("--aux-supervised needs ground-truth posture in the dataset (the default world)")
+    cfg = PostureConfig(input_size=args.size)
+    model = PostureNet(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps_per_epoch = len(common.batches(images.shape[0], args.batch, g))
+    total = (
+        steps_per_epoch * args.epochs
+        if args.max_steps is None
+        else min(args.max_steps, steps_per_epoch * args.epochs)
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
+    step = 0
+    for epoch in range(args.epochs):
+        model.train()
+        losses = []
+        for idx in common.batches(images.shape[0], args.batch, g):
+            x = imaging.from_uint8(images[idx])  # [b,1,S,S]
+            psi = model(x)  # [b,5]
+            loss = alignment_loss(x, psi, canonical)
+            if args.aux_supervised > 0:
+                loss = loss + args.aux_supervised * (psi - psi_true[idx]).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            step += 1
+            if step >= total:
+                break
+        log.info("epoch %d step %d alignment loss %.5f", epoch, step, float(np.mean(losses)))
+        if step >= total:
+            break
+    test_images, test_records = common.load_split(data, "test", args.size, args.limit)
+    test_truth = true_psi(test_records)
+    figures = {"steps": step, "final_train_loss": float(np.mean(losses))}
+    if test_truth is not None:
+        figures.update(quality(predict(model, test_images), test_truth))
+    figures["aux_supervised"] = args.aux_supervised
+    for key, value in figures.items():
+        print(f"posture {key}: {value:.4f}" if isinstance(value, float) else f"posture {key}: {value}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    imaging.save_image(canonical[0], out / "canonical.png")
+    common.save(args, "posture", model.state_dict(), cfg.model_dump(mode="json"), figures)
+    return 0
+
+
+def register_pretrain(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("posture", help="posture alignment ResNet-18 (warp-to-canonical L2)")
+    common.add_common_args(parser, size=128, epochs=6, batch=32, lr=1e-3)
+    parser.add_argument(
+        "--aux-supervised",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary L2 to ground-truth psi (synthetic world only; 0 = paper's way)",
+    )
+    parser.set_defaults(func=train)

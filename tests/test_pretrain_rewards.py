@@ -1,0 +1,75 @@
+"""End to end: `cxrl pretrain posture|diagnostic|clip` on the tiny world, a few steps each."""
+
+import json
+
+import pytest
+import torch
+
+from cxrl.cli import main
+from cxrl.labels import XRV_PATHOLOGIES
+from cxrl.models.pretrain_rewards import split_by_report
+from cxrl.models.reward_assets import sha256_file
+from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
+from cxrl.world.dataset import load_records
+
+pytestmark = pytest.mark.e2e
+
+
+def run(model: str, tiny_world, out, *extra: str) -> dict:
+    argv = ["pretrain", model, "--data", str(tiny_world), "--out", str(out), "--size", "32", "--epochs", "1",
+            "--batch", "8", "--max-steps", "2", "--threads", "1", *extra]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"].startswith(f"cxrl pretrain {model} ")
+    assert manifest["data_seed"] == 0 and manifest["training_seed"] == 0
+    for name, digest in manifest["files"].items():
+        assert sha256_file(out / name) == digest
+    return manifest
+
+
+def images(n: int = 3) -> torch.Tensor:
+    return torch.rand(n, 1, 48, 48, generator=torch.Generator().manual_seed(1))
+
+
+def test_pretrain_posture_writes_a_loadable_checkpoint_with_quality(tiny_world, tmp_path, capsys):
+    manifest = run("posture", tiny_world, tmp_path / "posture")
+    q = manifest["quality"]
+    assert {"spearman_r_align", "mae_sx", "mae_sy", "mae_tx", "mae_ty", "mae_theta"} <= set(q)
+    assert q["n_test"] == 16 and q["steps"] == 2
+    assert "posture spearman_r_align" in capsys.readouterr().out
+    out = load_posture(tmp_path / "posture")(images())
+    assert out.psi.shape == (3, 5) and torch.isfinite(out.r_align).all()
+
+
+def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
+    manifest = run(
+        "diagnostic", tiny_world, tmp_path / "diag", "--growth-rate", "4", "--block-config", "2", "2"
+    )
+    q = manifest["quality"]
+    assert set(q["op_threshs"]) == set(XRV_PATHOLOGIES)
+    assert q["n_fit"] + q["n_val"] == 48
+    scorer = load_diagnostic(tmp_path / "diag", labeler=lambda text: {"Effusion": 1})
+    stored = [t for t in q["op_threshs"].values() if t is not None]
+    assert torch.allclose(
+        scorer.model.op_threshs[~torch.isnan(scorer.model.op_threshs)], torch.tensor(stored), atol=1e-6
+    )
+    out = scorer(images(), ["a", "b", "c"])
+    assert out.diag_probs.shape == (3, 18) and ((out.diag_acc >= 0) & (out.diag_acc <= 1)).all()
+
+
+def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
+    manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
+                   "--proj-dim", "16", "--vocab-size", "300")  # fmt: skip
+    assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
+    assert "tokenizer.json" in manifest["files"] or "vocab.txt" in manifest["files"]
+    reports = [r.report for r in load_records(tiny_world, "test")[:3]]
+    out = load_consistency(tmp_path / "clip")(images(), reports)
+    assert out.consistency.shape == (3,) and (out.consistency.abs() <= 1).all()
+
+
+def test_validation_split_is_by_report_and_deterministic(tiny_world):
+    records = load_records(tiny_world, "train")
+    fit, val = split_by_report(records, 0.25, seed=0)
+    assert (fit, val) == split_by_report(records, 0.25, seed=0)
+    assert not {records[i].report for i in fit} & {records[i].report for i in val}
+    assert sorted(fit + val) == list(range(len(records)))
