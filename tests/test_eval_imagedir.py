@@ -55,6 +55,18 @@ def test_external_directory_rgb_and_grouping(tmp_path):
     assert groups[0].images.shape == (2, 1, 24, 24)
 
 
+def test_score_style_csv_groups_by_report(tmp_path):
+    # `cxrl score --reports` CSVs have no prompt_id: the report text is the group
+    for name in ("a.png", "b.png", "c.png"):
+        imaging.save_image(torch.rand(1, 16, 16), tmp_path / name)
+    write_csv(tmp_path, ["a.png,Edema.", "b.png,Effusion.", "c.png,Edema."], header="file,report")
+    groups = list(imagedir.iter_groups(tmp_path))
+    assert [(g.prompt_id, g.report, g.images.shape[0]) for g in groups] == [
+        ("Edema.", "Edema.", 2),
+        ("Effusion.", "Effusion.", 1),
+    ]
+
+
 @pytest.mark.parametrize(
     "rows,header,match",
     [

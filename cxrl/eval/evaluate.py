@@ -175,11 +175,15 @@ class Evaluator:
             raise ValueError(f"prompt {group.prompt_id!r} has an empty report")
 
     # -- metrics -----------------------------------------------------------------------------------
+    def targets(self, scores: Scores) -> np.ndarray:
+        """AUROC targets of every image ``[M,18]``: its prompt's labels (1/0, NaN = excluded)."""
+        return auroc.report_targets(scores.reports, self.cfg.uncertain, self.cfg.absent)[scores.image_prompt]
+
     def metrics(self, scores: Scores, with_fid: bool = True) -> dict[str, Estimate]:
         cfg = self.cfg
         n = scores.n_prompts
         rows_of = [np.flatnonzero(scores.image_prompt == i) for i in range(n)]  # prompt -> image rows
-        targets = auroc.report_targets(scores.reports, cfg.uncertain, cfg.absent)[scores.image_prompt]
+        targets = self.targets(scores)
 
         def rows(idx: np.ndarray) -> np.ndarray:
             return np.concatenate([rows_of[i] for i in idx])
@@ -211,15 +215,12 @@ class Evaluator:
         scores = self.score(source, save_dir)
         t1 = time.perf_counter()
         metrics = self.metrics(scores, with_fid=with_fid)
+        per_label = auroc.mean_auroc(scores.probs, self.targets(scores)).per_label
         info = {
             "prompts": scores.n_prompts,
             "images": int(len(scores.image_prompt)),
-            "auroc_labels": auroc.mean_auroc(
-                scores.probs,
-                auroc.report_targets(scores.reports, self.cfg.uncertain, self.cfg.absent)[
-                    scores.image_prompt
-                ],
-            ).n_labels,
+            "auroc_labels": int(sum(np.isfinite(v) for v in per_label.values())),
+            "auroc_per_label": {k: round(v, 4) for k, v in per_label.items() if np.isfinite(v)},
             "generate_and_score_s": round(t1 - t0, 2),
             "metrics_s": round(time.perf_counter() - t1, 2),
         }

@@ -7,7 +7,9 @@ Format (``images:DIR`` in ``cxrl evaluate``; also what ``--save-images`` writes)
 
 ``file`` is relative to DIR. ``prompt_id`` groups the images generated for one report
 (MS-SSIM diversity is computed within a group); every image of a group must carry
-the same report and size. Groups keep the order of their first row.
+the same report and size. Groups keep the order of their first row. ``prompt_id`` may
+be left out: then images with the same report text form a group. So a ``file,report``
+CSV as `cxrl score --reports` reads it (:mod:`cxrl.score_cli`) is also a valid index.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REPORTS_FILE = "reports.csv"
 COLUMNS: tuple[str, ...] = ("file", "report", "prompt_id")
+REQUIRED: tuple[str, ...] = ("file", "report")
 
 
 @dataclass
@@ -56,15 +59,18 @@ def read_index(directory: str | Path) -> list[Entry]:
         )
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        fields = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in fields]
         if missing:
             raise ValueError(f"{path} lacks columns {missing}; expected header {','.join(COLUMNS)}")
+        needed = COLUMNS if "prompt_id" in fields else REQUIRED
         entries = []
         for line, row in enumerate(reader, start=2):
-            empty = [c for c in COLUMNS if not (row.get(c) or "").strip()]
+            empty = [c for c in needed if not (row.get(c) or "").strip()]
             if empty:
                 raise ValueError(f"{path}, line {line}: empty {empty}")
-            entries.append(Entry(row["file"].strip(), row["report"].strip(), row["prompt_id"].strip()))
+            report = row["report"].strip()
+            entries.append(Entry(row["file"].strip(), report, (row.get("prompt_id") or report).strip()))
     if not entries:
         raise ValueError(f"{path} lists no images")
     absent = [e.file for e in entries if not (directory / e.file).is_file()]

@@ -1,0 +1,116 @@
+"""`cxrl reproduce --preset cpu-small` as a benchmark: `python -m bench.bench_reproduce [--out DIR]`.
+
+Runs the preset (anchor, CXRL, w/o ACE, w/o RLCF and each reward alone, over the preset's
+seeds) on the default world with 2 torch threads, and prints the wall-clock time against the
+90-minute target, with the time of each (variant, seed) split into training and evaluation.
+``--variants``/``--seeds`` run a subset; the total for the full preset is then extrapolated
+from the measured runs (marked as such). The machine's load average is recorded, since other
+processes on a shared machine slow every number here. Writes bench_reproduce.json to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cxrl.eval.reproduce import VARIANTS, load_config, reproduce
+from cxrl.log import setup_logging
+
+TARGET_S = 90 * 60.0
+
+
+def run_times(out: Path) -> dict[str, dict[str, float]]:
+    """Per (variant, seed): training and evaluation seconds recorded in its eval.json."""
+    times = {}
+    for path in sorted((out / "runs").glob("*/eval.json")):
+        info = json.loads(path.read_text())["rows"][0]["info"]
+        times[path.parent.name] = {
+            "train_s": float(info.get("train_s", 0.0)),
+            "eval_s": float(info.get("generate_and_score_s", 0.0)) + float(info.get("metrics_s", 0.0)),
+        }
+    return times
+
+
+def extrapolate(times: dict[str, dict[str, float]], n_seeds: int) -> float:
+    """Full-preset estimate from measured runs: mean anchor run and mean trained run, scaled by counts."""
+    anchor = [t["eval_s"] for k, t in times.items() if k.startswith("anchor-")]
+    trained = [t["train_s"] + t["eval_s"] for k, t in times.items() if not k.startswith("anchor-")]
+    if not anchor or not trained:
+        raise ValueError("need at least one anchor and one trained run to extrapolate")
+    per_seed = sum(anchor) / len(anchor) + len(VARIANTS) * sum(trained) / len(trained)
+    return per_seed * n_seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="out/bench", help="directory for bench_reproduce.json")
+    parser.add_argument("--preset", default="cpu-small", help="reproduce preset")
+    parser.add_argument("--data", default=None, help="dataset directory (default: the preset's)")
+    parser.add_argument("--work", default=None, help="reproduce output directory (default: a temp dir)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="subset of seeds (extrapolates)")
+    parser.add_argument("--variants", nargs="+", default=None, help="subset of variants (extrapolates)")
+    parser.add_argument("--rewards", default=None, help="RewardModelsConfig YAML (default: default world)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+    setup_logging("WARNING")
+    torch.set_num_threads(args.threads)
+    full = load_config(args.preset, data=args.data)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-reproduce-"))
+    load_before = os.getloadavg()
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    reproduce(
+        args.preset, out=work, data=args.data, seeds=args.seeds, variants=args.variants, rewards=args.rewards
+    )
+    wall = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    times = run_times(work)
+    subset = args.seeds is not None or args.variants is not None
+    total = extrapolate(times, len(full.seeds)) if subset else wall
+    result = {
+        "preset": args.preset,
+        "seeds": args.seeds or full.seeds,
+        "variants": args.variants or [v.slug for v in VARIANTS],
+        "threads": args.threads,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "full_preset_s": round(total, 1),
+        "full_preset_is_extrapolated": subset,
+        "target_s": TARGET_S,
+        "ratio_to_target": round(total / TARGET_S, 3),
+        "runs": times,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "work_dir": str(work),
+    }
+    print(
+        f"reproduce --preset {args.preset}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min ({args.threads} threads)"
+    )
+    for name, t in times.items():
+        print(f"  {name:16s} train {t['train_s']:7.1f} s   eval {t['eval_s']:7.1f} s")
+    kind = "extrapolated" if subset else "measured"
+    print(f"full preset ({kind}): {total / 60:.1f} min = {total / TARGET_S:.2f} x the 90-minute target")
+    print(
+        f"load average before/after: {load_before[0]:.1f} / {result['loadavg_after'][0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_reproduce.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
