@@ -8,7 +8,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import CXRLConfig, load_preset
 from cxrl.rl.ddim import ddim_step_logprob
-from cxrl.rl.ddpo import DDPOTrainer
+from cxrl.rl.ddpo import DDPOTrainer, make_policy
 
 REPORTS = [
     "Small left pleural effusion.",
@@ -23,21 +23,16 @@ def small_config(**overrides) -> CXRLConfig:
     return load_preset("cpu-small", {"sampling.num_steps": 4, **overrides})
 
 
-def make_policy(cfg: CXRLConfig) -> Policy:
-    return Policy(
-        build_pipeline(tiny_arch(), seed=1),
-        cfg.lora.rank,
-        cfg.lora.alpha,
-        cfg.lora.targets,
-        cfg.ace.tokens if cfg.ace.enabled else 0,
-        cfg.ace.init_std,
-        cfg.seed,
-    )
-
-
 def make_trainer(cfg: CXRLConfig, run_dir=None, **kwargs) -> DDPOTrainer:
     rewards = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=cfg.rewards.rlcf)
-    return DDPOTrainer(cfg, make_policy(cfg), rewards, REPORTS, run_dir=run_dir, **kwargs)
+    return DDPOTrainer(
+        cfg,
+        make_policy(cfg, build_pipeline(tiny_arch(), seed=1)),
+        rewards,
+        REPORTS,
+        run_dir=run_dir,
+        **kwargs,
+    )
 
 
 def snapshot(policy: Policy) -> dict[str, torch.Tensor]:

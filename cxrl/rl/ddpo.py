@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import StableDiffusionPipeline
 
-from cxrl.models.generator import Policy
+from cxrl.models.generator import Policy, load_pipeline
 from cxrl.rewards.types import Components, RewardBackend, RewardResult
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.config import CXRLConfig
@@ -47,6 +48,20 @@ class Batch:
     prompts: list[str]  # [B]
     trajectory: Trajectory
     anchor_images: torch.Tensor | None  # [B, 1, H, W] or None (direct feedback)
+
+
+def make_policy(cfg: CXRLConfig, pipe: StableDiffusionPipeline | None = None) -> Policy:
+    """The policy a config describes, on ``pipe`` or on the pipeline ``cfg.generator`` names."""
+    pipe = load_pipeline(cfg.generator, device=cfg.device) if pipe is None else pipe.to(cfg.device)
+    return Policy(
+        pipe,
+        lora_rank=cfg.lora.rank,
+        lora_alpha=cfg.lora.alpha,
+        lora_targets=cfg.lora.targets,
+        ace_tokens=cfg.ace.tokens if cfg.ace.enabled else 0,
+        ace_init_std=cfg.ace.init_std,
+        seed=cfg.seed,
+    ).to(cfg.device)
 
 
 class DDPOTrainer:
@@ -96,7 +111,7 @@ class DDPOTrainer:
     def _usable(self, prompts: Sequence[str]) -> list[str]:
         tok = self.policy.pipe.tokenizer
         m = self.cfg.max_report_tokens
-        kept = [p for p in prompts if p.strip() and len(tok(p).input_ids) - 2 <= m]
+        kept = [p for p in prompts if p.strip() and len(tok(p, verbose=False).input_ids) - 2 <= m]
         if len(kept) < len(prompts):
             log.warning(
                 "skipped %d of %d reports (empty or over M=%d tokens)",
