@@ -43,6 +43,8 @@ def test_impression_from_free_text():
     secs = split_sections(text)
     assert secs["FINDINGS"] == "The heart is mildly enlarged."
     assert impression("no headers at all") == ""
+    assert impression("INDICATION: cough.\nFINDINGS AND IMPRESSION: Clear lungs.\n") == "Clear lungs."
+    assert impression("FINDINGS: Clear.\nCONCLUSION: Normal study.\n") == "Normal study."
 
 
 def test_within_limit():

@@ -73,7 +73,9 @@ def impression(report: str | Mapping[str, str | None], fallback_findings: bool =
 
     ``report`` is either free text with section headers (MIMIC-CXR ``.txt`` files:
     ``IMPRESSION:`` at a line start) or a mapping of section label -> text (the
-    ``AbstractText Label=...`` fields of an IU XML report). With ``fallback_findings``
+    ``AbstractText Label=...`` fields of an IU XML report). Without an IMPRESSION section,
+    a section whose header contains IMPRESSION (``FINDINGS AND IMPRESSION``) or a
+    CONCLUSION section is used. With ``fallback_findings``
     a report without an impression yields its cleaned FINDINGS section instead.
     """
     if isinstance(report, Mapping):
@@ -85,6 +87,9 @@ def impression(report: str | Mapping[str, str | None], fallback_findings: bool =
             f"impression() takes report text or a mapping of sections, got {type(report).__name__}"
         )
     text = fields.get("IMPRESSION", "")
+    if not text.strip():  # "FINDINGS AND IMPRESSION:", "IMPRESSIONS:", then "CONCLUSION:"
+        merged = [v for k, v in fields.items() if "IMPRESSION" in k and v.strip()]
+        text = merged[0] if merged else fields.get("CONCLUSION", "")
     if not text.strip() and fallback_findings:
         text = fields.get("FINDINGS", "")
     return clean_deid(text)

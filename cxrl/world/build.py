@@ -73,7 +73,7 @@ class Job:
     findings: tuple[tuple[str, int, str], ...]  # (label, value, laterality) of every mentioned label
 
 
-_RENDERER: Renderer | None = None
+_RENDERER: Renderer | None = None  # one per process: workers inherit the parent's mask set through fork
 
 
 def _init_worker(renderer: Renderer) -> None:
@@ -105,7 +105,8 @@ def plan_draws(
 def render_job(job: Job, seed: int, images_dir: Path) -> dict[str, str]:
     """Render one image, write its PNG, return its metadata row."""
     renderer = _RENDERER
-    assert renderer is not None, "worker not initialised"
+    if renderer is None:
+        raise RuntimeError("render_job called before _init_worker set up this process's renderer")
     rng, mask_index, psi, draws = plan_draws(job, seed, renderer.n_masks)
     out = renderer.render(mask_index, draws, psi, rng)
     rel = f"images/{job.image_id}.png"
