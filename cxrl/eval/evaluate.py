@@ -211,7 +211,7 @@ class Evaluator:
 
     def evaluate(self, source: Source, save_dir: str | Path | None = None, with_fid: bool = True) -> Row:
         """Generate (or read), score and summarise one generator -> a table Row."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         scores = self.score(source, save_dir)
         t1 = time.perf_counter()
         metrics = self.metrics(scores, with_fid=with_fid)
@@ -223,6 +223,7 @@ class Evaluator:
             "auroc_per_label": {k: round(v, 4) for k, v in per_label.items() if np.isfinite(v)},
             "generate_and_score_s": round(t1 - t0, 2),
             "metrics_s": round(time.perf_counter() - t1, 2),
+            "eval_cpu_s": round(time.process_time() - c0, 2),  # all threads of this process
         }
         log.info("%s: %s", source.name, {k: round(v.value, 4) for k, v in metrics.items()})
         return Row(source.name, metrics, info)

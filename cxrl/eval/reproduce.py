@@ -131,13 +131,16 @@ class Reproduction:
             policy = policy_from_config(rl, device=self.cfg.device)
             trainer = DDPOTrainer(rl, policy, self._backend(rl), prompts, run_dir=run_dir)
             trainer.resume()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.run()
-            train_s = time.perf_counter() - t0
+            train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
             row = evaluator.evaluate(PolicySource(variant.label, policy, evaluator.cfg.sampling()))
             last = trainer.history[-1] if trainer.history else {}
             row.info.update(
-                train_s=round(train_s, 2), epochs=trainer.epoch, final_reward_mean=last.get("reward_mean")
+                train_s=round(train_s, 2),
+                train_cpu_s=round(train_cpu_s, 2),
+                epochs=trainer.epoch,
+                final_reward_mean=last.get("reward_mean"),
             )
             return row
 
