@@ -76,7 +76,7 @@ def test_pretrain_command_writes_a_loadable_pipeline(dataset, tmp_path):
         assert sha256(out / name) == digest
     assert "unet/diffusion_pytorch_model.safetensors" in manifest["files"]
     grid = imaging.load_image(out / "samples.png")
-    assert grid.shape == (1, 3 * 32, 8 * 32)  # real row + two sample rows, 8 reports
+    assert grid.shape == (1, 4 * 32, 8 * 32)  # real, reconstructed, two sample rows; 8 reports
     pipe = load_pipeline(out)
     assert pipe.vae.config.scaling_factor != 1.0  # set from the latents' spread
     assert len(pipe.tokenizer) > 514  # learned merges
@@ -86,6 +86,24 @@ def test_pretrain_command_writes_a_loadable_pipeline(dataset, tmp_path):
         assert fh.get_tensor(next(iter(fh.keys()))).dtype == torch.float16
     policy = Policy(pipe, lora_rank=0, ace_tokens=0)
     assert policy.encode_prompts(["pleural effusion"]).shape == (1, 32, 16)
+
+    # continue training the UNet only: the autoencoder and its latent scale stay as they were
+    more = tmp_path / "generator2"
+    args = parser.parse_args(
+        ["generator", "--data", str(dataset), "--out", str(more), "--config", str(config), "--init", str(out)]
+        + ["--threads", "1", "--set", "vae_steps=0", "unet_steps=2", "grid_steps=2"]
+    )
+    assert args.func(args) == 0
+    second = json.loads((more / "manifest.json").read_text())
+    assert second["steps"] == {"vae": 0, "unet": 2} and second["init"]["steps"] == {"vae": 3, "unet": 3}
+    assert (
+        second["files"]["vae/diffusion_pytorch_model.safetensors"]
+        == manifest["files"]["vae/diffusion_pytorch_model.safetensors"]
+    )
+    assert (
+        second["files"]["unet/diffusion_pytorch_model.safetensors"]
+        != manifest["files"]["unet/diffusion_pytorch_model.safetensors"]
+    )
 
 
 def test_pretrain_rejects_a_missing_dataset(tmp_path):

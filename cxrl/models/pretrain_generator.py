@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from cxrl import imaging
 from cxrl.config import ConfigModel
-from cxrl.models.generator import GeneratorArch, Policy, build_pipeline
+from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline
 from cxrl.models.generator_tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ def _crop(images: torch.Tensor, size: int | None, gen: torch.Generator) -> torch
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
-    """Posterior means [N, 4, h, w]; sets ``scaling_factor`` so the scaled latents have unit std."""
+def encode_latents(vae, images: torch.Tensor, batch: int = 128, rescale: bool = True) -> torch.Tensor:
+    """Scaled posterior means [N, 4, h, w]; with ``rescale`` first sets ``scaling_factor`` to 1/std."""
     channels = vae.config.in_channels
     z = torch.cat(
         [
@@ -130,7 +130,8 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
             for i in range(0, len(images), batch)
         ]
     )
-    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    if rescale:
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     return z * vae.config.scaling_factor
 
 
@@ -202,12 +203,14 @@ def train_denoiser(
 
 @torch.no_grad()
 def sample_grid(pipe, images: torch.Tensor, reports: list[str], cfg: PretrainConfig, path: Path) -> None:
-    """Real images (top row) over generated ones for the same reports, 2 samples each."""
+    """Rows: real images, their VAE reconstructions, then 2 samples each for the same reports."""
     from cxrl.rl.sampler import sample
 
     policy = Policy(pipe, lora_rank=0, ace_tokens=0)
     embeds = policy.encode_prompts(reports)
-    rows = [imaging.resize(images, cfg.arch.resolution)]
+    real = imaging.resize(images, cfg.arch.resolution)
+    recon = imaging.from_diffusion(policy.decode(encode_latents(pipe.vae, real, rescale=False)))
+    rows = [real, recon]
     for k in range(2):
         seeds = [cfg.seed * 1000 + 17 * i + k for i in range(len(reports))]
         rows.append(sample(policy, embeds, seeds, cfg.grid_steps, cfg.grid_guidance).images)
@@ -235,8 +238,14 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def pretrain(data_dir: Path, out_dir: Path, cfg: PretrainConfig, command: str = "") -> dict:
-    """Run all stages and write the pipeline directory atomically. Returns the manifest."""
+def pretrain(
+    data_dir: Path, out_dir: Path, cfg: PretrainConfig, command: str = "", init: Path | None = None
+) -> dict:
+    """Run all stages and write the pipeline directory atomically. Returns the manifest.
+
+    With ``init`` (a pipeline this command wrote) training continues from its weights and tokenizer;
+    with ``vae_steps=0`` its autoencoder and latent scale are kept as they are.
+    """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.time()
@@ -245,10 +254,17 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: PretrainConfig, command: str = 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = train_tokenizer(reports, tmp / "tokenizer", cfg.vocab_size, cfg.arch.max_length)
-    pipe = build_pipeline(cfg.arch, tokenizer, seed=cfg.seed)
-    vae_losses = train_vae(pipe.vae, images, cfg, gen)
-    latents = encode_latents(pipe.vae, images)
+    if init is None:
+        tokenizer = train_tokenizer(reports, tmp / "tokenizer", cfg.vocab_size, cfg.arch.max_length)
+        pipe = build_pipeline(cfg.arch, tokenizer, seed=cfg.seed)
+    else:
+        pipe = load_pipeline(init)
+        if pipe.unet.config.sample_size != cfg.arch.latent_size:
+            raise ValueError(
+                f"{init} has {pipe.unet.config.sample_size}px latents, config says {cfg.arch.latent_size}"
+            )
+    vae_losses = train_vae(pipe.vae, images, cfg, gen) if cfg.vae_steps else []
+    latents = encode_latents(pipe.vae, images, rescale=init is None or bool(vae_losses))
     log.info("latents %s, scaling_factor %.4f", list(latents.shape), pipe.vae.config.scaling_factor)
     unet_losses = train_denoiser(pipe, latents, reports, cfg, gen)
     with _quiet_diffusers():
@@ -263,6 +279,8 @@ def pretrain(data_dir: Path, out_dir: Path, cfg: PretrainConfig, command: str = 
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
         "train_images": len(images),
+        "data_metadata_sha256": sha256(Path(data_dir) / "metadata.csv"),
+        "init": None if init is None else json.loads((Path(init) / "manifest.json").read_text()),
         "steps": {"vae": len(vae_losses), "unet": len(unet_losses)},
         "final_loss": {"vae": _tail_mean(vae_losses), "unet": _tail_mean(unet_losses)},
         "minutes": round((time.time() - t0) / 60, 1),
@@ -289,6 +307,9 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. unet_steps=100"
     )
+    p.add_argument(
+        "--init", type=Path, help="continue from a pipeline this command wrote (e.g. more UNet steps)"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=_run)
 
@@ -312,6 +333,6 @@ def _run(args: argparse.Namespace) -> int:
         for key, value in overrides.items():
             set_dotted(data, key, value)
         cfg = PretrainConfig.model_validate(data)
-    manifest = pretrain(args.data, args.out, cfg, command="cxrl " + " ".join(sys.argv[1:]))
+    manifest = pretrain(args.data, args.out, cfg, command="cxrl " + " ".join(sys.argv[1:]), init=args.init)
     print(json.dumps({k: manifest[k] for k in ("steps", "final_loss", "minutes", "size_bytes")}))
     return 0
