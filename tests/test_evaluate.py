@@ -252,3 +252,16 @@ def test_evaluate_command(tmp_path, tiny_models, tiny_world):
         )
     # bad input is a clean error
     assert main(["evaluate", "--generator", "gan:x", *common]) == 2
+
+
+def test_select_prompts_from_a_world(tiny_world):
+    from cxrl.eval.evaluate import select_prompts
+    from cxrl.world.dataset import load_records
+
+    test_ids = {r.id for r in load_records(tiny_world, split="test")}
+    a, b, c = (select_prompts(tiny_world, 5, seed) for seed in (0, 0, 1))
+    assert len(a) == 5 and len({p.id for p in a}) == 5
+    assert {p.id for p in a} <= test_ids  # held-out reports only
+    assert a == b and [p.id for p in a] != [p.id for p in c]
+    assert all(p.image_path.is_file() and p.report.strip() for p in a)
+    assert len(select_prompts(tiny_world, 10_000, 0)) == len(test_ids)  # capped at what exists

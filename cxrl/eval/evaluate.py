@@ -142,9 +142,8 @@ class Evaluator:
         k = self.cfg.samples_per_prompt
         writer = ImageDirWriter(save_dir) if save_dir is not None else None
         ids, reports, image_prompt, r_al, clip, probs, feats, ms = [], [], [], [], [], [], [], []
-        groups = tqdm(
-            source.groups(self.prompts, k), total=len(self.prompts), desc=source.name, unit="prompt"
-        )
+        total = source.count(self.prompts) if hasattr(source, "count") else len(self.prompts)
+        groups = tqdm(source.groups(self.prompts, k), total=total, desc=source.name, unit="prompt")
         for group in groups:
             self._check(group)
             n = group.images.shape[0]

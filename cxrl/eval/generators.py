@@ -109,6 +109,10 @@ class ImageDirSource:
     def groups(self, prompts: Sequence[Prompt], samples: int) -> Iterator[Group]:
         yield from imagedir.iter_groups(self.directory, self.max_prompts)
 
+    def count(self, prompts: Sequence[Prompt]) -> int:
+        n = imagedir.count_groups(self.directory)
+        return n if self.max_prompts is None else min(n, self.max_prompts)
+
 
 class RealSource:
     """The real test image of each prompt (one per prompt)."""
