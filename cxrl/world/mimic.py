@@ -137,6 +137,7 @@ def select_records(root: str | Path, sel: MimicSelection = MimicSelection()) -> 
     meta = read_table(root, "metadata")
     split = read_table(root, "split")[["dicom_id", "split"]]
     chex = read_table(root, "chexpert").set_index(["subject_id", "study_id"])
+    chex = chex[~chex.index.duplicated(keep="first")]  # one label row per study
     df = meta.merge(split, on="dicom_id", how="inner")
     records: list[Record] = []
     for code, (name, n) in enumerate((("train", sel.n_train), ("test", sel.n_test))):
