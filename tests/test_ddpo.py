@@ -6,6 +6,7 @@ import torch
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
+from cxrl.rl.checkpoint import load_trained_policy
 from cxrl.rl.config import CXRLConfig, load_preset
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.ddpo import DDPOTrainer, make_policy
@@ -57,6 +58,13 @@ def test_two_epochs_train_only_lora_and_ace(tmp_path):
     assert "ace.tokens" in changed and any("lora_B" in k for k in changed)
     assert all("lora_" in k or k == "ace.tokens" for k in changed), sorted(changed)[:5]
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "epoch-000002"
+
+    # the checkpoint restores the trained policy on a fresh base pipeline
+    generator = tmp_path / "base"
+    build_pipeline(tiny_arch(), seed=1).save_pretrained(generator)
+    restored = load_trained_policy(tmp_path / "checkpoints" / "epoch-000002", generator)
+    for name, value in snapshot(restored).items():
+        assert torch.equal(value, after[name]), name
     assert trainer.timings["sample_anchor"] > 0 and trainer.timings["score"] > 0
 
 

@@ -165,3 +165,23 @@ def load_checkpoint(
     state = json.loads((directory / "state.json").read_text())
     tracker = json.loads((directory / "stat_tracker.json").read_text())
     return state, tracker
+
+
+def load_trained_policy(directory: str | Path, generator: str | Path | None = None) -> Policy:
+    """A policy (base pipeline + LoRA + ACE) restored from a checkpoint, for sampling or evaluation.
+
+    The base pipeline is the run's ``generator`` (from the checkpoint's config) unless given.
+    """
+    from cxrl.rl.config import CXRLConfig
+    from cxrl.rl.ddpo import make_policy
+
+    directory = Path(directory)
+    if not (directory / "state.json").is_file():
+        raise ValueError(f"{directory} is not a CXRL checkpoint (no state.json)")
+    cfg = CXRLConfig.model_validate(json.loads((directory / "state.json").read_text())["config"])
+    if generator is not None:
+        cfg.generator = str(generator)
+    policy = make_policy(cfg)
+    load_lora(policy, directory)
+    load_ace(policy, directory)
+    return policy.eval()
