@@ -184,7 +184,7 @@ class TrainLoop:
         train_stats = self.ddpo.train(concat([c.trajectory for c in chunks]), advantages)
         timings["train"] += time.perf_counter() - t0
         metrics = self._metrics(epoch, results, train_stats, timings, retries, hits0, misses0)
-        self.ddpo.history.append(metrics)
+        self.ddpo.history.append(dict(metrics))  # as checkpointed (time/checkpoint is known only after)
         self.ddpo.epoch += 1
         if self.ddpo.epoch % self.cfg.checkpoint_every == 0 or self.ddpo.epoch >= self.cfg.epochs:
             t0 = time.perf_counter()

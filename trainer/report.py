@@ -105,7 +105,7 @@ def line_chart(
             parts.append(
                 f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{int(round(t))}</text>'
             )
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">epoch</text>')
+    parts.append(f'<text x="{left + pw}" y="{height - 10}" text-anchor="end">epoch</text>')
     for i, (name, s) in enumerate(series.items()):
         color = (styles or {}).get(name) or COLORS.get(name.split("/")[0], "#7f8c8d")
         dash = ' stroke-dasharray="6 4"' if name.startswith("anchor") else ""
@@ -115,11 +115,11 @@ def line_chart(
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
             for x, y in good:
                 parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>')
-        ly = top + 12 + 16 * i
+        lx, ly = left + 170 * i, height - 10  # legend in the bottom margin, never over the data
         parts.append(
-            f'<line x1="{left + 8}" x2="{left + 30}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>'
+            f'<line x1="{lx}" x2="{lx + 22}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" stroke-width="2"{dash}/>'
         )
-        parts.append(f'<text x="{left + 36}" y="{ly + 4}">{esc(name)}</text>')
+        parts.append(f'<text x="{lx + 28}" y="{ly}">{esc(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

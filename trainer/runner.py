@@ -93,6 +93,15 @@ def build_policy(rl: CXRLConfig) -> Policy:
     )
 
 
+def fitting(reports: list[str], policy: Policy, max_tokens: int) -> list[str]:
+    """Reports of at most M tokens under the generator's tokenizer (the paper's M <= 74)."""
+    tok = policy.pipe.tokenizer
+    kept = [r for r in reports if r.strip() and len(tok(r, verbose=False).input_ids) - 2 <= max_tokens]
+    if len(kept) < len(reports):
+        log.info("%d of %d reports fit the generator's %d tokens", len(kept), len(reports), max_tokens)
+    return kept
+
+
 def save_grid(run_dir: Path, grid: EvalGrid) -> None:
     d = run_dir / "grids" / f"epoch-{grid.epoch:06d}"
     d.mkdir(parents=True, exist_ok=True)
@@ -140,7 +149,8 @@ def run_training(
     policy = policy or build_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
     train, test = prompts or split_reports(rl.data)
-    train = choose(train, cfg.train_prompts, rl.seed)
+    train = choose(fitting(train, policy, rl.max_report_tokens), cfg.train_prompts, rl.seed)
+    test = fitting(test, policy, rl.max_report_tokens)
     held_out = choose_held_out(test, cfg.eval.prompts, cfg.eval.with_findings, cfg.eval.seed)
     log.info(
         "run %s in %s: %d training reports, %d held-out reports", run_id, run_dir, len(train), len(held_out)

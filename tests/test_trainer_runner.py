@@ -1,0 +1,108 @@
+"""trainer.runner: a whole run (train, grids, held-out evaluation, report, registry) on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.rewards.backend import InProcessRewards
+from cxrl.rewards.factory import random_scorers
+from trainer.cli import scan_run_dirs
+from trainer.config import TrainConfig
+from trainer.redis_local import LocalRedis
+from trainer.runner import load_grids, run_training
+from trainer.store import RunStore, connect
+
+TRAIN = [
+    "small left pleural effusion.",
+    "no acute cardiopulmonary process.",
+    "mild cardiomegaly.",
+    "right lower lobe pneumonia.",
+]
+TEST = [
+    "large right pleural effusion.",
+    "no acute disease.",
+    "cardiomegaly with pulmonary edema.",
+    "left upper lobe opacity.",
+    "normal chest.",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(tmp_path, redis_url=None, epochs=2) -> TrainConfig:
+    return TrainConfig(
+        run_name="tiny",
+        out_dir=str(tmp_path / "runs"),
+        preset="cpu-small",
+        rl={
+            "epochs": epochs,
+            "sampling": {"num_steps": 3, "images_per_epoch": 8, "images_per_prompt": 2, "batch_size": 4},
+            "train": {"batch_size": 4, "gradient_accumulation_steps": 1},
+            "stat_tracker": {"min_count": 2},
+        },
+        seed_bank=2,
+        progress=False,
+        redis={"url": redis_url, "prefix": "runner"},
+        eval={"prompts": 4, "grid_prompts": 2, "every": 1, "bootstrap": 50},
+    )
+
+
+def _objects(cfg):
+    rl = cfg.rl_config()
+    policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
+    p, d, c = random_scorers(0)
+    return policy, InProcessRewards(p, d, c, weights=rl.rewards.weights, rlcf=False)
+
+
+@pytest.mark.service
+def test_run_writes_eval_report_grids_and_registers(tmp_path):
+    with LocalRedis() as url:
+        cfg = _config(tmp_path, url)
+        policy, backend = _objects(cfg)
+        result = run_training(cfg, policy=policy, backend=backend, prompts=(TRAIN, TEST), gen_id="tiny")
+        run = RunStore(connect(url), prefix="runner").get("tiny")
+        assert run.status == "finished" and run.epoch == 1
+        assert run.latest["cache_hit_rate"] > 0
+
+    assert [m["epoch"] for m in result.history] == [0, 1]
+    ev = json.loads((result.run_dir / "eval.json").read_text())
+    for side in ("anchor", "cxrl"):
+        for key in ("r_align", "auroc", "clip_similarity", "reward_total"):
+            assert key in ev[side]
+        assert ev[side]["n_prompts"] == 4
+    assert ev["reward_total_diff"]["n_resamples"] > 0
+    # grids at epochs 0, 1 and 2 (every=1), two reports each, anchor images identical across epochs
+    grids = load_grids(result.run_dir)
+    assert [g.epoch for g in grids] == [0, 1, 2]
+    assert all(g.anchor_png == grids[0].anchor_png for g in grids)
+    page = result.report.read_text()
+    assert page.count("data:image/png;base64,") == 2 * (1 + 3)
+    assert "CXRL, epoch 2" in page and "reward_total" in page
+
+
+def test_run_without_redis_and_resume(tmp_path, caplog):
+    cfg = _config(tmp_path, None, epochs=1)
+    policy, backend = _objects(cfg)
+    first = run_training(cfg, policy=policy, backend=backend, prompts=(TRAIN, TEST), gen_id="tiny")
+    assert "no Redis configured" in caplog.text
+    assert "cache_hit_rate" not in first.history[0]
+    # a second run with more epochs resumes from the checkpoint and trains only the new epoch
+    cfg2 = _config(tmp_path, None, epochs=2)
+    policy2, backend2 = _objects(cfg2)
+    second = run_training(cfg2, policy=policy2, backend=backend2, prompts=(TRAIN, TEST), gen_id="tiny")
+    assert [m["epoch"] for m in second.history] == [0, 1]
+    assert second.history[0] == first.history[0]
+    lines = (second.run_dir / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    runs = scan_run_dirs([str(tmp_path / "runs")])
+    assert runs[0]["run_id"] == "tiny" and runs[0]["status"] == "finished" and runs[0]["epoch"] == 1
