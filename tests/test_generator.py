@@ -113,3 +113,23 @@ def test_encode_rejects_empty_prompt_list():
     policy = Policy(build_pipeline(tiny_arch()), lora_rank=0, ace_tokens=0)
     with pytest.raises(ValueError, match="no prompts"):
         policy.encode_prompts([])
+
+
+def test_fp16_base_keeps_adapters_and_log_probs_in_fp32(tmp_path):
+    from cxrl.rl.ddim import ddim_step_logprob
+    from cxrl.rl.sampler import sample
+
+    build_pipeline(tiny_arch()).save_pretrained(tmp_path / "gen")
+    policy = Policy(load_pipeline(tmp_path / "gen", dtype=torch.float16), lora_rank=2, ace_tokens=3)
+    assert policy.unet.dtype == torch.float16
+    assert {p.dtype for p in policy.trainable_parameters()} == {torch.float32}
+    embeds = policy.encode_prompts(PROMPTS)
+    traj = sample(policy, embeds, [1, 2], num_steps=2, guidance_scale=2.0)
+    assert traj.log_probs.dtype == torch.float32 and torch.isfinite(traj.log_probs).all()
+    eps = policy.predict_noise(traj.latents[:, 0], traj.timesteps[0], embeds, 2.0)
+    step = ddim_step_logprob(
+        policy.pipe.scheduler, eps, traj.timesteps[0], traj.latents[:, 0], prev_sample=traj.latents[:, 1]
+    )
+    torch.testing.assert_close(step.log_prob, traj.log_probs[:, 0])
+    step.log_prob.sum().backward()
+    assert policy.ace.tokens.grad is not None

@@ -253,6 +253,9 @@ class Policy(nn.Module):
                     target_modules=list(lora_targets),
                 )
             )
+            for param in pipe.unet.parameters():  # train adapters in fp32 even on an fp16 base
+                if param.requires_grad:
+                    param.data = param.data.float()
         width = pipe.text_encoder.config.hidden_size
         self.ace = AdaptiveConditionEmbeddings(ace_tokens, width, ace_init_std) if ace_tokens > 0 else None
         self._is_anchor = False
@@ -326,22 +329,23 @@ class Policy(nn.Module):
         prompt_embeds: torch.Tensor,  # [B, M, d] frozen c_p
         guidance_scale: float,
     ) -> torch.Tensor:
-        """Classifier-free guided UNet output [B, C, h, w] for the current mode.
+        """Classifier-free guided UNet output [B, C, h, w] (float32) for the current mode.
 
         ACE is prepended to the conditional and the unconditional branch alike, so both see the
         same sequence length and the guidance difference isolates the report.
         """
-        b = latents.shape[0]
-        cond = self.condition(prompt_embeds)
+        b, dtype = latents.shape[0], self.unet.dtype
+        latents = latents.to(dtype)  # the base may be fp16; LoRA, ACE and the result stay fp32
+        cond = self.condition(prompt_embeds.to(dtype))
         t = timesteps.reshape(-1).expand(b)  # [B]
         if guidance_scale == 1.0:
-            return self.unet(latents, t, encoder_hidden_states=cond).sample
-        uncond = self.condition(self.uncond_embeds().expand(b, -1, -1))
+            return self.unet(latents, t, encoder_hidden_states=cond).sample.float()
+        uncond = self.condition(self.uncond_embeds().to(dtype).expand(b, -1, -1))
         out = self.unet(
             torch.cat([latents, latents]),
             torch.cat([t, t]),
             encoder_hidden_states=torch.cat([uncond, cond]),
-        ).sample
+        ).sample.float()
         eps_uncond, eps_cond = out.chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 

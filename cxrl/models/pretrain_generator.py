@@ -107,6 +107,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, gen: torch.Generat
         opt.step()
         sched.step()
         losses.append(loss.item())
+        _log_progress("vae", len(losses), cfg.vae_steps, losses)
     vae.requires_grad_(False).eval()
     return losses
 
@@ -195,6 +196,7 @@ def train_denoiser(
         lr_sched.step()
         ema.update(step)
         losses.append(loss.item())
+        _log_progress("unet", len(losses), cfg.unet_steps, losses)
     ema.copy_to_params()
     for m in (unet, text):
         m.requires_grad_(False).eval()
@@ -293,6 +295,11 @@ def pretrain(
     os.replace(tmp, out_dir)
     log.info("wrote %s (%.1f MB) in %.1f min", out_dir, manifest["size_bytes"] / 1e6, manifest["minutes"])
     return manifest
+
+
+def _log_progress(stage: str, done: int, total: int, losses: list[float], every: int = 100) -> None:
+    if done % every == 0:
+        log.info("%s: step %d/%d, loss %.4f", stage, done, total, _tail_mean(losses, every))
 
 
 def _tail_mean(values: list[float], n: int = 50) -> float | None:

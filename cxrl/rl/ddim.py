@@ -7,8 +7,9 @@ its gradient over the trajectory. As in DDPO the log-density is averaged (not su
 elements, which sets the scale of the PPO ratio and of its clip range.
 
 The mean is the same arithmetic as ``diffusers.DDIMScheduler.step`` (checked by a golden test), with
-per-sample timesteps so a training minibatch may mix steps, and the correct final-step alpha
-(``final_alpha_cumprod`` when the previous timestep is negative).
+per-sample timesteps so a training minibatch may mix steps, the correct final-step alpha
+(``final_alpha_cumprod`` when the previous timestep is negative) and float32 arithmetic throughout
+(the PPO clip range of 1e-4 is below fp16 resolution).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def ddim_step_logprob(
         raise ValueError(f"eta must be > 0 for a stochastic policy with a log-probability, got {eta}")
     if scheduler.config.thresholding:
         raise ValueError("dynamic thresholding is not supported; use a scheduler with thresholding=False")
+    model_output, sample = (
+        model_output.float(),
+        sample.float(),
+    )  # log-probs need fp32 whatever the UNet ran in
     b, ndim = sample.shape[0], sample.ndim
     t = torch.as_tensor(timestep, device="cpu").long().reshape(-1).expand(b)  # [B]
     prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps  # [B]
@@ -93,7 +98,8 @@ def ddim_step_logprob(
             variance_noise = torch.randn(
                 sample.shape, generator=generator, device=sample.device, dtype=sample.dtype
             )
-        prev_sample = mean + std * variance_noise
+        prev_sample = mean + std * variance_noise.float()
+    prev_sample = prev_sample.float()
     log_prob = -((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
     log_prob = log_prob.mean(dim=tuple(range(1, ndim)))  # [B]
     return StepOutput(prev_sample=prev_sample, log_prob=log_prob, mean=mean, std=std)

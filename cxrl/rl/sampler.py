@@ -69,14 +69,13 @@ def sample(
     scheduler = policy.pipe.scheduler
     scheduler.set_timesteps(num_steps, device=policy.device)
     timesteps = scheduler.timesteps.clone()  # [T]
-    dtype = policy.unet.dtype
     init, step_noise = seeded_noise(seeds, latent_shape(policy), num_steps, policy.device)
-    x = (init * scheduler.init_noise_sigma).to(dtype)  # [B, C, h, w]
+    x = init * scheduler.init_noise_sigma  # [B, C, h, w] float32 (the UNet may run in fp16)
     latents, log_probs = [x], []
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(x, t)
-        eps = policy.predict_noise(model_in, t, prompt_embeds.to(dtype), guidance_scale)
-        out = ddim_step_logprob(scheduler, eps, t, x, eta=eta, variance_noise=step_noise[i].to(dtype))
+        eps = policy.predict_noise(model_in, t, prompt_embeds, guidance_scale)
+        out = ddim_step_logprob(scheduler, eps, t, x, eta=eta, variance_noise=step_noise[i])
         x = out.prev_sample
         latents.append(x)
         log_probs.append(out.log_prob)
