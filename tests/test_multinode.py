@@ -17,6 +17,7 @@ group id; nothing touches other Ray instances on the machine (no ``ray stop``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -36,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
 pytestmark = [pytest.mark.service, pytest.mark.slow]
+_spec = importlib.util.spec_from_file_location("healthcheck", REPO / "deploy" / "healthcheck.py")
+healthcheck = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(healthcheck)
 PINNED_APPS = ("diagnostic", "consistency")
 # Each node gets its own loopback address: Ray replaces 127.0.0.1 by the machine's network
 # address, and all traffic of this test stays on the loopback interface.
@@ -246,6 +250,8 @@ def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster):
     apps = {"posture", "diagnostic", "consistency", "reward"}
     wait_for("every application RUNNING", lambda: all_running(apps), 600, interval=3)
 
+    probe = ["--grpc", f"127.0.0.1:{grpc_port}", "--http", f"http://127.0.0.1:{http_port}"]
+    assert healthcheck.main(probe) == 0  # the containers' health check, against the real proxies
     placement = replica_nodes(gcs_address)
     assert set(placement) == apps
     pinned = {placement[app] for app in PINNED_APPS}
@@ -269,6 +275,7 @@ def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster):
 
     after = wait_for("the gateway to answer without node2", scores_again, 300, interval=3)
     wait_for("every application RUNNING again", lambda: all_running(apps), 300, interval=3)
+    assert healthcheck.main(probe) == 0
     placement = replica_nodes(gcs_address)
     assert set(placement) == apps and set(placement.values()) == {head_id}, placement
     assert placement[moved_app] == head_id
