@@ -10,6 +10,7 @@ context with the stub-generation step the Dockerfiles run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -134,6 +135,16 @@ def test_dockerfile_structure(name):
     if name == "services":
         ports = " ".join(a for k, a in built[-1] if k == "EXPOSE").split()
         assert {"9000", "8000"} <= set(ports)
+        cmd = json.loads(final["CMD"])
+        assert cmd[cmd.index("--host") + 1] == "0.0.0.0", (
+            "inside a container the proxies must bind all interfaces"
+        )
+        config = cmd[cmd.index("--config") + 1]
+        copied = [a.split()[-2:] for k, a in built[-1] if k == "COPY" and "--from=" not in a]
+        assert [f"{Path(config).parent}", f"/app/{Path(config).parent}"] in copied and final[
+            "WORKDIR"
+        ] == "/app"
+        assert (REPO / config).is_file()
 
 
 def test_both_images_share_one_build_stage():
