@@ -69,6 +69,7 @@ class ServeProcess:
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
             start_new_session=True,  # its own process group: we stop it (and Ray's children) ourselves
         )  # fmt: skip
+        log.info("started `cxrl serve` (pid %d)", self.proc.pid)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout_s
