@@ -19,30 +19,24 @@ import sys
 import zipfile
 from pathlib import Path
 
+import dockerfile
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = {"services": REPO / "services" / "Dockerfile", "trainer": REPO / "trainer" / "Dockerfile"}
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+KNOWN = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR",
+         "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}  # fmt: skip
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, comments dropped and continuation lines joined."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        keyword, _, args = full.partition(" ")
-        out.append((keyword.upper(), args.strip()))
+    """(INSTRUCTION, arguments) pairs from BuildKit's own Dockerfile parser (the `dockerfile`
+    wheel wraps it), so a syntax error fails here as it would in `docker build`. Exec-form
+    arguments come back as their JSON list, flags first."""
+    out = []
+    for command in dockerfile.parse_file(str(path)):
+        value = json.dumps(list(command.value)) if command.json else " ".join(command.value)
+        out.append((command.cmd.upper(), " ".join([*command.flags, value])))
     return out
 
 
@@ -117,6 +111,8 @@ def context() -> list[str]:
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_dockerfile_structure(name):
     path = DOCKERFILES[name]
+    unknown = {keyword for keyword, _ in instructions(path)} - KNOWN
+    assert not unknown, f"not Dockerfile instructions: {unknown}"  # the parser lets them through
     global_args, *built = stages(path)
     base = dict(a.split("=", 1) for k, a in global_args if k == "ARG")["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), (
@@ -129,7 +125,8 @@ def test_dockerfile_structure(name):
     assert f"--uid {uid}" in " ".join(a for k, a in built[-1] if k == "RUN"), (
         "the user must exist in the image"
     )
-    assert "CMD [" in final["HEALTHCHECK"] and "/app/healthcheck.py" in final["HEALTHCHECK"]
+    check = json.loads(final["HEALTHCHECK"][final["HEALTHCHECK"].index("[") :])
+    assert check[:3] == ["CMD", "python", "/app/healthcheck.py"], check
     keywords = [k for k, _ in built[-1]]
     assert keywords.index("USER") < keywords.index("CMD")
     if name == "services":
