@@ -1,0 +1,61 @@
+"""trainer.cli: `cxrl runs` (registry and run directories) and the result table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from cxrl.cli import main
+from trainer.cli import format_table
+from trainer.redis_local import LocalRedis
+from trainer.store import RunStore
+
+EVAL = {
+    "n_prompts": 48,
+    "anchor": {"r_align": -0.30, "auroc": 0.60, "clip_similarity": 0.20, "reward_total": 4.0},
+    "cxrl": {"r_align": -0.25, "auroc": 0.64, "clip_similarity": 0.22, "reward_total": 4.6},
+    "reward_total_diff": {"value": 0.6, "low": 0.3, "high": 0.9},
+}
+
+
+def test_table_has_every_metric_and_the_interval():
+    text = format_table(EVAL)
+    assert "held-out reports: 48" in text
+    assert "AUROC" in text and "0.6000" in text and "+0.0400" in text
+    assert "combined reward" in text and "+0.6000" in text
+    assert "[+0.3000, +0.9000]" in text
+
+
+def test_table_shows_na_for_undefined_auroc():
+    ev = json.loads(json.dumps(EVAL))
+    ev["anchor"]["auroc"] = float("nan")
+    assert "n/a" in format_table(ev).splitlines()[3]
+
+
+@pytest.mark.service
+def test_runs_lists_the_registry(capsys, monkeypatch):
+    with LocalRedis() as url:
+        store = RunStore(redis.Redis.from_url(url))
+        store.register("run-1", "/tmp/run-1")
+        store.add_metrics("run-1", 4, {"policy/total": 0.125, "approx_kl": 1e-5})
+        store.set_status("run-1", "finished")
+        monkeypatch.setenv("REDIS_URL", url)
+        assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) from registry" in out
+    line = next(x for x in out.splitlines() if x.startswith("run-1"))
+    assert "finished" in line and "0.1250" in line and " 5 " in line  # epoch shown 1-based
+
+
+def test_runs_without_redis_lists_run_directories(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("preset: cpu-small\n")
+    (run / "history.jsonl").write_text(json.dumps({"epoch": 0, "policy/total": 0.5, "approx_kl": 0.0}) + "\n")
+    assert main(["runs", "--dir", str(tmp_path / "runs"), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert runs[0]["run_id"] == "r1" and runs[0]["status"] == "incomplete"
+    assert runs[0]["latest"]["policy/total"] == 0.5
