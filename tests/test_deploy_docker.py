@@ -262,3 +262,23 @@ def test_project_builds_from_the_docker_context(context, tmp_path):
         assert required in names, f"the image would lack {required}"
     assets = {p for p in context if p.startswith("cxrl/assets/") and not p.endswith(".md")}
     assert assets <= names, f"default-world assets missing from the wheel: {sorted(assets - names)[:5]}"
+
+
+def test_paths_the_stack_runs_exist_in_the_images():
+    """The health check that compose and the Job call is where the images put it."""
+    import yaml
+    from test_deploy_render import DEPLOY, find, render
+
+    destinations = {
+        name: {args.split()[-1] for keyword, args in stages(path)[-1] if keyword == "COPY"}
+        for name, path in DOCKERFILES.items()
+    }
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for service in compose["services"].values():
+        if "build" in service:
+            image = "services" if "services/" in service["build"]["dockerfile"] else "trainer"
+            script = service["healthcheck"]["test"][2]
+            assert script in destinations[image], (image, script)
+    job = find(render(DEPLOY / "overlays" / "cpu"), "Job", "cxrl-trainer")["spec"]["template"]["spec"]
+    (init,) = job["initContainers"]
+    assert init["image"].startswith("cxrl/trainer:") and init["command"][1] in destinations["trainer"]
