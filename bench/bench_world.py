@@ -9,8 +9,9 @@
    default world is built) and time it; prints the projected time of the 6,000-image
    default world from the measured rate and its ratio to the 3-minute target.
 
-CPU contention from other processes lowers the numbers; the JSON records the load
-average at the start so runs can be compared. Writes ``bench_world.json`` to ``--out``.
+CPU contention from other processes lowers the wall-clock numbers; the CPU time per
+image (one torch thread, so one core) does not depend on it and gives the rate of an
+idle core. The JSON records the load average at the start so runs can be compared. Writes ``bench_world.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def render_rate(size: int, n: int) -> dict[str, float]:
     jobs, _ = make_jobs(WorldConfig(n_train=n, n_test=0, size=size))
     _init_worker(renderer)
     render_s = encode_s = 0.0
+    cpu0 = time.process_time()
     for job in jobs:
         t = time.perf_counter()
         rng, mask, psi, draws = plan_draws(job, 0, renderer.n_masks)
@@ -50,7 +52,10 @@ def render_rate(size: int, n: int) -> dict[str, float]:
         encode_png(torch.from_numpy(out.image)[None])
         render_s += t2 - t
         encode_s += time.perf_counter() - t2
+    cpu_s = time.process_time() - cpu0  # one torch thread: CPU time of this one core
     return {
+        "cpu_ms_per_image": 1000 * cpu_s / n,
+        "cpu_img_per_s": n / cpu_s,
         "mask_set_load_s": load_s,
         "render_img_per_s": n / render_s,
         "render_and_png_img_per_s": n / (render_s + encode_s),
@@ -101,6 +106,12 @@ def main() -> None:
             f"({result['build_render_img_per_s']:.1f} img/s); projected 6,000-image world "
             f"{result['projected_default_world_s']:.0f} s = {result['projected_over_target']:.2f} x the 180 s target"
         )
+    cpu_projection = DEFAULT_WORLD * result["cpu_ms_per_image"] / 1000 / 2
+    result["projected_default_world_render_s_idle_2_cores"] = cpu_projection
+    print(
+        f"CPU time: {result['cpu_ms_per_image']:.1f} ms/img = {result['cpu_img_per_s']:.1f} img/s per idle core; "
+        f"6,000 images on 2 idle cores: {cpu_projection:.0f} s of rendering"
+    )
     print(f"load average at start: {result['load_average']:.1f} on {result['cpus']} CPUs")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bench_world.json"

@@ -57,7 +57,7 @@ def test_sheet_rows(tiny_world, tmp_path):
         assert all(any(x.startswith(label + ":") for x in r["rendered"].split("|")) for r, _ in tiles)
     path = contact_sheet(tiny_world, tmp_path / "s.png", per_row=4)
     with Image.open(path) as im:
-        assert im.size[1] == 20 * (128 + 14)
+        assert im.size[1] == 21 * (128 + 14)  # header, normals, 19 labels
 
 
 def test_sheet_errors(tmp_path, tiny_world):

@@ -1,6 +1,7 @@
 """`cxrl world sheet`: a labelled contact sheet of a world, for people to look at.
 
-One row of normal images (nothing drawn), then one row per label of the vocabulary
+A header row with the canonical CXR (mean of training images) and a legend, one row of
+normal images (nothing drawn), then one row per label of the vocabulary
 that the world draws: images whose drawn findings include that label, those with the
 fewest other findings first (cleanest examples). Each tile is captioned with the side
 the finding was drawn on (R = patient's right, image left; L; B = both) and "?" when it
@@ -71,10 +72,12 @@ def contact_sheet(world: str | Path, out: str | Path, per_row: int = 6, split: s
         raise ValueError(f"{meta}: no {split} images")
     sheet = pick_rows(rows, per_row)
     font = ImageFont.load_default()
-    canvas = Image.new("L", (LABEL_W + per_row * TILE, len(sheet) * (TILE + CAPTION_H)), color=40)
+    row_h = TILE + CAPTION_H
+    canvas = Image.new("L", (LABEL_W + per_row * TILE, (len(sheet) + 1) * row_h), color=40)
     draw = ImageDraw.Draw(canvas)
-    for i, (title, tiles) in enumerate(sheet):
-        y = i * (TILE + CAPTION_H)
+    _header(canvas, draw, font, world, len(rows), split)
+    for i, (title, tiles) in enumerate(sheet, start=1):
+        y = i * row_h
         draw.text((6, y + TILE // 2 - 6), title, fill=255, font=font)
         for j, (row, caption) in enumerate(tiles):
             with Image.open(world / row["image"]) as im:
@@ -87,3 +90,21 @@ def contact_sheet(world: str | Path, out: str | Path, per_row: int = 6, split: s
     canvas.save(tmp)
     os.replace(tmp, out)
     return out
+
+
+def _header(canvas: Image.Image, draw: ImageDraw.ImageDraw, font, world: Path, n: int, split: str) -> None:
+    draw.text((6, 6), f"{world.name}: {n} {split} images", fill=255, font=font)
+    legend = (
+        "R: patient's right (img left)",
+        "L: patient's left   B: both",
+        "?: uncertain, half strength",
+        "+k: k other findings drawn",
+        "(n): images showing a label",
+    )
+    for k, line in enumerate(legend):
+        draw.text((6, 30 + 14 * k), line, fill=200, font=font)
+    canonical = world / "canonical.png"
+    if canonical.is_file():
+        with Image.open(canonical) as im:
+            canvas.paste(im.convert("L").resize((TILE, TILE), Image.BILINEAR), (LABEL_W, 0))
+        draw.text((LABEL_W + 3, TILE + 1), "canonical CXR", fill=220, font=font)
