@@ -206,7 +206,7 @@ def pleural_thickening(a: Anatomy, side: int, strength: float, rng) -> None:
         dist = ndimage.distance_transform_edt(a.lung(s)) * a.grid.px
         x0, x1, y0, y1 = a.lung_bbox(s)
         lateral = smoothstep(0.2, 0.4, s * a.grid.x) + (1 - smoothstep(y0, y0 + 0.15, a.grid.y))
-        width = rng.uniform(0.015, 0.03)
+        width = max(rng.uniform(0.015, 0.03), 1.5 * a.grid.px)  # at least a pixel and a half wide
         a.opac += 0.9 * strength * (dist > 0) * (dist < width) * np.clip(lateral, 0, 1)
 
 
