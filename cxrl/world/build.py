@@ -197,6 +197,8 @@ def build_world(out: Path, cfg: WorldConfig, force: bool = False, progress: bool
         raise ValueError(f"{out} already exists; pass --force to replace it or choose another --out")
     if cfg.size < 32:
         raise ValueError(f"--size {cfg.size} is too small; use at least 32")
+    if cfg.n_train < 0 or cfg.n_test < 0 or cfg.n_train + cfg.n_test == 0:
+        raise ValueError(f"need a positive number of images, got --train {cfg.n_train} --test {cfg.n_test}")
     t0 = time.time()
     renderer = Renderer(cfg.size)
     jobs, sampling = make_jobs(cfg)
