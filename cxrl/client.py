@@ -7,7 +7,9 @@ in-process scorers (``grpc://host:9000``).
 - message-size limits on the channel (send and receive), and batches split so each
   request fits both the client's limit and the server's (``Info``: max_request_bytes,
   max_batch_images); a policy image and its anchor always travel together;
-- images travel as raw uint8 tensors by default (``cxrl.imaging.to_raw``).
+- images travel as raw uint8 tensors by default (``cxrl.imaging.to_raw``);
+- a large batch goes as ``pipeline`` requests in flight at once, so encoding the next
+  part overlaps the server scoring the previous one (the server micro-batches them).
 
 Needs the generated stubs (``make protos``).
 """
@@ -18,6 +20,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 
@@ -36,6 +39,7 @@ RETRYABLE = frozenset(
 )
 DTYPES = {"uint8": pb.DTYPE_UINT8, "float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
 TOKEN_ENV = "CXRL_API_TOKEN"
+MIN_PIPELINE_CHUNK = 16  # smaller batches go as one request
 _FIELDS = tuple(f.name for f in fields(Components))
 
 
@@ -71,6 +75,7 @@ class RewardClient:
         max_batch_images: int | None = None,
         dtype: str = "uint8",
         application: str = "reward",
+        pipeline: int = 3,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -84,6 +89,7 @@ class RewardClient:
         self.max_batch_images = max_batch_images
         self.dtype = dtype
         self.application = application
+        self.pipeline = pipeline  # requests of one batch in flight at once
         self.channel = grpc.insecure_channel(
             self.target,
             options=[
@@ -106,10 +112,14 @@ class RewardClient:
             md.append(("authorization", f"Bearer {self.token}"))
         return md
 
-    def _call(self, method: Callable, request, application: str):
-        """One RPC with a deadline and bounded, backed-off retries on transient statuses."""
+    def _call(self, method: Callable, request, application: str, future=None):
+        """One RPC with a deadline and bounded, backed-off retries on transient statuses.
+
+        ``future`` (from ``method.future``) is the first attempt when the request is already in flight."""
         for attempt in range(self.retries + 1):
             try:
+                if future is not None and attempt == 0:
+                    return future.result()
                 return method(request, timeout=self.timeout_s, metadata=self._metadata(application))
             except grpc.RpcError as exc:
                 code = exc.code()
@@ -139,8 +149,11 @@ class RewardClient:
         return [ModelInfo(m.name, m.version, m.weights_hash) for m in self.server_info().models]
 
     # -- scoring -----------------------------------------------------------------------------
-    def _images(self, images: torch.Tensor) -> pb.ImageBatch:
-        data, shape, dtype = imaging.to_raw(images, self.dtype)
+    def _images(self, images: torch.Tensor, what: str = "images") -> pb.ImageBatch:
+        try:
+            data, shape, dtype = imaging.to_raw(images, self.dtype)  # validates: float [B,1,H,W] in [0,1]
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
         return pb.ImageBatch(tensor=pb.Tensor(data=data, shape=shape, dtype=DTYPES[dtype]))
 
     def chunk_size(self, images: torch.Tensor, reports: Sequence[str], with_anchor: bool) -> int:
@@ -151,7 +164,7 @@ class RewardClient:
         longest = max((len(r.encode()) for r in reports), default=0)
         bytes_per_image = per * images[0].numel() * itemsize + longest + 64
         limit = min(self.max_message_bytes, info.max_request_bytes or self.max_message_bytes)
-        n = max(1, int(limit * 0.95 - 4096) // bytes_per_image)
+        n = max(1, (limit - 1024) // bytes_per_image)  # 1 KiB covers request id, weights, shapes
         caps = [c for c in (self.max_batch_images, (info.max_batch_images // per) or None) if c]
         return max(1, min([n, *caps]))
 
@@ -161,16 +174,22 @@ class RewardClient:
         reports: list[str],
         anchor_images: torch.Tensor | None = None,  # [B,1,H,W]
     ) -> RewardResult:
-        imaging.validate(images)
-        if len(reports) != images.shape[0]:
-            raise ValueError(f"got {images.shape[0]} images but {len(reports)} reports; send one per image")
-        if anchor_images is not None:
-            imaging.validate(anchor_images, "anchor_images")
-            if anchor_images.shape[0] != images.shape[0]:
-                raise ValueError(f"got {anchor_images.shape[0]} anchor images for {images.shape[0]} images")
+        # values are validated once, by cxrl.imaging.to_raw while encoding
+        if images.ndim != 4 or len(reports) != images.shape[0]:
+            raise ValueError(
+                f"got images of shape {list(images.shape)} and {len(reports)} reports; send one per image"
+            )
+        if anchor_images is not None and anchor_images.shape[:2] != images.shape[:2]:
+            raise ValueError(
+                f"got anchor images of shape {list(anchor_images.shape)} for images {list(images.shape)}"
+            )
+        b = images.shape[0]
         step = self.chunk_size(images, reports, anchor_images is not None)
+        if self.pipeline > 1:  # several requests in flight: encoding one overlaps scoring another
+            step = min(step, max(MIN_PIPELINE_CHUNK, -(-b // self.pipeline)))
+        in_flight: deque = deque()
         parts = []
-        for s in range(0, images.shape[0], step):
+        for s in range(0, b, step):
             request = pb.ScoreRequest(
                 request_id=f"{os.getpid()}-{time.monotonic_ns()}",
                 images=self._images(images[s : s + step]),
@@ -178,13 +197,23 @@ class RewardClient:
                 weights=self.weights,
             )
             if anchor_images is not None:
-                request.anchor_images.CopyFrom(self._images(anchor_images[s : s + step]))
-            parts.append(self._call(self.rewards.Score, request, self.application))
+                request.anchor_images.CopyFrom(self._images(anchor_images[s : s + step], "anchor_images"))
+            future = self.rewards.Score.future(
+                request, timeout=self.timeout_s, metadata=self._metadata(self.application)
+            )
+            in_flight.append((request, future))
+            if len(in_flight) >= max(1, self.pipeline):
+                done_request, done_future = in_flight.popleft()
+                parts.append(
+                    self._call(self.rewards.Score, done_request, self.application, future=done_future)
+                )
+        while in_flight:
+            request, future = in_flight.popleft()
+            parts.append(self._call(self.rewards.Score, request, self.application, future=future))
         return decode_score_responses(parts)
 
     def predict(self, application: str, images: torch.Tensor, reports: list[str] | None = None) -> Components:
         """One model's components from its own application ("posture", "diagnostic", "consistency")."""
-        imaging.validate(images)
         reports = list(reports) if reports is not None else [""] * images.shape[0]
         step = self.chunk_size(images, reports, False)
         parts = []

@@ -25,9 +25,9 @@ DIAG_LABELS: tuple[str, ...] = XRV_PATHOLOGIES  # order of Components.diag_probs
 class ScoreInputs:
     """A decoded, validated ScoreRequest."""
 
-    images: torch.Tensor  # [B,1,H,W] float in [0,1]
+    images: torch.Tensor  # [B,1,H,W] float in [0,1], or uint8 0..255 as sent
     reports: list[str]  # B
-    anchor_images: torch.Tensor | None  # [B,1,H,W] or None
+    anchor_images: torch.Tensor | None  # [B,1,H,W] (float or uint8) or None
     weights: dict[str, float]  # subset of REWARD_NAMES, defaults applied
 
 
@@ -42,13 +42,21 @@ def check_size(nbytes: int, limit: int) -> None:
 
 def decode_images(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
     """An ImageBatch (raw tensor or encoded images) -> float ``[B,1,H,W]`` in [0,1]."""
+    return as_float(decode_images_compact(batch, what))
+
+
+def decode_images_compact(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
+    """Like ``decode_images``, but a raw uint8 tensor stays uint8 ``[B,1,H,W]`` (4x less to pass to
+    the model replicas, which convert it with ``as_float``); everything else is float in [0,1]."""
     kind = batch.WhichOneof("payload")
     try:
         if kind == "tensor":
             t = batch.tensor
             if t.dtype not in DTYPE_NAMES:
                 raise ValueError(f"unknown dtype enum value {t.dtype}; use UINT8, FLOAT32 or FLOAT16")
-            images = imaging.from_raw(t.data, list(t.shape), DTYPE_NAMES[t.dtype])
+            if t.dtype == pb.DTYPE_UINT8 and (raw := _uint8_view(t.data, list(t.shape))) is not None:
+                return raw
+            images = imaging.from_raw(t.data, list(t.shape), DTYPE_NAMES[t.dtype])  # also says what is wrong
         elif kind == "encoded":
             images = imaging.decode_pngs(list(batch.encoded.images))
         else:
@@ -56,6 +64,23 @@ def decode_images(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
         return imaging.validate(images, what)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
+
+
+def _uint8_view(data: bytes, shape: list[int]) -> torch.Tensor | None:
+    """uint8 bytes as a ``[B,1,H,W]`` uint8 tensor when they are well-formed and at least 8x8,
+    else None (``imaging.from_raw``/``validate`` then raise the precise error)."""
+    if len(shape) == 3:
+        shape = [shape[0], 1, shape[1], shape[2]]
+    if len(shape) != 4 or shape[1] != 1 or min(shape) <= 0 or min(shape[2:]) < 8:
+        return None
+    if len(data) != shape[0] * shape[2] * shape[3]:
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(shape)
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B,1,H,W]`` (0..255) or float -> float ``[B,1,H,W]`` in [0,1] via cxrl.imaging."""
+    return imaging.from_uint8(images) if images.dtype == torch.uint8 else images
 
 
 def decode_weights(weights: dict[str, float], defaults: dict[str, float]) -> dict[str, float]:
@@ -81,11 +106,12 @@ def decode_reports(reports, n_images: int) -> list[str]:
 
 
 def decode_score_request(req: pb.ScoreRequest, defaults: dict[str, float]) -> ScoreInputs:
-    images = decode_images(req.images, "images")
+    """Validated inputs; raw uint8 images stay uint8 (see ``decode_images_compact``)."""
+    images = decode_images_compact(req.images, "images")
     reports = decode_reports(req.reports, images.shape[0])
     anchors = None
     if req.HasField("anchor_images"):
-        anchors = decode_images(req.anchor_images, "anchor_images")
+        anchors = decode_images_compact(req.anchor_images, "anchor_images")
         if anchors.shape[0] != images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images but {anchors.shape[0]} anchor images; "

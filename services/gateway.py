@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import ray
 import torch
 from pydantic import Field
 from ray import serve
@@ -55,12 +56,18 @@ class GatewayArgs(ConfigModel):
 class Gateway:
     """The gateway's work on decoded tensors; the deployment below adds transport."""
 
-    def __init__(self, args: GatewayArgs, get_handle: Callable[[str], Any]):
+    def __init__(
+        self, args: GatewayArgs, get_handle: Callable[[str], Any], share: Callable[[Any], Any] = None
+    ):
         unknown = set(args.weights) - set(REWARD_NAMES)
         if unknown:
             raise ValueError(f"unknown reward names {sorted(unknown)} in gateway weights; use {REWARD_NAMES}")
         self.args = args
         self.get_handle = get_handle  # kind -> handle with .score / .model_info (a DeploymentHandle)
+        self.share = share or (lambda x: x)  # tensor -> argument several handle calls can share (ray.put)
+
+    def _shared(self, images: torch.Tensor, readers: int):
+        return self.share(images) if readers > 1 else images
 
     def handle(self, kind: str):
         if kind not in self.args.apps:
@@ -80,15 +87,20 @@ class Gateway:
         images, reports, anchors = inputs.images, inputs.reports, inputs.anchor_images
         b = images.shape[0]
         kinds = [REWARD_MODEL[name] for name in inputs.weights]
+        same_size = anchors is None or tuple(anchors.shape[2:]) == tuple(images.shape[2:])
+        paired = [k for k in kinds if anchors is not None and k in COMPARATIVE]
+        alone = [k for k in kinds if k not in paired]
+        # one copy of each batch for every model that reads it (the deployment puts it in the object store once)
+        both = self._shared(_cat_images(images, anchors), len(paired)) if paired and same_size else None
+        single = self._shared(images, len(alone)) if alone else None
         calls = []
         for kind in kinds:
-            with_anchor = anchors is not None and kind in COMPARATIVE
-            if with_anchor and tuple(anchors.shape[2:]) != tuple(images.shape[2:]):
-                # different sizes cannot share a tensor: two calls
+            if kind not in paired:
+                calls.append(self.handle(kind).score.remote(single, reports))
+            elif same_size:
+                calls.append(self.handle(kind).score.remote(both, reports * 2))  # [2B,1,H,W]
+            else:  # different sizes cannot share a tensor: two calls
                 calls.append(self._two_calls(kind, images, anchors, reports))
-                continue
-            batch = torch.cat([images, anchors]) if with_anchor else images  # [B or 2B,1,H,W]
-            calls.append(self.handle(kind).score.remote(batch, reports * 2 if with_anchor else reports))
         outputs = await asyncio.gather(*calls)
         policy_parts, anchor_parts, models = [], [], []
         for kind, (out, info) in zip(kinds, outputs, strict=True):
@@ -129,6 +141,13 @@ class Gateway:
         )
 
 
+def _cat_images(images: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Policy and anchor images in one batch (uint8 stays uint8 when both are)."""
+    if images.dtype != anchors.dtype:
+        images, anchors = codec.as_float(images), codec.as_float(anchors)
+    return torch.cat([images, anchors])  # [2B,1,H,W]
+
+
 @serve.deployment(max_ongoing_requests=32)
 @serve.ingress()
 class RewardGateway:
@@ -137,7 +156,7 @@ class RewardGateway:
     def __init__(self, args: dict | None = None):
         self.args = GatewayArgs(**(args or {}))
         self._handles: dict = {}
-        self.gateway = Gateway(self.args, self._handle)
+        self.gateway = Gateway(self.args, self._handle, share=ray.put)
         self.token = server_token()
 
     def _handle(self, kind: str):

@@ -97,10 +97,10 @@ def _batch_images(items: list[tuple[torch.Tensor, list[str]]]) -> int:
     return sum(int(images.shape[0]) for images, _ in items)
 
 
-@serve.deployment(max_ongoing_requests=16)
-@serve.ingress()
-class RewardModel:
-    """Serves one scorer: ``score`` for the gateway, ``Predict``/``Info`` over gRPC."""
+class ModelServer:
+    """Serves one scorer: ``score`` for the gateway, ``Predict``/``Info`` over gRPC, HTTP routes.
+
+    A plain class (testable without Ray); ``RewardModel`` below is its Serve deployment."""
 
     def __init__(self, kind: str, args: dict | None = None):
         self.kind = kind
@@ -121,10 +121,20 @@ class RewardModel:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_batch_images)
     async def _score_batch(self, items: list[tuple[torch.Tensor, list[str]]]) -> list[Components]:
-        images = torch.cat([i for i, _ in items])  # [sum B,1,H,W]
-        reports = [r for _, rs in items for r in rs]
-        out = await asyncio.to_thread(self._run, images, reports)
-        return comp.split(out, [int(i.shape[0]) for i, _ in items])
+        """Score callers' chunks together; chunks of different image sizes run as separate passes."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for n, (images, _) in enumerate(items):
+            groups.setdefault(tuple(images.shape[1:]), []).append(n)
+        results: list[Components | None] = [None] * len(items)
+        for members in groups.values():
+            images = torch.cat([items[n][0] for n in members])  # [sum B,1,H,W]
+            reports = [r for n in members for r in items[n][1]]
+            out = await asyncio.to_thread(self._run, images, reports)
+            for n, part in zip(
+                members, comp.split(out, [items[n][0].shape[0] for n in members]), strict=True
+            ):
+                results[n] = part
+        return results
 
     async def _score_uncached(self, images: torch.Tensor, reports: list[str]) -> Components:
         chunks = [
@@ -136,10 +146,11 @@ class RewardModel:
         return comp.cat(await asyncio.gather(*chunks))
 
     async def score(self, images: torch.Tensor, reports: list[str]) -> tuple[Components, ModelInfo]:
-        """images ``[B,1,H,W]`` in [0,1] (one size), B reports -> (Components ``[B,...]``, model)."""
+        """images ``[B,1,H,W]`` (one size; float in [0,1] or uint8), B reports -> (Components ``[B,...]``, model)."""
         return await self._score(images, reports), self.info
 
     async def _score(self, images: torch.Tensor, reports: list[str]) -> Components:
+        images = codec.as_float(images)  # [B,1,H,W] float
         if not self.cache.enabled:
             return await self._score_uncached(images, reports)
         keys = [
@@ -186,6 +197,9 @@ class RewardModel:
 
     async def Info(self, request: pb.InfoRequest, grpc_context=None) -> pb.InfoResponse:
         return await handle_rpc(grpc_context, self.token, self.info_message, pb.InfoResponse())
+
+
+RewardModel = serve.deployment(max_ongoing_requests=64)(serve.ingress()(ModelServer))
 
 
 def _rows(rows: list[dict]) -> Components:

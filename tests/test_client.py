@@ -42,12 +42,12 @@ class ScriptedRewards(pb_grpc.RewardServiceServicer):
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         out = pb.ScoreResponse(request_id=request.request_id, comparative=inputs.anchor_images is not None)
-        means = inputs.images.mean(dim=(1, 2, 3))
+        means = codec.as_float(inputs.images).mean(dim=(1, 2, 3))
         for i, m in enumerate(means.tolist()):
             item = out.results.add(total=m)
             item.policy.r_align = -m
             if inputs.anchor_images is not None:
-                item.anchor.diag_acc = float(inputs.anchor_images[i].mean())
+                item.anchor.diag_acc = float(codec.as_float(inputs.anchor_images)[i].mean())
         out.models.add(name="scripted", version="1", weights_hash="00")
         return out
 
@@ -170,3 +170,14 @@ def test_client_side_input_checks():
     with pytest.raises(ValueError, match="dtype"):
         RewardClient("127.0.0.1:1", dtype="int16")
     client.close()
+
+
+def test_large_batches_are_pipelined_in_order_and_retried(server):
+    svc = ScriptedRewards(fail=1)  # the first in-flight request fails once and is retried
+    x, a = _images(40), _images(40).flip(0)
+    with RewardClient(server(svc), pipeline=3, backoff_s=0.01) as client:
+        result = client.score(x, [f"r{i}" for i in range(40)], a)
+    assert sorted(len(r.reports) for r in svc.requests) == [8, 16, 16]
+    assert len(svc.metadata) == 4
+    torch.testing.assert_close(result.total, x.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(result.anchor.diag_acc, a.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)

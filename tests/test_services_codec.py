@@ -113,3 +113,16 @@ def test_response_encoding_round_trips_through_the_client_decoder():
         assert torch.equal(getattr(back.policy, name), getattr(policy, name)), name
     assert back.anchor.psi is None and torch.equal(back.anchor.consistency, anchor.consistency)
     assert torch.equal(back.total, result.total) and back.models == result.models
+
+
+def test_raw_uint8_stays_uint8_for_the_replicas(images):
+    req = pb.ScoreRequest(
+        images=raw_batch(images), reports=["a", "b", "c"], anchor_images=raw_batch(images, "float32")
+    )
+    inputs = codec.decode_score_request(req, PAPER_WEIGHTS)
+    assert inputs.images.dtype == torch.uint8 and inputs.images.shape == (3, 1, 16, 16)
+    assert inputs.anchor_images.dtype == torch.float32
+    assert torch.equal(codec.as_float(inputs.images), images)
+    tiny = pb.ImageBatch(tensor=pb.Tensor(data=bytes(3 * 4 * 4), shape=[3, 4, 4]))
+    with pytest.raises(ValueError, match="at least 8x8"):
+        codec.decode_images_compact(tiny)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import torch
 
+from cxrl import imaging
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rewards.types import Components
@@ -99,11 +100,43 @@ def test_gateway_matches_in_process_rewards(gateway, scorers, weights, anchors):
     assert sorted(m.name for m in got.models) == sorted(m.name for m in want.models)
 
 
+def test_uint8_inputs_as_sent_give_the_same_scores(gateway, scorers):
+    gw, handles = gateway
+    inputs = _inputs({"align": 1.0, "diag": 10.0, "consist": 10.0})
+    as_uint8 = codec.ScoreInputs(
+        imaging.to_uint8(inputs.images),
+        inputs.reports,
+        imaging.to_uint8(inputs.anchor_images),
+        inputs.weights,
+    )
+    for h in handles.values():  # the replicas convert uint8 with codec.as_float
+        h.score.fn = (lambda fn: lambda x, r: fn(codec.as_float(x), r))(h.score.fn)
+    got = asyncio.run(gw.score(as_uint8))
+    want = InProcessRewards(*scorers).score(
+        imaging.from_uint8(as_uint8.images), inputs.reports, imaging.from_uint8(as_uint8.anchor_images)
+    )
+    torch.testing.assert_close(got.total, want.total, atol=1e-5, rtol=0)
+    assert handles["diagnostic"].score.calls[0][0].dtype == torch.uint8
+
+
 def test_anchors_travel_with_policy_images_in_one_call(gateway):
     gw, handles = gateway
     asyncio.run(gw.score(_inputs({"align": 1.0, "diag": 10.0, "consist": 10.0})))
     assert [a[0].shape[0] for a in handles["diagnostic"].score.calls] == [8]
     assert [a[0].shape[0] for a in handles["posture"].score.calls] == [4]  # anchors skip posture
+
+
+def test_batches_read_by_several_models_are_shared_once(scorers):
+    handles = {
+        k: FakeHandle(k, s) for k, s in zip(("posture", "diagnostic", "consistency"), scorers, strict=True)
+    }
+    shared = []
+    gw = Gateway(GatewayArgs(), handles.__getitem__, share=lambda x: shared.append(x.shape[0]) or x)
+    asyncio.run(gw.score(_inputs({"align": 1.0, "diag": 10.0, "consist": 10.0})))
+    assert shared == [8]  # policy + anchors, read by diagnostic and consistency; posture gets its own
+    shared.clear()
+    asyncio.run(gw.score(_inputs({"align": 1.0, "diag": 10.0, "consist": 10.0}, anchors=False)))
+    assert shared == [4]
 
 
 def test_anchors_of_another_size_are_scored_separately(gateway, scorers):

@@ -1,0 +1,103 @@
+"""The model deployment class without Ray: micro-batching across callers and sizes, cache, messages.
+
+``@serve.batch`` keeps one queue per process, bound to the event loop of its first use, so
+every call here runs on one module-wide loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+import redis
+import torch
+from ray import serve
+
+from cxrl import imaging
+from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.rewards.factory import random_scorers
+from services.models import ModelAppArgs, ModelServer, build_scorer
+from services.redis_local import local_redis
+
+REPORTS = [
+    "No acute disease.",
+    "Large right pleural effusion.",
+    "Cardiomegaly.",
+    "Left pneumothorax.",
+    "Edema.",
+]
+
+
+LOOP = asyncio.new_event_loop()
+run = LOOP.run_until_complete
+
+
+@pytest.fixture(autouse=True)
+def replica_context(monkeypatch):
+    """serve.batch reads max_ongoing_requests from the replica context; stand in for it."""
+    ctx = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: ctx)
+
+
+def _model(kind: str, **args):
+    return ModelServer(kind, {"source": "random", **args})
+
+
+def _images(b: int, size: int, seed: int) -> torch.Tensor:
+    return torch.rand(b, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_build_scorer_follows_the_factory_random_models():
+    scorer = build_scorer("consistency", ModelAppArgs(source="random", seed=3))
+    assert scorer.info == random_scorers(3)[2].info
+    with pytest.raises(ValueError):
+        build_scorer("posture", ModelAppArgs(source="checkpoint"))  # needs a path
+
+
+def test_concurrent_callers_of_different_sizes_get_their_own_rows(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    model = _model("diagnostic", max_batch_images=4, batch_wait_timeout_s=0.05)
+    ref = random_scorers(0)[1]
+    a, b = _images(5, 32, 1), _images(3, 48, 2)
+
+    async def both():
+        return await asyncio.gather(model.score(a, REPORTS), model.score(b, REPORTS[:3]))
+
+    (got_a, info), (got_b, _) = run(both())
+    assert info == ref.info
+    torch.testing.assert_close(got_a.diag_probs, ref(a, REPORTS).diag_probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_b.diag_acc, ref(b, REPORTS[:3]).diag_acc, atol=1e-5, rtol=0)
+
+
+def test_cached_scores_are_reused_and_identical():
+    with local_redis() as url:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REDIS_URL", url)
+            model = _model("posture")
+        x = _images(4, 32, 5)
+        first, _ = run(model.score(x, [""] * 4))
+        hits = redis.Redis.from_url(url).info("stats")["keyspace_hits"]
+        second, _ = run(model.score(x, [""] * 4))
+        assert redis.Redis.from_url(url).info("stats")["keyspace_hits"] == hits + 4
+        torch.testing.assert_close(second.psi, first.psi, atol=0, rtol=0)
+        torch.testing.assert_close(second.r_align, first.r_align, atol=0, rtol=0)
+        mixed, _ = run(model.score(torch.cat([x[:2], _images(2, 32, 6)]), [""] * 4))  # 2 hits, 2 misses
+        torch.testing.assert_close(mixed.psi, random_scorers(0)[0](torch.cat([x[:2], _images(2, 32, 6)])).psi)
+
+
+def test_predict_message_and_bad_input(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    model = _model("posture", max_request_bytes=4096)
+    x = imaging.from_uint8(imaging.to_uint8(_images(2, 32, 7)))
+    data, shape, _ = imaging.to_raw(x)
+    req = pb.PredictRequest(request_id="p", images=pb.ImageBatch(tensor=pb.Tensor(data=data, shape=shape)))
+    out = run(model.predict_message(req))  # posture takes no reports
+    assert out.request_id == "p" and len(out.results) == 2 and out.model.name == "posture-resnet18"
+    req.images.tensor.data = data * 3  # 6 KiB > 4 KiB limit
+    with pytest.raises(ValueError, match="limit"):
+        run(model.predict_message(req))
+    diag = _model("diagnostic")
+    req = pb.PredictRequest(images=pb.ImageBatch(tensor=pb.Tensor(data=data, shape=shape)), reports=["one"])
+    with pytest.raises(ValueError, match="2 images but 1 reports"):
+        run(diag.predict_message(req))
