@@ -99,10 +99,10 @@ class ServeProcess:
                 self._ready.set()
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """SIGTERM (serve shuts Ray down), then SIGKILL to the whole process group if it hangs."""
+        """SIGTERM (serve shuts Ray down), then SIGKILL to whatever is left of its session."""
         if self.proc is None:
             return
-        pgid = self.proc.pid
+        sid = self.proc.pid  # started with start_new_session: the session id is its pid
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
@@ -110,14 +110,29 @@ class ServeProcess:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 log.warning("`cxrl serve` did not stop in %.0f s; killing its process group", timeout_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)  # Ray workers left behind, if any
+        for pid in session_members(sid):  # Ray workers left behind, if any (own groups, our session)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         if self._reader is not None:
             self._reader.join(timeout=5)
         log.info("reward services stopped")
         self.proc = None
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (Linux /proc): Ray's raylet and workers run in their own
+    process groups but stay in the session that `cxrl serve` was started in."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state, ppid, pgrp, session, ...
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 @contextlib.contextmanager

@@ -193,7 +193,17 @@ class TrainLoop:
         self._record(metrics)
         return metrics
 
-    def _metrics(self, epoch, results, train_stats, timings, retries, hits0, misses0) -> dict[str, Any]:
+    def _metrics(
+        self,
+        epoch: int,
+        results: list[RewardResult],
+        train_stats: dict[str, float],
+        timings: dict[str, float],
+        retries: int,
+        hits0: int,
+        misses0: int,
+    ) -> dict[str, Any]:
+        """The epoch's metrics; cache hits/misses are counted from the totals at the epoch's start."""
         m: dict[str, Any] = {"epoch": epoch, "global_step": self.ddpo.global_step}
         totals = torch.cat([r.total.float() for r in results])
         m["policy/total"] = float(totals.mean())
