@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -84,6 +85,24 @@ def load_config(path: Path, host: str, http_port: int | None, grpc_port: int | N
     return data
 
 
+def check_ports_free(config: dict[str, Any]) -> None:
+    """Fail fast (instead of a proxy that never starts) when the HTTP or gRPC port is taken."""
+    host = config["http_options"]["host"]
+    ports = {
+        "HTTP": config["http_options"].get("port", 8000),
+        "gRPC": config.get("grpc_options", {}).get("port", 9000),
+    }
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, int(port)))
+            except OSError as exc:
+                flag = "--http-port" if name == "HTTP" else "--grpc-port"
+                raise ValueError(
+                    f"{name} port {host}:{port} is not free ({exc.strerror}); pass {flag}"
+                ) from None
+
+
 def grpc_message_limit(config: dict[str, Any]) -> int:
     """Transport limit of the gRPC proxy: twice the gateway's request limit, so requests
     moderately over the limit get an INVALID_ARGUMENT that says so (not a bare transport error)."""
@@ -98,6 +117,7 @@ def grpc_message_limit(config: dict[str, Any]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.host, args.http_port, args.grpc_port)
+    check_ports_free(config)
     with contextlib.ExitStack() as stack:
         if args.local_redis and not os.environ.get("REDIS_URL"):
             from services.redis_local import local_redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,11 @@ import yaml
 from ray._common.utils import import_attr
 from ray.serve.schema import ServeDeploySchema
 
-from services.cli import CONFIG_DIR, grpc_message_limit, load_config
+from services.cli import CONFIG_DIR, check_ports_free, grpc_message_limit, load_config
 from services.gateway import GatewayArgs
 from services.grpc_servicer import SERVICER_FUNCTIONS
 from services.models import DEPLOYMENT_NAMES, ModelAppArgs
+from services.redis_local import free_port
 
 PROFILES = sorted(CONFIG_DIR.glob("serve-*.yaml"))
 
@@ -68,6 +70,16 @@ def test_load_config_binds_loopback_and_overrides_ports():
     assert data["http_options"] == {"host": "127.0.0.1", "port": 18000}
     assert data["grpc_options"]["port"] == 19000
     assert grpc_message_limit(data) == 2 * (64 << 20) + (1 << 20)
+
+
+def test_busy_port_is_reported_before_starting_ray():
+    data = load_config(CONFIG_DIR / "serve-cpu.yaml", "127.0.0.1", free_port(), None)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        data["grpc_options"]["port"] = busy.getsockname()[1]
+        with pytest.raises(ValueError, match="gRPC port .* is not free.*--grpc-port"):
+            check_ports_free(data)
+    check_ports_free(data)  # free again
 
 
 def test_load_config_rejects_invalid_documents(tmp_path):
