@@ -53,6 +53,8 @@ def test_markdown_layout():
     )
     assert lines[t1 + 3] == "| CXRL | -0.246 [-0.260, -0.230] | n/a | n/a |"
     assert "| anchor | 2.580 [2.400, 2.800] | 0.197 [0.180, 0.210] |" in lines
+    t2a = lines.index("## Table 2a. Image quality")
+    assert not any(line.startswith("| CXRL |") for line in lines[t2a:])  # no FID/MS-SSIM: left out
 
 
 def test_ablation_table():

@@ -83,6 +83,11 @@ def ablation_table(rows: Sequence[AblationRow]) -> str:
     return "\n".join(lines)
 
 
+def _having(rows: Sequence[Row], metrics: Sequence[str]) -> list[Row]:
+    """Rows with at least one of ``metrics`` (e.g. the real-image row has no FID or MS-SSIM)."""
+    return [r for r in rows if any(m in r.metrics for m in metrics)]
+
+
 def _caption(rows: Sequence[Row]) -> str:
     seeds = {r.info.get("n_seeds") for r in rows} - {None}
     if seeds and max(seeds) > 1:
@@ -101,8 +106,10 @@ def tables_markdown(
     if meta:
         parts += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     parts += [_caption(rows), ""]
-    parts += ["## Table 1. CXR-specific quality", "", markdown_table(rows, TABLE1), ""]
-    parts += ["## Table 2a. Image quality", "", markdown_table(rows, TABLE2A, first="Model"), ""]
+    parts += ["## Table 1. CXR-specific quality", "", markdown_table(_having(rows, TABLE1), TABLE1), ""]
+    t2a = _having(rows, TABLE2A)
+    if t2a:
+        parts += ["## Table 2a. Image quality", "", markdown_table(t2a, TABLE2A, first="Model"), ""]
     if ablation:
         parts += ["## Table 2b. Ablation: reward feedback models", "", ablation_table(ablation), ""]
     return "\n".join(parts)
