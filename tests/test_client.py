@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent import futures
 
@@ -15,6 +16,7 @@ from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.types import PAPER_WEIGHTS
 from services import codec
+from services.redis_local import free_port
 
 
 class ScriptedRewards(pb_grpc.RewardServiceServicer):
@@ -181,3 +183,83 @@ def test_large_batches_are_pipelined_in_order_and_retried(server):
     assert len(svc.metadata) == 4
     torch.testing.assert_close(result.total, x.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
     torch.testing.assert_close(result.anchor.diag_acc, a.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0)
+
+
+# --- `cxrl score` (cxrl/score_cli.py), the client's command ---------------------------------
+
+
+def _image_dir(path, images, names):
+    path.mkdir()
+    for img, name in zip(images, names, strict=True):
+        imaging.save_image(img, path / name)
+    return path
+
+
+def test_reports_file_formats(tmp_path):
+    from cxrl.score_cli import read_reports
+
+    files = [tmp_path / n for n in ("b.png", "a.png")]
+    (tmp_path / "r.txt").write_text("first\n\nsecond\n")
+    assert read_reports(tmp_path / "r.txt", files) == ["first", "second"]
+    (tmp_path / "r.csv").write_text('file,report,prompt_id\na.png,"A, with comma",1\nb.png,B,2\n')
+    assert read_reports(tmp_path / "r.csv", files) == ["B", "A, with comma"]
+    (tmp_path / "short.txt").write_text("only one\n")
+    with pytest.raises(ValueError, match="1 reports but there are 2 images"):
+        read_reports(tmp_path / "short.txt", files)
+    (tmp_path / "bad.csv").write_text("name,text\na.png,A\n")
+    with pytest.raises(ValueError, match="file,report"):
+        read_reports(tmp_path / "bad.csv", files)
+    (tmp_path / "missing.csv").write_text("file,report\na.png,A\n")
+    with pytest.raises(ValueError, match="no report for 1 image"):
+        read_reports(tmp_path / "missing.csv", files)
+
+
+def test_weights_and_image_checks(tmp_path):
+    from cxrl.score_cli import load_images, parse_weights
+
+    assert parse_weights("align=1, diag=10") == {"align": 1.0, "diag": 10.0}
+    with pytest.raises(ValueError, match="name=number"):
+        parse_weights("align")
+    _image_dir(tmp_path / "mixed", [_images(1, 16)[0], _images(1, 24)[0]], ["a.png", "b.png"])
+    with pytest.raises(ValueError, match="share one size"):
+        load_images(sorted((tmp_path / "mixed").iterdir()))
+
+
+def test_score_command_prints_a_table_and_writes_json(server, tmp_path, capsys):
+    from cxrl.cli import main
+
+    x, a = _images(3, 16), _images(3, 16).flip(0)
+    names = ["g0.png", "g1.png", "g2.png"]
+    _image_dir(tmp_path / "gen", x, names)
+    _image_dir(tmp_path / "anchor", a, names)
+    (tmp_path / "reports.txt").write_text("r0\nr1\nr2\n")
+    target = server(ScriptedRewards())
+    argv = ["score", "--images", str(tmp_path / "gen"), "--reports", str(tmp_path / "reports.txt")]
+    argv += [
+        "--anchor-images",
+        str(tmp_path / "anchor"),
+        "--server",
+        target,
+        "--json",
+        str(tmp_path / "o.json"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "r_align" in out and "anchor diag_acc" in out and "scripted 1" in out
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert [d["file"] for d in data["images"]] == names and data["comparative"]
+    torch.testing.assert_close(
+        torch.tensor([d["total"] for d in data["images"]]), x.mean(dim=(1, 2, 3)), atol=1e-6, rtol=0
+    )
+    (tmp_path / "anchor" / "g2.png").unlink()
+    assert main(argv) == 2  # missing anchor: a clear error, exit code 2
+
+
+def test_score_command_reports_an_unreachable_server(tmp_path):
+    from cxrl.cli import main
+
+    _image_dir(tmp_path / "gen", _images(1, 16), ["g.png"])
+    (tmp_path / "r.txt").write_text("r\n")
+    argv = ["score", "--images", str(tmp_path / "gen"), "--reports", str(tmp_path / "r.txt")]
+    argv += ["--server", f"127.0.0.1:{free_port()}", "--timeout", "2"]
+    assert main(argv) == 1
