@@ -59,3 +59,41 @@ def test_runs_without_redis_lists_run_directories(tmp_path, capsys, monkeypatch)
     runs = json.loads(capsys.readouterr().out)
     assert runs[0]["run_id"] == "r1" and runs[0]["status"] == "incomplete"
     assert runs[0]["latest"]["policy/total"] == 0.5
+
+
+@pytest.mark.e2e
+def test_train_command_with_inprocess_random_models(tmp_path, capsys, monkeypatch):
+    """`cxrl train --config FILE` end to end: a saved pipeline directory, in-process random reward
+    models, the IU report split; then `cxrl runs` finds the finished run on disk."""
+    import torch
+
+    from cxrl.models.generator import build_pipeline, tiny_arch
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the test process's setting
+    gen = tmp_path / "gen"
+    build_pipeline(tiny_arch(), seed=0).save_pretrained(gen)
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        f"""
+preset: cpu-small
+rl:
+  generator: {gen}
+  epochs: 1
+  sampling: {{num_steps: 2}}
+train_prompts: 4
+progress: false
+out_dir: {tmp_path / "runs"}
+rewards:
+  models: {{posture: {{source: random}}, diagnostic: {{source: random}}, consistency: {{source: random}}}}
+eval: {{prompts: 4, grid_prompts: 1, bootstrap: 20}}
+"""
+    )
+    assert main(["train", "--config", str(cfg), "--run-name", "cli-run"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out reports: 4" in out and "combined reward" in out
+    run = tmp_path / "runs" / "cli-run"
+    assert (run / "report.html").is_file() and (run / "eval.json").is_file()
+    assert (run / "checkpoints" / "latest").is_file()
+    assert main(["runs", "--dir", str(tmp_path / "runs")]) == 0
+    assert "cli-run" in capsys.readouterr().out
