@@ -72,11 +72,11 @@ def test_copies_of_real_images_give_known_fid_and_unit_msssim(tmp_path, prompts,
     )
     ev = Evaluator(config(), scorers, prompts, features)
     row = ev.evaluate(ImageDirSource("copies", d))
-    assert np.trace(ev.reference().stats.sigma) > 1e-4  # the features do vary
+    assert np.trace(ev.reference((48, 48)).stats.sigma) > 1e-4  # the features do vary
     # Duplicating every row keeps the mean and scales the covariance by c = 2(N-1)/(2N-1), so
     # FID = Tr(S + cS - 2 sqrt(c) S) = (1 - sqrt(c))^2 Tr(S) exactly.
     c = 2 * (6 - 1) / (2 * 6 - 1)
-    expected = (1 - np.sqrt(c)) ** 2 * np.trace(ev.reference().stats.sigma)
+    expected = (1 - np.sqrt(c)) ** 2 * np.trace(ev.reference((48, 48)).stats.sigma)
     assert row.metrics["fid"].value == pytest.approx(expected, rel=1e-4, abs=1e-9)
     assert row.metrics["msssim"].value == pytest.approx(1.0, abs=1e-6)
     assert row.info == {**row.info, "prompts": 6, "images": 12}
@@ -85,6 +85,20 @@ def test_copies_of_real_images_give_known_fid_and_unit_msssim(tmp_path, prompts,
     assert noisy.metrics["fid"].value > 10 * row.metrics["fid"].value
     assert noisy.metrics["msssim"].value < 0.2
     assert noisy.metrics["fid"].low <= noisy.metrics["fid"].value <= noisy.metrics["fid"].high
+
+
+def test_fid_reference_matches_the_generated_resolution(tmp_path, prompts, scorers, features):
+    # Generated images at half the real resolution are compared with real images resized to it
+    def small(p):
+        return imaging.resize(imaging.load_image(p.image_path)[None], 24).repeat(2, 1, 1, 1)
+
+    ev = Evaluator(config(), scorers, prompts, features)
+    row = ev.evaluate(ImageDirSource("small", write_dir(tmp_path / "small", prompts, small)))
+    gen = ev.score(ImageDirSource("small", tmp_path / "small"))
+    assert gen.image_size == (24, 24)
+    assert row.metrics["fid"].value == pytest.approx(ev.reference((24, 24)).distance(gen.features))
+    unmatched = ev.reference(None).distance(gen.features)  # real images at their own 48 px
+    assert row.metrics["fid"].value < 0.1 * unmatched
 
 
 def test_real_row_matches_direct_scoring(prompts, scorers):

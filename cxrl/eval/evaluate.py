@@ -10,7 +10,7 @@ prompt, the mean pairwise MS-SSIM of its images. Metrics (Han et al., MICCAI 202
   report labeler reads from their prompts (:mod:`cxrl.eval.auroc`);
 - ``clip``: mean over prompts of the mean CXR-CLIP cosine;
 - ``fid``: Fréchet distance of all generated images' features to the real test images of
-  the selected prompts (:mod:`cxrl.eval.fid`);
+  the selected prompts, brought to the generated images' resolution first (:mod:`cxrl.eval.fid`);
 - ``msssim``: mean over prompts of the mean pairwise MS-SSIM (needs K >= 2).
 
 Intervals: percentile bootstrap over prompts (a prompt keeps all its images), one seeded
@@ -96,6 +96,7 @@ class Scores:
     probs: np.ndarray  # [M, 18] calibrated classifier outputs
     features: np.ndarray  # [M, D]
     msssim: np.ndarray  # [N] mean pairwise MS-SSIM (NaN when a prompt has one image)
+    image_size: tuple[int, int] | None  # (H, W) shared by all images, None when sizes differ
 
     @property
     def n_prompts(self) -> int:
@@ -117,36 +118,42 @@ class Evaluator:
         self.posture, self.diagnostic, self.consistency = scorers
         self.features = features or XrvFeatureExtractor(self.diagnostic.model, self.diagnostic.input_size)
         self.prompts = list(prompts)
-        self._reference: FrechetReference | None = None
+        self._references: dict[tuple[int, int] | None, FrechetReference] = {}
 
     # -- the FID reference -------------------------------------------------------------------------
-    def reference(self) -> FrechetReference:
-        """Features of the real test images of the prompts (computed once)."""
-        if self._reference is None:
-            size = self.features.input_size
-            feats = []
+    def reference(self, size: tuple[int, int] | None = None) -> FrechetReference:
+        """Features of the real test images of the prompts, first resized to ``size`` (cached per size).
+
+        ``size`` is the generated images' (H, W): real and generated images then reach the
+        classifier through the same resampling, so FID measures content, not a resolution gap.
+        """
+        if size not in self._references:
             paths = [p.image_path for p in self.prompts if p.image_path is not None]
             if len(paths) < 2:
                 raise ValueError("FID needs the real test images of at least 2 prompts; give --data")
+            feats = []
             for start in range(0, len(paths), 32):
-                batch = torch.cat(
-                    [imaging.resize(imaging.load_image(p)[None], size) for p in paths[start : start + 32]]
-                )
-                feats.append(self.features(batch))  # [b, D]
-            self._reference = FrechetReference(torch.cat(feats))
-            log.info("FID reference: %d real test images", len(paths))
-        return self._reference
+                images = [imaging.load_image(p)[None] for p in paths[start : start + 32]]  # [1,1,H,W] each
+                if size is not None:
+                    images = [imaging.resize(im, size) for im in images]
+                images = [imaging.resize(im, self.features.input_size) for im in images]
+                feats.append(self.features(torch.cat(images)))  # [b, D]
+            self._references[size] = FrechetReference(torch.cat(feats))
+            log.info("FID reference: %d real test images at %s", len(paths), size or "their own size")
+        return self._references[size]
 
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, source: Source, save_dir: str | Path | None = None) -> Scores:
         k = self.cfg.samples_per_prompt
         writer = ImageDirWriter(save_dir) if save_dir is not None else None
         ids, reports, image_prompt, r_al, clip, probs, feats, ms = [], [], [], [], [], [], [], []
+        sizes: set[tuple[int, int]] = set()
         total = source.count(self.prompts) if hasattr(source, "count") else len(self.prompts)
         groups = tqdm(source.groups(self.prompts, k), total=total, desc=source.name, unit="prompt")
         for group in groups:
             self._check(group)
             n = group.images.shape[0]
+            sizes.add((group.images.shape[-2], group.images.shape[-1]))
             texts = [group.report] * n
             image_prompt += [len(ids)] * n
             ids.append(group.prompt_id)
@@ -162,9 +169,16 @@ class Evaluator:
             writer.close()
         if len(ids) < 2:
             raise ValueError(f"{source.name}: got images for {len(ids)} prompt(s); need at least 2")
+        if len(sizes) > 1:
+            log.warning(
+                "%s: images come in %d sizes; FID compares with real images at their own size",
+                source.name,
+                len(sizes),
+            )
         return Scores(
             ids, reports, np.array(image_prompt), np.concatenate(r_al), np.concatenate(clip),
             np.concatenate(probs), np.concatenate(feats), np.array(ms, dtype=np.float64),
+            sizes.pop() if len(sizes) == 1 else None,
         )  # fmt: skip
 
     @staticmethod
@@ -204,7 +218,7 @@ class Evaluator:
                 lambda idx: float(np.nanmean(ms[idx])) if np.isfinite(ms[idx]).any() else np.nan
             )
         if with_fid:
-            ref = self.reference()
+            ref = self.reference(scores.image_size)
             out["fid"] = boot(lambda idx: ref.distance(scores.features[rows(idx)]))
         return out
 
