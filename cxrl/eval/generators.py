@@ -147,24 +147,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
-    """The (untrained) CXRL policy a run config describes: base pipeline + LoRA + ACE."""
-    from cxrl.models.generator import Policy, load_pipeline
+    """The (untrained) CXRL policy a run config describes, on ``base`` (default: cfg.generator) and ``device``."""
+    from cxrl.rl.ddpo import make_policy
 
-    pipe = load_pipeline(base or cfg.generator, device=device)
-    return Policy(
-        pipe,
-        lora_rank=cfg.lora.rank,
-        lora_alpha=cfg.lora.alpha,
-        lora_targets=cfg.lora.targets,
-        ace_tokens=cfg.ace.tokens if cfg.ace.enabled else 0,
-        ace_init_std=cfg.ace.init_std,
-        seed=cfg.seed,
-    ).to(device)
+    update = {"device": device} | ({"generator": str(base)} if base else {})
+    return make_policy(cfg.model_copy(update=update))
 
 
 def load_policy_checkpoint(path: str | Path, base: str | None = None, device: str = "cpu"):
-    """Rebuild the policy a checkpoint was trained with (LoRA rank/targets, ACE) and load its weights."""
-    from cxrl.rl.checkpoint import load_checkpoint
+    """Rebuild the policy a checkpoint was trained with (LoRA rank/targets, ACE) and load its weights.
+
+    Like :func:`cxrl.rl.checkpoint.load_trained_policy`, but also accepts a run directory and
+    samples on ``device`` whatever device the run trained on.
+    """
+    from cxrl.rl.checkpoint import load_ace, load_lora
     from cxrl.rl.config import CXRLConfig
 
     directory = resolve_checkpoint(path)
@@ -173,14 +169,15 @@ def load_policy_checkpoint(path: str | Path, base: str | None = None, device: st
         raise ValueError(f"{directory}/state.json has no run config; cannot rebuild the policy")
     cfg = CXRLConfig.model_validate(state["config"])
     policy = policy_from_config(cfg, base, device)
-    load_checkpoint(directory, policy)
+    load_lora(policy, directory)
+    load_ace(policy, directory)
     log.info(
         "loaded CXRL checkpoint %s (epoch %s) on base %s",
         directory,
         state.get("epoch"),
         base or cfg.generator,
     )
-    return policy
+    return policy.eval()
 
 
 def load_anchor(base: str | None = None, device: str = "cpu"):
