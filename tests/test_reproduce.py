@@ -59,9 +59,10 @@ def test_every_variant_trains_and_is_tabulated(setup):
         assert line in text
     data = json.loads((out / "tables.json").read_text())
     names = [r["name"] for r in data["rows"]]
-    assert names[:4] == ["Anchor", "CXRL", "w/o ACE", "w/o RLCF (direct feedback)"]
-    assert set(names) == {"Anchor"} | {v.label for v in VARIANTS}
-    assert set(data["per_seed"]) == {"anchor"} | {v.slug for v in VARIANTS}
+    assert names[:5] == ["Anchor", "CXRL", "w/o ACE", "w/o RLCF (direct feedback)", "Real test images"]
+    assert set(names) == {"Anchor", "Real test images"} | {v.label for v in VARIANTS}
+    assert set(data["per_seed"]) == {"anchor", "real"} | {v.slug for v in VARIANTS}
+    assert "| Real test images |" in text and text.count("| Real test images |") == 1  # Table 1 only
     for v in VARIANTS:
         run = out / "runs" / f"{v.slug}-seed0"
         assert (run / "checkpoints" / "latest").is_file()  # the RL loop ran and checkpointed
@@ -121,7 +122,7 @@ def test_reproduce_command(setup, tiny_world):
             "--variants", "cxrl", "--rewards", str(rewards)]  # fmt: skip
     assert main(args) == 0
     data = json.loads((out / "tables.json").read_text())
-    assert [r["name"] for r in data["rows"]] == ["Anchor", "CXRL"]
+    assert [r["name"] for r in data["rows"]] == ["Anchor", "CXRL", "Real test images"]
     assert data["meta"]["data"] == str(tiny_world)
     assert (out / "tables.md").read_text().count("| CXRL |") == 2  # Table 1 and Table 2a
     assert (out / "config.yaml").is_file()

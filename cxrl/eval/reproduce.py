@@ -6,6 +6,9 @@ For each seed, starting from the same anchor (the frozen base generator):
 - ``w/o ACE``: LoRA only; ``w/o RLCF (direct feedback)``: rewards without the anchor terms;
 - ``+ r_align``, ``+ r_diag``, ``+ r_consist``: each reward alone (Table 2b, Exp. 1-3; Exp. 4 is CXRL).
 
+Table 1 also gets a row the paper does not have: the real test images of the prompts, scored by
+the same models (the ceiling of r_align, AUROC and CXR-CLIP similarity in this world).
+
 Each variant is trained with the RL loop (:class:`cxrl.rl.ddpo.DDPOTrainer`, in-process rewards)
 and evaluated with :class:`cxrl.eval.evaluate.Evaluator` on the seed's held-out reports and noise,
 together with the anchor. Rows are aggregated over seeds (mean ± sd; the per-seed rows and
@@ -28,7 +31,7 @@ from pydantic import Field
 from cxrl.config import ConfigModel
 from cxrl.eval.bootstrap import over_seeds
 from cxrl.eval.evaluate import EvalConfig, Evaluator
-from cxrl.eval.generators import PolicySource, Prompt, load_anchor, policy_from_config
+from cxrl.eval.generators import PolicySource, Prompt, RealSource, load_anchor, policy_from_config
 from cxrl.eval.tables import AblationRow, Row, atomic_write_text, rows_from_json, tables_json, write_tables
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 ANCHOR = "anchor"
+REAL = "real"  # the real test images of the prompts: the ceiling of Table 1 in this world
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("diag", "+ r_diag", {"rewards.weights": {"diag": 10.0}}),
     Variant("consist", "+ r_consist", {"rewards.weights": {"consist": 10.0}}),
 )
-TABLE1_ROWS = (ANCHOR, "cxrl", "no-ace", "no-rlcf")
+TABLE1_ROWS = (ANCHOR, "cxrl", "no-ace", "no-rlcf", REAL)
 TABLE2B = (("-", "Anchor Model", ANCHOR), ("1", "+ r_align", "align"), ("2", "+ r_diag", "diag"),
            ("3", "+ r_consist", "consist"), ("4", "r_align + r_diag + r_consist", "cxrl"))  # fmt: skip
 
@@ -104,12 +108,19 @@ class Reproduction:
         for seed in self.cfg.seeds:
             eval_cfg = self.cfg.eval.model_copy(update={"seed": seed, "device": self.cfg.device})
             evaluator = Evaluator(eval_cfg, self.scorers, eval_prompts[seed])
+            per_seed.setdefault(REAL, []).append(self._real(seed, evaluator))
             per_seed.setdefault(ANCHOR, []).append(self._anchor(seed, evaluator))
             for variant in self.cfg.chosen():
                 per_seed.setdefault(variant.slug, []).append(
                     self._variant(variant, seed, train_prompts, evaluator)
                 )
         return self._tables(per_seed)
+
+    def _real(self, seed: int, evaluator: Evaluator) -> Row:
+        def make() -> Row:
+            return evaluator.evaluate(RealSource("Real test images"), with_fid=False)
+
+        return self._cached(self.out / "runs" / f"{REAL}-seed{seed}", make, self._key(None, seed, evaluator))
 
     def _anchor(self, seed: int, evaluator: Evaluator) -> Row:
         def make() -> Row:
@@ -195,7 +206,7 @@ class Reproduction:
         return row
 
     def _tables(self, per_seed: dict[str, list[Row]]) -> str:
-        labels = {ANCHOR: "Anchor"} | {v.slug: v.label for v in VARIANTS}
+        labels = {ANCHOR: "Anchor", REAL: "Real test images"} | {v.slug: v.label for v in VARIANTS}
         rows = {slug: aggregate(labels[slug], seed_rows) for slug, seed_rows in per_seed.items()}
         main = [rows[s] for s in TABLE1_ROWS if s in rows]
         ablation = [AblationRow(exp, reward, rows[s]) for exp, reward, s in TABLE2B if s in rows]
