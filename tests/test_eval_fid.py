@@ -116,3 +116,12 @@ def test_fid_on_features_separates_shifted_images(tiny_densenet):
     bright = torch.rand(64, 1, 32, 32, generator=g) * 0.5 + 0.5
     ref = fid.FrechetReference(ext(real))
     assert ref.distance(ext(same)) < ref.distance(ext(bright))
+
+
+def test_released_architecture_gives_1024_features():
+    # densenet121-res224-all's architecture (random weights here): 1024 pooled features at 224 px
+    net = xrv.models.DenseNet(weights=None).eval()
+    ext = fid.XrvFeatureExtractor(net, input_size=224)
+    assert ext.dim == 1024
+    feats = ext(torch.rand(2, 1, 64, 64))
+    assert feats.shape == (2, 1024) and torch.isfinite(feats).all()
