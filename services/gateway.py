@@ -22,7 +22,7 @@ from typing import Any
 
 import ray
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from ray import serve
 
 from cxrl.config import ConfigModel
@@ -52,12 +52,20 @@ class GatewayArgs(ConfigModel):
     max_request_bytes: int = Field(64 << 20, ge=0, description="largest request accepted (0 = no limit)")
     max_batch_images: int = Field(1024, ge=1, description="most images (policy + anchor) in one request")
 
+    @field_validator("apps")
+    @classmethod
+    def _known_models(cls, apps: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(apps) - set(DEPLOYMENT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown models {unknown} in apps; use {sorted(DEPLOYMENT_NAMES)}")
+        return apps
+
 
 class Gateway:
     """The gateway's work on decoded tensors; the deployment below adds transport."""
 
     def __init__(
-        self, args: GatewayArgs, get_handle: Callable[[str], Any], share: Callable[[Any], Any] = None
+        self, args: GatewayArgs, get_handle: Callable[[str], Any], share: Callable[[Any], Any] | None = None
     ):
         unknown = set(args.weights) - set(REWARD_NAMES)
         if unknown:
@@ -105,7 +113,7 @@ class Gateway:
         policy_parts, anchor_parts, models = [], [], []
         for kind, (out, info) in zip(kinds, outputs, strict=True):
             models.append(info)
-            if comp.rows(out) == 2 * b and anchors is not None and kind in COMPARATIVE:
+            if kind in paired:  # [2B] rows: policy then anchors
                 p, a = comp.split(out, [b, b])
                 policy_parts.append(p)
                 anchor_parts.append(a)

@@ -160,6 +160,8 @@ def test_too_many_images_and_unknown_model_are_value_errors(scorers):
         asyncio.run(gw.score(inputs))
 
 
-def test_gateway_args_reject_unknown_weights():
+def test_gateway_args_reject_unknown_weights_and_models():
     with pytest.raises(ValueError, match="unknown reward"):
         Gateway(GatewayArgs(weights={"beauty": 1.0}), lambda k: None)
+    with pytest.raises(ValueError, match="unknown models"):
+        GatewayArgs(apps={"beauty": "beauty"})
