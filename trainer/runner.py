@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from cxrl.models.generator import DEFAULT_DIR, Policy, load_pipeline
+from cxrl.models.generator import DEFAULT_DIR, Policy
 from cxrl.models.reward_assets import atomic_write_bytes
 from cxrl.rewards.types import RewardBackend
 from cxrl.rl.config import CXRLConfig
+from cxrl.rl.ddpo import make_policy
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
 from trainer.evaluate import Evaluator
@@ -80,19 +81,6 @@ def generator_id(name: str) -> str:
     return h.hexdigest()
 
 
-def build_policy(rl: CXRLConfig) -> Policy:
-    pipe = load_pipeline(rl.generator, device=rl.device)
-    return Policy(
-        pipe,
-        lora_rank=rl.lora.rank,
-        lora_alpha=rl.lora.alpha,
-        lora_targets=rl.lora.targets,
-        ace_tokens=rl.ace.tokens if rl.ace.enabled else 0,
-        ace_init_std=rl.ace.init_std,
-        seed=rl.seed,
-    )
-
-
 def fitting(reports: list[str], policy: Policy, max_tokens: int) -> list[str]:
     """Reports of at most M tokens under the generator's tokenizer (the paper's M <= 74)."""
     tok = policy.pipe.tokenizer
@@ -146,7 +134,7 @@ def run_training(
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     client = connect(cfg.redis.resolved_url())
     store = RunStore(client, prefix=cfg.redis.prefix) if client else None
-    policy = policy or build_policy(rl)
+    policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
     train, test = prompts or split_reports(rl.data)
     train = choose(fitting(train, policy, rl.max_report_tokens), cfg.train_prompts, rl.seed)
