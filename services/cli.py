@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -143,7 +144,7 @@ def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
     try:
         ray.init(
             address="local",
-            num_cpus=args.num_cpus,
+            num_cpus=None if args.num_cpus is None else max(1, math.ceil(args.num_cpus)),
             num_gpus=args.num_gpus,
             include_dashboard=False,
             namespace="serve",
