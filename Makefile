@@ -34,8 +34,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not service and not e2e and not slow"
 
 lint: setup
-	$(BIN)/ruff check cxrl services trainer tests bench
-	$(BIN)/ruff format --check cxrl services trainer tests bench
+	$(BIN)/ruff check cxrl services trainer tests bench deploy
+	$(BIN)/ruff format --check cxrl services trainer tests bench deploy
 
 demo: setup
 	$(BIN)/cxrl demo --out out/demo
