@@ -17,6 +17,7 @@ what to do; nothing is silently clipped or reshaped.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,9 +47,11 @@ def validate(images: torch.Tensor, name: str = "images") -> torch.Tensor:
             f"{name}: expected a float tensor in [0, 1], got dtype {images.dtype}; "
             "convert uint8 with cxrl.imaging.from_uint8"
         )
-    if not torch.isfinite(images).all():
+    # one pass: NaN and inf propagate into min/max, so a finite range proves a finite tensor
+    lo_t, hi_t = torch.aminmax(images)
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name}: contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name}: values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
     return images

@@ -119,6 +119,8 @@ def test_diffusion_round_trip():
         (torch.empty(0, 1, 16, 16), "empty"),
         (torch.randint(0, 255, (1, 1, 16, 16), dtype=torch.uint8), "float"),
         (torch.full((1, 1, 16, 16), float("nan")), "NaN"),
+        (torch.cat([torch.rand(1, 1, 16, 16), torch.full((1, 1, 16, 16), float("inf"))]), "infinite"),
+        (torch.rand(1, 1, 16, 16).index_fill_(2, torch.tensor([5]), float("nan")), "NaN"),
         (torch.full((1, 1, 16, 16), 1.5), r"\[0, 1\]"),
         (torch.full((1, 1, 16, 16), -0.1), r"\[0, 1\]"),
         (torch.rand(1, 1, 4, 4), "at least"),
