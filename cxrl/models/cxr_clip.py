@@ -168,11 +168,22 @@ class CXRClip(nn.Module):
         return (self.encode_image(images) * self.encode_text(tokens)).sum(dim=-1)
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) over a batch of matched pairs ``[B,P]`` x ``[B,P]``."""
+def clip_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    same: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) over a batch of pairs ``[B,P]`` x ``[B,P]``.
+
+    ``same`` ``[B,B]`` (bool, optional) marks pairs that share one report text: they are all
+    positives (targets spread evenly over them) instead of false negatives.
+    """
     logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t()  # [B,B]
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    if same is None:
+        same = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    target = same.float() / same.float().sum(dim=1, keepdim=True)  # [B,B], rows sum to 1
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target.t()))
 
 
 def release_config(

@@ -39,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared read-only files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +75,7 @@ def write_checkpoint(
     os.close(fd)
     try:
         save_file(compact_state(state, half), tmp, metadata={"model": model_name})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out / WEIGHTS_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
