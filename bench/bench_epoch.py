@@ -1,7 +1,7 @@
 """One CXRL epoch, timed by phase: policy sampling, anchor sampling, reward scoring, training.
 
     python -m bench.bench_epoch --out out/bench [--generator default|tiny|DIR] [--rewards random|default]
-        [--preset cpu-small] [--data WORLD_DIR] [--threads 2] [--set sampling.num_steps=20 ...]
+        [--preset cpu-small] [--data WORLD_DIR] [--threads 1] [--set sampling.num_steps=20 ...]
 
 Also times sampling a batch of 8 at 20 DDIM steps (the generator's interactive speed) and reports
 peak memory (process max RSS; CUDA peak when on a GPU). Writes bench_epoch.json to --out.
@@ -42,7 +42,9 @@ def main() -> None:
     ap.add_argument("--rewards", choices=("random", "default"), default="random")
     ap.add_argument("--preset", default="cpu-small")
     ap.add_argument("--data", type=Path, help="world directory whose train reports are the prompts")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)"
+    )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     args = ap.parse_args()
     setup_logging("WARNING")

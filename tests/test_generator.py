@@ -133,3 +133,18 @@ def test_fp16_base_keeps_adapters_and_log_probs_in_fp32(tmp_path):
     torch.testing.assert_close(step.log_prob, traj.log_probs[:, 0])
     step.log_prob.sum().backward()
     assert policy.ace.tokens.grad is not None
+
+
+def test_committed_default_generator_matches_its_manifest():
+    import json
+
+    from cxrl.models.generator import DEFAULT_DIR
+    from cxrl.models.pretrain_generator import sha256
+
+    manifest = json.loads((DEFAULT_DIR / "manifest.json").read_text())
+    for name, digest in manifest["files"].items():
+        assert sha256(DEFAULT_DIR / name) == digest, name
+    assert manifest["size_bytes"] < 10e6
+    pipe = load_pipeline("default")
+    assert pipe.vae.config.in_channels == 1 and pipe.unet.config.sample_size == 16
+    assert pipe.vae.config.sample_size == manifest["config"]["arch"]["resolution"]
