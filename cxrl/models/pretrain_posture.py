@@ -8,8 +8,9 @@ Optional, off by default: ``--aux-supervised W`` adds ``W * mean((psi - psi_true
 datasets that record the ground-truth posture (the default world). It is a documented
 auxiliary term for the synthetic world only; real data always trains by alignment alone.
 The committed default-world checkpoint used ``--aux-supervised 10`` (recorded in its
-manifest): within this project's CPU budget (8 epochs at 64 px) alignment alone did not
-reach the required agreement with the true posture.
+manifest). Within this project's CPU budget alignment alone was only tried on a
+2,500-image development render (test Spearman 0.44 after 2 epochs, not run to the end), and
+weight 1 reached 0.62 after 4 epochs on the world, short of the required 0.8.
 
 Quality (test split, when ground truth exists): Spearman correlation between r_align of the
 predicted and of the true psi, and mean absolute error per psi parameter.
