@@ -160,7 +160,7 @@ def _grid_html(grids: Sequence[EvalGrid]) -> str:
             for g in grids
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return '<table class="images">' + "".join(rows) + "</table>"
+    return '<div class="scroll"><table class="images">' + "".join(rows) + "</table></div>"
 
 
 def _fmt(value: Any) -> str:
@@ -194,7 +194,8 @@ svg .title{font-size:13px;font-weight:600} svg .plot{fill:#fafafa;stroke:#bbb}
 svg .grid{stroke:#e4e4e4}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
 table.images img{width:128px;height:128px;image-rendering:pixelated;display:block}
-td.report{max-width:360px;font-size:12px}
+td.report{min-width:220px;max-width:320px;font-size:12px}
+.scroll{overflow-x:auto}
 .meta{font-size:12px;color:#555}
 """
 
