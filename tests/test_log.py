@@ -1,0 +1,22 @@
+"""One logging setup: one format, level from the environment, survives stderr being swapped."""
+
+import io
+import logging
+import sys
+
+from cxrl.log import setup_logging
+
+
+def test_logs_follow_the_current_stderr(monkeypatch):
+    setup_logging("INFO")
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buf)
+    logging.getLogger("cxrl.test").info("hello %d", 3)
+    line = buf.getvalue().strip()
+    assert line.endswith("INFO cxrl.test: hello 3")
+    assert len(logging.getLogger().handlers) == 1
+    setup_logging("WARNING")  # configuring twice keeps one handler and changes the level
+    assert len(logging.getLogger().handlers) == 1
+    logging.getLogger("cxrl.test").info("hidden")
+    assert "hidden" not in buf.getvalue()
+    setup_logging("INFO")
