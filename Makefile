@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup protos test test-fast lint demo bench clean
+.PHONY: setup browser protos test test-fast lint demo bench clean
 
 # The venv is rebuilt only when pyproject.toml changes (a no-op when up to date).
 setup: $(STAMP) protos
@@ -27,7 +27,14 @@ protos: $(STAMP)
 	  $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC); \
 	fi
 
-test: setup
+# The HTML run report is checked in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium for the run-report rendering test"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

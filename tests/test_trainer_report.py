@@ -121,8 +121,8 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_renders_in_headless_chromium(tmp_path):
+    assert CHROMIUM, "needs Debian's chromium: `make browser` (apt-get install -y chromium) installs it"
     path = write_report(
         tmp_path / "report.html", title="CXRL run report", history=_history(), grids=[_grid(0)], final=FINAL
     )
