@@ -109,11 +109,12 @@ def test_server_image_cap_and_client_cap(server):
     svc = ScriptedRewards(max_batch_images=8)
     with RewardClient(server(svc), max_batch_images=3) as client:
         client.score(_images(7), ["r"] * 7, _images(7))
-    assert [len(r.reports) for r in svc.requests] == [3, 3, 1]
+    # requests are pipelined, so they may arrive in any order
+    assert sorted(len(r.reports) for r in svc.requests) == [1, 3, 3]
     svc2 = ScriptedRewards(max_batch_images=8)
     with RewardClient(server(svc2)) as client:
         client.score(_images(7), ["r"] * 7, _images(7))
-    assert [len(r.reports) for r in svc2.requests] == [4, 3]  # 8 images = 4 pairs
+    assert sorted(len(r.reports) for r in svc2.requests) == [3, 4]  # 8 images = 4 pairs
 
 
 @pytest.mark.parametrize(
