@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from cxrl import imaging
 from cxrl.models.cxr_clip import CXRClip
-from cxrl.rewards.types import Components, ModelInfo
+from cxrl.rewards.types import Components, ModelInfo, check_images_reports
 
 TEXT_CACHE_SIZE = 50_000
 
@@ -49,11 +48,7 @@ class ConsistencyScorer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, reports: Sequence[str]) -> Components:
-        imaging.validate(images)
-        if len(reports) != images.shape[0]:
-            raise ValueError(
-                f"got {images.shape[0]} images but {len(reports)} reports; send one report per image"
-            )
+        check_images_reports(images, reports)
         if any(not isinstance(r, str) or not r.strip() for r in reports):
             raise ValueError("every report must be a non-empty string")
         img = torch.cat(

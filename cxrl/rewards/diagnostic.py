@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from cxrl import imaging
 from cxrl.labels import NEGATIVE, NO_FINDING, POSITIVE, XRV_PATHOLOGIES
 from cxrl.models.xrv_classifier import predict_probs
-from cxrl.rewards.types import Components, ModelInfo
+from cxrl.rewards.types import Components, ModelInfo, check_images_reports
 
 Labeler = Callable[[str], dict[str, int]]
 
@@ -91,11 +90,7 @@ class DiagnosticScorer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, reports: Sequence[str]) -> Components:
-        imaging.validate(images)
-        if len(reports) != images.shape[0]:
-            raise ValueError(
-                f"got {images.shape[0]} images but {len(reports)} reports; send one report per image"
-            )
+        check_images_reports(images, reports)
         probs = torch.cat(
             [
                 predict_probs(self.model, chunk.to(self.device), self.input_size)

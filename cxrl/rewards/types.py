@@ -17,6 +17,8 @@ from typing import Protocol
 
 import torch
 
+from cxrl import imaging
+
 REWARD_NAMES: tuple[str, ...] = ("align", "diag", "consist")
 PAPER_WEIGHTS: dict[str, float] = {"align": 1.0, "diag": 10.0, "consist": 10.0}
 
@@ -61,6 +63,15 @@ def r_align(psi: torch.Tensor) -> torch.Tensor:
     sx, sy, tx, ty, theta = psi.unbind(dim=1)
     scale = torch.maximum((sx - 1).abs(), (sy - 1).abs())
     return -(scale + theta.abs() / (2 * math.pi) + torch.sqrt(tx**2 + ty**2))
+
+
+def check_images_reports(images: torch.Tensor, reports) -> None:
+    """Validate an image batch (cxrl.imaging conventions) and that it has one report per image."""
+    imaging.validate(images)
+    if len(reports) != images.shape[0]:
+        raise ValueError(
+            f"got {images.shape[0]} images but {len(reports)} reports; send one report per image"
+        )
 
 
 def combine(
