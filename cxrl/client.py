@@ -2,8 +2,9 @@
 in-process scorers (``grpc://host:9000``).
 
 - deadlines on every call, bounded retries with exponential backoff (and jitter) on
-  UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED; other errors raise at once
-  (INVALID_ARGUMENT as ``ValueError`` with the server's message);
+  UNAVAILABLE (a replica restarting), DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED (the
+  server's queue is full); other errors raise at once (INVALID_ARGUMENT as
+  ``ValueError`` with the server's message); ``retries_used`` counts the retries made;
 - message-size limits on the channel (send and receive), and batches split so each
   request fits both the client's limit and the server's (``Info``: max_request_bytes,
   max_batch_images); a policy image and its anchor always travel together;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -100,6 +102,8 @@ class RewardClient:
         self.rewards = pb_grpc.RewardServiceStub(self.channel)
         self.models = pb_grpc.ModelServiceStub(self.channel)
         self._server_info: pb.InfoResponse | None = None
+        self.retries_used = 0  # retries made so far, over all calls (for metrics and tests)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RewardClient:
@@ -128,6 +132,8 @@ class RewardClient:
                 if code not in RETRYABLE or attempt == self.retries:
                     raise RewardServiceError(code, exc.details() or "") from None
                 delay = self.backoff_s * 2**attempt * (1 + random.random() * 0.25)
+                with self._lock:  # the trainer calls from several threads
+                    self.retries_used += 1
                 log.warning(
                     "reward call %s (%s); retry %d/%d in %.1fs",
                     code.name,

@@ -30,7 +30,7 @@ from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
 from services import codec
 from services import components as comp
-from services.grpc_servicer import handle_rpc, server_token
+from services.grpc_servicer import handle_rpc, parse, server_token
 from services.models import DEPLOYMENT_NAMES
 
 log = logging.getLogger(__name__)
@@ -179,13 +179,20 @@ class RewardGateway:
 
         return create_app(self.gateway, self.token)
 
-    async def Score(self, request: pb.ScoreRequest, grpc_context=None) -> pb.ScoreResponse:
+    async def Score(self, request: pb.ScoreRequest | bytes, grpc_context=None) -> pb.ScoreResponse:
         return await handle_rpc(
-            grpc_context, self.token, lambda: self.gateway.score_message(request), pb.ScoreResponse()
+            grpc_context,
+            self.token,
+            lambda: self.gateway.score_message(parse(pb.ScoreRequest, request)),
+            pb.ScoreResponse(),
         )
 
-    async def Info(self, request: pb.InfoRequest, grpc_context=None) -> pb.InfoResponse:
-        return await handle_rpc(grpc_context, self.token, self.gateway.info_message, pb.InfoResponse())
+    async def Info(self, request: pb.InfoRequest | bytes, grpc_context=None) -> pb.InfoResponse:
+        async def work() -> pb.InfoResponse:
+            parse(pb.InfoRequest, request)
+            return await self.gateway.info_message()
+
+        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse())
 
 
 def reward_app(args: dict) -> serve.Application:

@@ -3,10 +3,17 @@
 Ray Serve's gRPC proxy calls the ingress deployment's method named after the RPC
 with the request message and a ``grpc_context``. Each such method delegates to
 ``handle_rpc``, which checks the token, runs the pure work and maps errors:
-``ValueError`` (bad input) -> INVALID_ARGUMENT with its message, a missing or
-wrong token -> UNAUTHENTICATED, anything else -> INTERNAL (logged, the replica
-keeps serving). The same servicer functions are registered with the proxy
-(``grpc_servicer_functions`` in the serve config).
+``ValueError`` (bad input, including request bytes that are not the RPC's message)
+-> INVALID_ARGUMENT with its message, a missing or wrong token -> UNAUTHENTICATED,
+a model deployment over its ``max_queued_requests`` -> RESOURCE_EXHAUSTED, a model
+replica that died mid-call or no replica to call -> UNAVAILABLE (both retryable),
+anything else -> INTERNAL (logged, the replica keeps serving).
+
+``add_reward_service`` / ``add_model_service`` (``grpc_servicer_functions`` in the
+serve config) register the RPCs with the proxy WITHOUT a request deserializer: the
+proxy forwards the request bytes and the deployment parses them (``parse``), so
+bytes that are not a valid message get INVALID_ARGUMENT instead of the UNKNOWN that
+a failed deserialization inside the proxy would give.
 """
 
 from __future__ import annotations
@@ -18,15 +25,67 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+
+from cxrl.reward.v1 import reward_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "CXRL_API_TOKEN"
 SERVICER_FUNCTIONS: tuple[str, ...] = (
-    "cxrl.reward.v1.reward_pb2_grpc.add_RewardServiceServicer_to_server",
-    "cxrl.reward.v1.reward_pb2_grpc.add_ModelServiceServicer_to_server",
+    "services.grpc_servicer.add_reward_service",
+    "services.grpc_servicer.add_model_service",
 )
 M = TypeVar("M")
+# service -> method -> (request type, response type), as in protos/cxrl/reward/v1/reward.proto
+SERVICES: dict[str, dict[str, tuple[type[Message], type[Message]]]] = {
+    "cxrl.reward.v1.RewardService": {
+        "Score": (pb.ScoreRequest, pb.ScoreResponse),
+        "Info": (pb.InfoRequest, pb.InfoResponse),
+    },
+    "cxrl.reward.v1.ModelService": {
+        "Predict": (pb.PredictRequest, pb.PredictResponse),
+        "Info": (pb.InfoRequest, pb.InfoResponse),
+    },
+}
+
+
+def _add_service(name: str, servicer, server) -> None:
+    """Register one service's unary RPCs; requests reach ``servicer`` as bytes (see ``parse``)."""
+    handlers = {
+        method: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method), request_deserializer=None, response_serializer=resp.SerializeToString
+        )
+        for method, (_, resp) in SERVICES[name].items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):
+        server.add_registered_method_handlers(name, handlers)
+
+
+def add_reward_service(servicer, server) -> None:
+    """``RewardService`` (the gateway) for Ray Serve's gRPC proxy or a plain ``grpc`` server."""
+    _add_service("cxrl.reward.v1.RewardService", servicer, server)
+
+
+def add_model_service(servicer, server) -> None:
+    """``ModelService`` (one reward model per application)."""
+    _add_service("cxrl.reward.v1.ModelService", servicer, server)
+
+
+def parse(message_type: type[M], request) -> M:
+    """The request as a ``message_type``: bytes from the proxy are parsed here (ValueError if invalid)."""
+    if isinstance(request, message_type):
+        return request
+    if not isinstance(request, bytes | bytearray | memoryview):
+        raise ValueError(f"expected a {message_type.DESCRIPTOR.full_name}, got {type(request).__name__}")
+    try:
+        return message_type.FromString(bytes(request))
+    except DecodeError as exc:
+        raise ValueError(
+            f"request bytes are not a valid {message_type.DESCRIPTOR.full_name} message ({exc}); "
+            "serialize the request with the stubs generated from protos/cxrl/reward/v1/reward.proto"
+        ) from None
 
 
 def server_token() -> str:
@@ -60,9 +119,36 @@ async def handle_rpc(grpc_context, token: str, work: Callable[[], Awaitable[M]],
     except ValueError as exc:
         _fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except Exception as exc:  # the replica must keep serving
-        log.exception("internal error while serving an RPC")
-        _fail(grpc_context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        code = transient_status(exc)
+        if code is None:
+            log.exception("internal error while serving an RPC")
+            _fail(grpc_context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            log.warning("reward model call failed, the caller may retry: %s: %s", type(exc).__name__, exc)
+            _fail(grpc_context, code, f"{_TRANSIENT_HINT[code]}: {type(exc).__name__}: {exc}")
     return empty
+
+
+_TRANSIENT_HINT = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a reward model is over its request queue limit; retry with backoff",
+    grpc.StatusCode.UNAVAILABLE: "a reward model replica is restarting or unreachable; retry with backoff",
+}
+
+
+def transient_status(exc: BaseException) -> grpc.StatusCode | None:
+    """RESOURCE_EXHAUSTED / UNAVAILABLE for failures of a model deployment that a retry can fix, else None."""
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    for _ in range(8):  # Serve wraps an upstream actor's death in a RayServeException (its __cause__)
+        if isinstance(exc, BackPressureError):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+        if isinstance(exc, RayActorError | DeploymentUnavailableError):
+            return grpc.StatusCode.UNAVAILABLE
+        if exc.__cause__ is None:
+            break
+        exc = exc.__cause__
+    return None
 
 
 def _fail(grpc_context, code: grpc.StatusCode, details: str) -> None:

@@ -2,24 +2,41 @@
 
 The JSON bodies are the proto messages' JSON mapping (field names as in
 ``reward.proto``, bytes as base64), so HTTP and gRPC share one decoder and give
-identical results. Bad input -> 422 with a message; with ``CXRL_API_TOKEN`` set,
-a missing or wrong ``Authorization: Bearer`` header -> 401.
+identical results. Bad input -> 422 with a message (also a body that is not JSON,
+is nested too deeply to parse, or carries fields the API does not have, as the
+proto JSON mapping rejects unknown fields); with ``CXRL_API_TOKEN`` set, a missing
+or wrong ``Authorization: Bearer`` header -> 401. A model deployment over its queue
+limit -> 429 and a model replica that died mid-call -> 503 (both with Retry-After);
+the gateway's own queue limit is enforced by Serve's proxy (429, ``backpressure_config``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import grpc
 from fastapi import FastAPI, Header, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from cxrl.reward.v1 import reward_pb2 as pb
-from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized
+from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized, transient_status
+
+HTTP_STATUS = {grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503}
 
 
-class TensorJSON(BaseModel):
+class RequestModel(BaseModel):
+    """A request body: unknown fields are errors (a misspelt ``anchor_images`` must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorJSON(RequestModel):
     data: str = Field("", description="base64 of the C-order tensor bytes")
     shape: list[int] = Field(default_factory=list, description="[B, H, W] or [B, 1, H, W]")
     dtype: Literal["DTYPE_UINT8", "DTYPE_FLOAT32", "DTYPE_FLOAT16"] = Field(
@@ -27,18 +44,18 @@ class TensorJSON(BaseModel):
     )
 
 
-class EncodedJSON(BaseModel):
+class EncodedJSON(RequestModel):
     images: list[str] = Field(
         default_factory=list, description="base64 PNG (or JPEG) blobs, one per image, all one size"
     )
 
 
-class ImageBatchJSON(BaseModel):
+class ImageBatchJSON(RequestModel):
     tensor: TensorJSON | None = Field(None, description="raw tensor form")
     encoded: EncodedJSON | None = Field(None, description="encoded-image form")
 
 
-class ScoreBody(BaseModel):
+class ScoreBody(RequestModel):
     request_id: str = Field("", description="echoed back")
     images: ImageBatchJSON = Field(description="images to score")
     reports: list[str] = Field(default_factory=list, description="one report per image")
@@ -91,7 +108,7 @@ def to_json(message) -> dict:
     )
 
 
-class PredictBody(BaseModel):
+class PredictBody(RequestModel):
     request_id: str = Field("", description="echoed back")
     images: ImageBatchJSON = Field(description="images to score")
     reports: list[str] = Field(default_factory=list, description="one report per image (posture: any text)")
@@ -122,11 +139,50 @@ async def _call(body: BaseModel, request: Request, message_type, run, limit: int
         return to_json(await run(message))
     except (ValueError, json_format.ParseError) as exc:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+    except Exception as exc:
+        code = transient_status(exc)
+        if code is None:
+            raise
+        detail = f"a reward model is busy or restarting; retry with backoff: {type(exc).__name__}: {exc}"
+        return JSONResponse(
+            status_code=HTTP_STATUS[code], content={"detail": detail}, headers={"Retry-After": "1"}
+        )
+
+
+def _json_safe(value):
+    """A validation error's fields as JSON (inputs may hold NaN/Infinity, which JSON cannot carry)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every malformed body -> 422 with a JSON detail (FastAPI would give 500 for a validation error
+    whose input holds NaN/Infinity, and 400 for a body too deeply nested to parse)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        errors = [{k: e.get(k) for k in ("type", "loc", "msg", "input")} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": _json_safe(errors)})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400 and request.method == "POST":  # FastAPI's "error parsing the body"
+            detail = f"the request body could not be parsed as JSON ({exc.detail}); send a JSON object"
+            return JSONResponse(status_code=422, content={"detail": detail})
+        return await http_exception_handler(request, exc)
 
 
 def create_model_app(model, token: str) -> FastAPI:
     """FastAPI routes of one model application (``services.models.RewardModel``)."""
     app = FastAPI(title=f"cxrl {model.kind} reward model", version="v1")
+    install_error_handlers(app)
 
     @app.post("/v1/predict", response_model=PredictResponseJSON)
     async def predict(body: PredictBody, request: Request, authorization: str | None = Header(None)):
@@ -154,6 +210,7 @@ def create_app(gateway, token: str) -> FastAPI:
         version="v1",
         description="Comparative rewards (posture, diagnostic, CXR-CLIP consistency) for generated chest X-rays.",
     )
+    install_error_handlers(app)
 
     @app.post("/v1/score", response_model=ScoreResponseJSON)
     async def score(body: ScoreBody, request: Request, authorization: str | None = Header(None)):

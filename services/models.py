@@ -26,7 +26,7 @@ from cxrl.rewards.types import Components, ModelInfo
 from services import codec
 from services import components as comp
 from services.cache import ScoreCache, content_hash
-from services.grpc_servicer import handle_rpc, server_token
+from services.grpc_servicer import handle_rpc, parse, server_token
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +190,20 @@ class ModelServer:
 
         return create_model_app(self, self.token)
 
-    async def Predict(self, request: pb.PredictRequest, grpc_context=None) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest | bytes, grpc_context=None) -> pb.PredictResponse:
         return await handle_rpc(
-            grpc_context, self.token, lambda: self.predict_message(request), pb.PredictResponse()
+            grpc_context,
+            self.token,
+            lambda: self.predict_message(parse(pb.PredictRequest, request)),
+            pb.PredictResponse(),
         )
 
-    async def Info(self, request: pb.InfoRequest, grpc_context=None) -> pb.InfoResponse:
-        return await handle_rpc(grpc_context, self.token, self.info_message, pb.InfoResponse())
+    async def Info(self, request: pb.InfoRequest | bytes, grpc_context=None) -> pb.InfoResponse:
+        async def work() -> pb.InfoResponse:
+            parse(pb.InfoRequest, request)
+            return await self.info_message()
+
+        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse())
 
 
 RewardModel = serve.deployment(max_ongoing_requests=64)(serve.ingress()(ModelServer))

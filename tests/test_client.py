@@ -126,6 +126,7 @@ def test_transient_failures_are_retried(server, code):
     with RewardClient(server(svc), retries=2, backoff_s=0.01) as client:
         result = client.score(_images(2), ["a", "b"])
     assert len(svc.metadata) == 3 and result.total.shape == (2,)
+    assert client.retries_used == 2
 
 
 def test_retries_are_bounded(server):
