@@ -7,7 +7,10 @@ with the comparative rewards (posture, diagnostic, consistency). Measures
 2. the same batch through ``cxrl serve`` (CPU profile, each model replica with the same
    ``threads``) via ``cxrl.client.RewardClient`` over gRPC (uint8 on the wire, no cache),
    alternating with (1) so both see the same background load;
-3. throughput (images/s) with 1 and 2 replicas of each model, ``--concurrency`` clients.
+3. throughput (images/s) with 1 and 2 replicas of each model, ``--concurrency`` clients,
+   and the replica scaling ratio (2 replicas over 1);
+4. peak memory of the service's whole process tree (driver, Ray daemons, proxy, controller,
+   every replica worker), per role and in total, and of this (in-process) process.
 
 Prints the medians and the ratio gateway/in-process (target <= 1.15) and writes
 bench_services.json to --out. Models: the default-world checkpoints when present, else
@@ -21,6 +24,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -33,6 +37,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from bench.procmem import TreeMonitor
 from cxrl import imaging
 from cxrl.client import RewardClient
 from cxrl.models.reward_assets import DEFAULT_ASSETS
@@ -86,6 +91,7 @@ def serve_config(path: Path, models: str, threads: int, replicas: int) -> None:
 
 @contextlib.contextmanager
 def service(models: str, threads: int, replicas: int, workdir: Path):
+    """``with service(...) as (target, proc):`` a running ``cxrl serve`` and its process."""
     config, log = workdir / f"serve-{replicas}.yaml", workdir / f"serve-{replicas}.log"
     serve_config(config, models, threads, replicas)
     grpc_port, http_port = free_port(), free_port()
@@ -104,19 +110,24 @@ def service(models: str, threads: int, replicas: int, workdir: Path):
     cmd += ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    t0 = time.monotonic()
     try:
-        deadline = time.monotonic() + 900
         while "cxrl serve: ready" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > t0 + 900:
                 raise RuntimeError(f"cxrl serve did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        yield f"127.0.0.1:{grpc_port}"
+            time.sleep(0.5)
+        print(
+            f"cxrl serve ({replicas} replica(s) per model) ready in {time.monotonic() - t0:.0f} s", flush=True
+        )
+        yield f"127.0.0.1:{grpc_port}", proc
     finally:
+        t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(180)
         except subprocess.TimeoutExpired:
             proc.kill()
+        print(f"cxrl serve stopped in {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def throughput(target: str, batch, concurrency: int, rounds: int) -> float:
@@ -143,6 +154,17 @@ def throughput(target: str, batch, concurrency: int, rounds: int) -> float:
     return concurrency * rounds * 2 * policy.shape[0] / (time.perf_counter() - t0)
 
 
+def interleaved(backend, target: str, batch, repeats: int, results: dict[str, list[float]]) -> None:
+    """In-process and gateway calls in turn, so both see the same background load on a shared machine."""
+    policy, anchor, reports = batch
+    with RewardClient(target) as client:
+        backend.score(policy, reports, anchor)
+        client.score(policy, reports, anchor)  # warm-up
+        for _ in range(repeats):
+            results["inprocess_s"] += timed(lambda: backend.score(policy, reports, anchor), 1, False)
+            results["grpc_s"] += timed(lambda c=client: c.score(policy, reports, anchor), 1, False)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_services.json")
@@ -163,35 +185,41 @@ def main(argv: list[str] | None = None) -> int:
     scorers = random_scorers(0) if models == "random" else build_scorers(RewardModelsConfig())
     backend = InProcessRewards(*scorers)
     results: dict = {"inprocess_s": [], "grpc_s": []}
+    memory: dict = {}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cxrl-bench-") as tmp:
         for replicas in (1, 2):
-            with service(models, args.threads, replicas, Path(tmp)) as target:
-                if replicas == 1:
-                    # interleaved, so both see the same background load on a shared machine
-                    with RewardClient(target) as client:
-                        backend.score(policy, reports, anchor)
-                        client.score(policy, reports, anchor)  # warm-up
-                        for _ in range(args.repeats):
-                            results["inprocess_s"] += timed(
-                                lambda: backend.score(policy, reports, anchor), 1, False
-                            )
-                            results["grpc_s"] += timed(
-                                lambda c=client: c.score(policy, reports, anchor), 1, False
-                            )
-                    print(
-                        f"in-process: median {statistics.median(results['inprocess_s']):.3f} s, gateway over gRPC: "
-                        f"median {statistics.median(results['grpc_s']):.3f} s per {2 * args.pairs} images "
-                        f"({models} models, {args.threads} thread(s))"
-                    )
-                rate = throughput(target, batch, args.concurrency, rounds=max(1, args.repeats // 2))
+            with service(models, args.threads, replicas, Path(tmp)) as (target, proc):
+                with TreeMonitor(proc.pid) as mon:
+                    if replicas == 1:
+                        interleaved(backend, target, batch, args.repeats, results)
+                        print(
+                            f"in-process: median {statistics.median(results['inprocess_s']):.3f} s, "
+                            f"gateway over gRPC: median {statistics.median(results['grpc_s']):.3f} s per "
+                            f"{2 * args.pairs} images ({models} models, {args.threads} thread(s))"
+                        )
+                    throughput(target, batch, args.concurrency, rounds=1)  # warm-up: every replica
+                    rate = throughput(target, batch, args.concurrency, rounds=max(1, args.repeats // 2))
                 results[f"throughput_{replicas}_replicas"] = rate
+                memory[f"{replicas}_replicas"] = mon.peaks.summary()
                 print(
-                    f"throughput, {replicas} replica(s) per model, {args.concurrency} clients: {rate:.1f} images/s"
+                    f"throughput, {replicas} replica(s) per model, {args.concurrency} clients: "
+                    f"{rate:.1f} images/s; service peak memory {memory[f'{replicas}_replicas']['peak_tree_pss_mb']:.0f} MB "
+                    f"PSS over {memory[f'{replicas}_replicas']['processes_seen']} processes"
                 )
 
     ratio = statistics.median(results["grpc_s"]) / statistics.median(results["inprocess_s"])
+    scaling = results["throughput_2_replicas"] / results["throughput_1_replicas"]
+    inprocess_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    services_over_inprocess = memory["1_replicas"]["peak_tree_pss_mb"] / inprocess_rss
     print(
         f"ratio gateway/in-process: {ratio:.3f} (target <= {TARGET_RATIO}) -> {'OK' if ratio <= TARGET_RATIO else 'MISSED'}"
+    )
+    print(f"replica scaling (throughput 2 replicas / 1 replica): {scaling:.3f}")
+    print(
+        f"peak memory: services {memory['1_replicas']['peak_tree_pss_mb']:.0f} MB PSS (1 replica), "
+        f"{memory['2_replicas']['peak_tree_pss_mb']:.0f} MB (2 replicas); in-process scoring process "
+        f"{inprocess_rss:.0f} MB RSS; services/in-process {services_over_inprocess:.2f}"
     )
     report = {
         "images": 2 * args.pairs,
@@ -201,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         **results,
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
+        "replica_scaling": scaling,
+        "concurrency": args.concurrency,
+        "memory": memory,
+        "inprocess_peak_rss_mb": round(inprocess_rss, 1),
+        "services_over_inprocess_memory": services_over_inprocess,
+        "load_average_start": load,
+        "load_average_end": os.getloadavg()[0],
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -1,0 +1,42 @@
+"""bench.bench_trainer: overlap figures of an epoch and the cold/warm summary over repeats."""
+
+import pytest
+
+from bench.bench_trainer import overlap, summarise_runs
+
+PHASES = {"sample": 4.0, "anchor": 3.0, "score": 2.0, "score_wait": 0.5, "train": 2.5, "checkpoint": 0.5}
+
+
+def test_overlap_ratios():
+    o = overlap(PHASES, wall_s=10.5)
+    assert o["compute_s"] == pytest.approx(10.0)  # sample + anchor + train + checkpoint
+    assert o["overlap_efficiency"] == pytest.approx(1.05)
+    assert o["serial_bound"] == pytest.approx(1.2)  # (10 + 2 s of scoring) / 10
+    assert o["score_hidden_share"] == pytest.approx(0.75)  # waited 0.5 of 2 s
+    assert overlap({**PHASES, "score": 0.0, "score_wait": 0.0}, 10.0)["score_hidden_share"] == 1.0
+    with pytest.raises(ValueError, match="positive"):
+        overlap({"score": 1.0}, 3.0)
+
+
+def run(cache, wall, anchor, hit):
+    phases = {**PHASES, "anchor": anchor}
+    return {
+        "cache": cache,
+        "wall_s": wall,
+        "phases_s": phases,
+        "cache_hit_rate": hit,
+        **overlap(phases, wall),
+    }
+
+
+def test_summarise_runs_takes_medians_and_the_warm_cold_ratio():
+    runs = [run("cold", 12.0, 3.0, 0.0), run("warm", 8.0, 0.0, 1.0), run("cold", 14.0, 3.2, 0.0),
+            run("warm", 9.0, 0.0, 1.0), run("cold", 13.0, 2.8, 0.0)]  # fmt: skip
+    s = summarise_runs(runs)
+    assert s["cold"]["wall_s"] == 13.0 and s["warm"]["wall_s"] == 8.5
+    assert s["cold"]["phases_s"]["anchor"] == 3.0 and s["warm"]["phases_s"]["anchor"] == 0.0
+    assert s["warm_over_cold"] == pytest.approx(8.5 / 13.0)
+    assert s["warm"]["cache_hit_rate"] == 1.0
+    assert s["warm"]["overlap_efficiency"] == pytest.approx(8.5 / 7.0)  # median of 8/7 and 9/7
+    with pytest.raises(ValueError, match="no warm-cache epoch"):
+        summarise_runs([r for r in runs if r["cache"] == "cold"])
