@@ -10,7 +10,10 @@ with the comparative rewards (posture, diagnostic, consistency). Measures
 3. throughput (images/s) with 1 and 2 replicas of each model, ``--concurrency`` clients,
    and the replica scaling ratio (2 replicas over 1);
 4. peak memory of the service's whole process tree (driver, Ray daemons, proxy, controller,
-   every replica worker), per role and in total, and of this (in-process) process.
+   every replica worker), per role and in total, and of this (in-process) process;
+5. while the 1-replica service is up, ``--trainer-repeats`` cold/warm trainer epochs scored
+   over gRPC (:func:`bench.bench_trainer.run_worker`: phases, overlap, anchor cache, the
+   trainer's peak RSS), which also load the service the way training does.
 
 Prints the medians and the ratio gateway/in-process (target <= 1.15) and writes
 bench_services.json to --out. Models: the default-world checkpoints when present, else
@@ -37,6 +40,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from bench.bench_trainer import run_worker
 from bench.procmem import TreeMonitor
 from cxrl import imaging
 from cxrl.client import RewardClient
@@ -174,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions (after one warm-up)")
     p.add_argument("--concurrency", type=int, default=2, help="parallel clients for the throughput runs")
     p.add_argument("--models", choices=("auto", "default", "random"), default="auto")
+    p.add_argument(
+        "--trainer-repeats", type=int, default=2,
+        help="cold/warm trainer epoch pairs scored over gRPC on the 1-replica service (0 = skip)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     models = args.models
     if models == "auto":
@@ -200,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     throughput(target, batch, args.concurrency, rounds=1)  # warm-up: every replica
                     rate = throughput(target, batch, args.concurrency, rounds=max(1, args.repeats // 2))
+                    if replicas == 1 and args.trainer_repeats:
+                        print(
+                            "trainer epochs with rewards over gRPC (bench.bench_trainer worker)", flush=True
+                        )
+                        url = f"grpc://{target}"
+                        results["trainer_grpc"] = run_worker(
+                            url, models, args.trainer_repeats, args.threads, Path(tmp)
+                        )
                 results[f"throughput_{replicas}_replicas"] = rate
                 memory[f"{replicas}_replicas"] = mon.peaks.summary()
                 print(
@@ -221,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{memory['2_replicas']['peak_tree_pss_mb']:.0f} MB (2 replicas); in-process scoring process "
         f"{inprocess_rss:.0f} MB RSS; services/in-process {services_over_inprocess:.2f}"
     )
+    if "trainer_grpc" in results:
+        t = results["trainer_grpc"]
+        print(
+            f"trainer over gRPC: cold epoch {t['cold']['wall_s']:.2f} s, warm {t['warm']['wall_s']:.2f} s -> "
+            f"warm/cold {t['warm_over_cold']:.3f}; overlap efficiency {t['cold']['overlap_efficiency']:.3f} "
+            f"(serial bound {t['cold']['serial_bound']:.3f}); trainer peak RSS {t['trainer_peak_rss_mb']:.0f} MB"
+        )
     report = {
         "images": 2 * args.pairs,
         "size": args.size,

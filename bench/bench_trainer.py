@@ -1,12 +1,14 @@
 """A trainer-service epoch by phase: overlap of reward calls, anchor cache cold vs warm, trainer memory.
 
-    python -m bench.bench_trainer --out out/bench [--backends inprocess grpc] [--repeats 2] [--threads 1]
+    python -m bench.bench_trainer --out out/bench [--backends inprocess [grpc]] [--repeats 2] [--threads 1]
 
 Times real :class:`trainer.loop.TrainLoop` epochs (the cpu-small preset with 16 images in four
 sub-batches of 4, 10 DDIM steps, the default-world generator and reward models, a private Redis
 for the anchor cache). Each backend runs in its own process, so that process's max RSS is the
 trainer's peak memory: ``inprocess`` holds the reward models, ``grpc`` scores through a
 ``cxrl serve`` started here (one replica per model; its process tree is monitored as well).
+``make bench`` runs only ``inprocess`` here: bench_services times the same gRPC epochs
+(:func:`run_worker`) on the service it starts anyway, which saves a service start-up.
 
 Per backend, ``--repeats`` times: epoch 0 with an empty anchor cache (cold: anchors sampled,
 scored and stored), then the same epoch 0 again (same reports and seeds) with the cache now warm.
@@ -167,14 +169,17 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
 
 
 # -- orchestration ---------------------------------------------------------------------------------
-def run_worker(url: str, args: argparse.Namespace, tmp: Path) -> dict:
+def run_worker(url: str, models: str, repeats: int, threads: int, tmp: Path) -> dict:
+    """Epochs against ``url`` ("inprocess" or grpc://host:port) in a fresh process, summarised."""
     path = tmp / f"worker-{len(list(tmp.glob('worker-*')))}.json"
     cmd = [sys.executable, "-m", "bench.bench_trainer", "--worker", url, "--worker-json", str(path)]
-    cmd += ["--models", args.models, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    cmd += ["--models", models, "--repeats", str(repeats), "--threads", str(threads)]
     code = subprocess.call(cmd)
     if code != 0 or not path.is_file():
         raise RuntimeError(f"trainer benchmark worker for {url} failed with exit code {code}")
-    return json.loads(path.read_text())
+    result = json.loads(path.read_text())
+    result.update(summarise_runs(result["runs"]))
+    return result
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -185,13 +190,14 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="cxrl-bench-trainer-") as tmp:
         for backend in args.backends:
             if backend == "inprocess":
-                res = run_worker("inprocess", args, Path(tmp))
+                res = run_worker("inprocess", args.models, args.repeats, args.threads, Path(tmp))
             else:
                 with service(args.models, args.threads, 1, Path(tmp)) as (target, proc):
                     with TreeMonitor(proc.pid) as mon:
-                        res = run_worker(f"grpc://{target}", args, Path(tmp))
+                        res = run_worker(
+                            f"grpc://{target}", args.models, args.repeats, args.threads, Path(tmp)
+                        )
                 res["services_memory"] = mon.peaks.summary()
-            res.update(summarise_runs(res["runs"]))
             report["backends"][backend] = res
     return report
 
@@ -199,7 +205,11 @@ def measure(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_trainer.json")
-    p.add_argument("--backends", nargs="+", choices=("inprocess", "grpc"), default=["inprocess", "grpc"])
+    p.add_argument(
+        "--backends", nargs="+", choices=("inprocess", "grpc"), default=["inprocess"],
+        help="grpc starts its own `cxrl serve`; `make bench` times the gRPC epochs in bench_services, "
+        "on the service that benchmark starts anyway",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=2, help="cold/warm epoch pairs per backend")
     p.add_argument("--threads", type=int, default=1, help="torch threads (trainer and each model replica)")
     p.add_argument("--models", choices=("auto", "default", "random"), default="auto")
