@@ -1,4 +1,7 @@
-"""Checkpoints: diffusers-loadable LoRA, exact restore, atomic writes."""
+"""Checkpoints: diffusers-loadable LoRA, exact restore, atomic writes, checksums and corruption."""
+
+import hashlib
+import json
 
 import pytest
 import torch
@@ -90,3 +93,122 @@ def test_mismatched_checkpoints_are_rejected(tmp_path):
     (tmp_path / "latest").write_text("epoch-000099\n")
     with pytest.raises(ValueError, match="does not exist"):
         ckpt.latest_checkpoint(tmp_path)
+
+
+# -- corruption: every file is checked against the manifest's sha256 before anything is restored --
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    path.write_bytes(bytes(data))
+
+
+def _garbage_json(path):
+    path.write_text('{"epoch": 1, "global_st')
+
+
+CORRUPTIONS = {
+    "truncated-lora": (ckpt.LORA_FILE, _truncate, "truncated"),
+    "flipped-ace": (ckpt.ACE_FILE, _flip, "sha256"),
+    "flipped-optimizer": ("optimizer.pt", _flip, "sha256"),
+    "missing-rng": ("rng.pt", lambda p: p.unlink(), "is missing"),
+    "garbage-state": ("state.json", _garbage_json, "truncated|sha256"),
+    "garbage-tracker": ("stat_tracker.json", lambda p: p.write_text("[1, 2"), "truncated|sha256"),
+}
+
+
+def _fresh() -> tuple[Policy, torch.optim.Optimizer, torch.Generator]:
+    other = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=2, ace_tokens=3, seed=9)
+    return other, torch.optim.AdamW(other.trainable_parameters(), lr=1e-3), torch.Generator().manual_seed(0)
+
+
+def test_manifest_lists_every_file_with_its_sha256(tmp_path):
+    path, _, _ = write(trained_policy(), tmp_path)
+    manifest = json.loads((path / ckpt.MANIFEST).read_text())
+    names = sorted(p.name for p in path.iterdir() if p.name != ckpt.MANIFEST)
+    assert sorted(manifest["files"]) == names
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == hashlib.sha256((path / name).read_bytes()).hexdigest()
+        assert entry["bytes"] == (path / name).stat().st_size
+    assert ckpt.verify_checkpoint(path) is True
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_file_is_named_and_nothing_is_restored(tmp_path, kind):
+    name, damage, problem = CORRUPTIONS[kind]
+    write(trained_policy(), tmp_path, epoch=1)
+    path, _, _ = write(trained_policy(seed=1), tmp_path, epoch=2)
+    damage(path / name)
+    other, opt, gen = _fresh()
+    before = [p.detach().clone() for p in other.trainable_parameters()]
+    with pytest.raises(ckpt.CheckpointError, match=problem) as err:
+        ckpt.load_checkpoint(path, other, opt, gen)
+    message = str(err.value)
+    assert str(path / name) in message
+    # what to do: fall back to the previous checkpoint (named) or restore from a backup
+    assert "epoch-000001" in message and "backup" in message
+    assert all(torch.equal(a, b) for a, b in zip(before, other.trainable_parameters(), strict=True))
+    assert opt.state_dict()["state"] == {}
+
+
+def test_corrupt_lora_is_detected_by_the_policy_loaders_too(tmp_path):
+    path, _, _ = write(trained_policy(), tmp_path)
+    _flip(path / ckpt.LORA_FILE)
+    other, _, _ = _fresh()
+    with pytest.raises(ckpt.CheckpointError, match=ckpt.LORA_FILE):
+        ckpt.load_lora(other, path)
+    ckpt.load_ace(other, path)  # the ACE file itself is intact
+    with pytest.raises(ckpt.CheckpointError, match="only checkpoint|from scratch"):
+        ckpt.verify_checkpoint(path)
+
+
+def test_damaged_manifest_is_reported(tmp_path):
+    path, _, _ = write(trained_policy(), tmp_path)
+    (path / ckpt.MANIFEST).write_text("not json")
+    with pytest.raises(ckpt.CheckpointError, match="manifest.json is not a valid manifest"):
+        ckpt.load_checkpoint(path, _fresh()[0])
+
+
+def test_checkpoints_without_manifest_still_load_and_parse_errors_are_clear(tmp_path):
+    policy = trained_policy()
+    path, _, _ = write(policy, tmp_path)
+    (path / ckpt.MANIFEST).unlink()  # as written before manifests existed
+    other, opt, gen = _fresh()
+    state, _ = ckpt.load_checkpoint(path, other, opt, gen)
+    assert state["epoch"] == 1
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(policy.trainable_parameters(), other.trainable_parameters(), strict=True)
+    )
+    assert ckpt.verify_checkpoint(path) is False
+    for name, damage in ((ckpt.ACE_FILE, _truncate), ("state.json", _garbage_json)):
+        damage(path / name)
+        with pytest.raises(ckpt.CheckpointError, match=f"{name} cannot be read"):
+            ckpt.load_checkpoint(path, _fresh()[0])
+
+
+def test_damaged_latest_pointer_names_the_fix(tmp_path):
+    write(trained_policy(), tmp_path, epoch=3)
+    for junk in ("", "\x00\xff garbage", "../../etc"):
+        (tmp_path / "latest").write_text(junk)
+        with pytest.raises(ckpt.CheckpointError, match="latest is damaged.*write 'epoch-000003'"):
+            ckpt.latest_checkpoint(tmp_path)
+
+
+def test_remove_partial_clears_what_an_interrupted_save_leaves(tmp_path):
+    path, _, _ = write(trained_policy(), tmp_path)
+    partial = tmp_path / ".tmp-epoch-000002-abc123"
+    partial.mkdir()
+    (partial / ckpt.LORA_FILE).write_bytes(b"half")
+    (tmp_path / ".latest-xyz").write_text("epoch-000002\n")
+    assert ckpt.latest_checkpoint(tmp_path) == path  # ignored by the pointer
+    removed = ckpt.remove_partial(tmp_path)
+    assert sorted(p.name for p in removed) == [".latest-xyz", ".tmp-epoch-000002-abc123"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-000001", "latest"]
+    assert ckpt.remove_partial(tmp_path / "nowhere") == []
