@@ -9,6 +9,9 @@ Key: ``{prefix}:anchor:<sha256(anchor_version, report, seed)>``, where ``anchor_
 everything the anchor image depends on (generator weights, sampling settings, reward models).
 Value: a hash with ``png`` (8-bit greyscale PNG of the image) and ``components`` (JSON of the
 per-image reward components).
+
+With a :class:`~trainer.redis_guard.RedisGuard`, Redis failing never fails a call: a read answers
+"not cached" for every pair and a write is dropped, so the trainer goes on uncached until Redis is back.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 import torch
 
 from cxrl import imaging
 from cxrl.rewards.types import Components
+from trainer.redis_guard import RedisGuard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COMPONENT_FIELDS = ("psi", "r_align", "diag_acc", "diag_probs", "consistency")
 
@@ -65,16 +71,25 @@ class AnchorCache:
     """Get/put anchor samples for (report, seed) pairs of one anchor version."""
 
     def __init__(
-        self, client: redis.Redis, anchor_version: str, prefix: str = "cxrl", ttl_s: int | None = None
+        self,
+        client: redis.Redis,
+        anchor_version: str,
+        prefix: str = "cxrl",
+        ttl_s: int | None = None,
+        guard: RedisGuard | None = None,
     ):
         if not anchor_version:
             raise ValueError("anchor_version must name the generator and sampling settings")
         self.r = client
+        self.guard = guard  # None: Redis errors propagate
         self.anchor_version = anchor_version
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.hits = 0
         self.misses = 0
+
+    def _run(self, what: str, fn: Callable[[], T], fallback: T) -> T:
+        return self.guard.call(what, fn, fallback) if self.guard is not None else fn()
 
     def key(self, report: str, seed: int) -> str:
         digest = hashlib.sha256(
@@ -89,8 +104,11 @@ class AnchorCache:
         pipe = self.r.pipeline()
         for report, seed in zip(reports, seeds, strict=True):
             pipe.hmget(self.key(report, seed), ["png", "components"])
+        found = self._run("anchor cache read", pipe.execute, None)
+        if found is None:  # Redis down: nothing is cached
+            found = [(None, None)] * len(reports)
         out: list[AnchorEntry | None] = []
-        for png, comps in pipe.execute():
+        for png, comps in found:
             if png is None or comps is None:
                 out.append(None)
                 continue
@@ -119,7 +137,7 @@ class AnchorCache:
             pipe.hset(key, mapping={"png": png, "components": json.dumps(row)})
             if self.ttl_s:
                 pipe.expire(key, self.ttl_s)
-        pipe.execute()
+        self._run("anchor cache write", pipe.execute, None)
 
     @property
     def hit_rate(self) -> float:

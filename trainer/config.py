@@ -57,6 +57,9 @@ class RedisSettings(ConfigModel):
     )
     prefix: str = Field("cxrl", description="key prefix of everything the trainer writes")
     anchor_ttl_s: int | None = Field(None, ge=1, description="expiry of anchor cache entries; None = keep")
+    retry_s: float = Field(
+        5.0, ge=0, description="while Redis is unreachable, seconds between attempts to reach it again"
+    )
 
     def resolved_url(self) -> str | None:
         return self.url or os.environ.get("REDIS_URL") or None

@@ -59,9 +59,11 @@ class LocalRedis:
         host: str = "127.0.0.1",
         startup_timeout_s: float = 15.0,
         attempts: int = 3,
+        port: int | None = None,
     ):
         self.binary = Path(binary) if binary else redis_server_binary()
         self.host = host
+        self.fixed_port = port  # None: a free port; a port: that one (e.g. to restart at the same address)
         self.startup_timeout_s = startup_timeout_s
         self.attempts = attempts
         self.port: int | None = None
@@ -80,8 +82,8 @@ class LocalRedis:
             return self.url
         self._dir = tempfile.TemporaryDirectory(prefix="cxrl-redis-")
         last_error = ""
-        for _ in range(self.attempts):
-            port = free_port(self.host)
+        for _ in range(self.attempts if self.fixed_port is None else 1):
+            port = self.fixed_port or free_port(self.host)
             proc = subprocess.Popen(
                 [str(self.binary), "--port", str(port), "--bind", self.host, "--save", "",
                  "--appendonly", "no", "--dir", self._dir.name, "--protected-mode", "yes"],

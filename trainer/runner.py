@@ -2,7 +2,16 @@
 
 Run directory ``OUT_DIR/<run id>/``: ``config.yaml``, ``checkpoints/`` (atomic, resumable),
 ``history.jsonl``, ``grids/epoch-NNNNNN/`` (the held-out image grids), ``eval.json`` and
-``report.html``. A run that finds a checkpoint in its directory resumes from it.
+``report.html``. A run that finds a checkpoint in its directory resumes from it, exactly:
+
+- what a kill left of an unfinished checkpoint write is removed, and ``history.jsonl`` is cut back
+  to the checkpointed epochs (an epoch logged after the last checkpoint is trained again);
+- a corrupt latest checkpoint stops the run with :class:`cxrl.rl.checkpoint.CheckpointError`, which
+  names the file and how to fall back to the previous checkpoint; it never trains from scratch;
+- a finished and evaluated run (same epochs, same evaluation settings) is left as it is.
+
+Redis calls go through a :class:`~trainer.redis_guard.RedisGuard`: an outage costs the anchor cache
+and delays the metrics stream, never the run.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from cxrl.models.generator import DEFAULT_DIR, Policy
 from cxrl.models.reward_assets import atomic_write_bytes
 from cxrl.rewards.types import RewardBackend
+from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddpo import make_policy
 from trainer.anchor_cache import AnchorCache
@@ -29,9 +39,10 @@ from trainer.config import RewardClientSettings, TrainConfig
 from trainer.evaluate import Evaluator
 from trainer.loop import TrainLoop
 from trainer.prompts import choose, choose_held_out, split_reports
+from trainer.redis_guard import RedisGuard
 from trainer.report import EvalGrid, write_report
 from trainer.scoring import anchor_version
-from trainer.store import RunStore, connect
+from trainer.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +143,8 @@ def run_training(
     run_dir = Path(cfg.out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
-    client = connect(cfg.redis.resolved_url())
-    store = RunStore(client, prefix=cfg.redis.prefix) if client else None
+    guard = RedisGuard.open(cfg.redis.resolved_url(), retry_s=cfg.redis.retry_s)
+    store = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
     policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
     train, test = prompts or split_reports(rl.data)
@@ -144,14 +155,16 @@ def run_training(
         "run %s in %s: %d training reports, %d held-out reports", run_id, run_dir, len(train), len(held_out)
     )
     cache = None
-    if client is not None:
+    if guard is not None:
         s = rl.sampling
         version = anchor_version(
             gen_id or generator_id(rl.generator),
             {"steps": s.num_steps, "guidance": s.guidance_scale, "eta": s.eta},
             backend.info(),
         )
-        cache = AnchorCache(client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s)
+        cache = AnchorCache(
+            guard.client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s, guard=guard
+        )
     progress = cfg.progress and os.isatty(2)
     r = cfg.rewards
     retries = 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
@@ -186,7 +199,14 @@ def run_training(
 def _train_and_evaluate(
     cfg: TrainConfig, rl: CXRLConfig, loop: TrainLoop, evaluator: Evaluator, run_dir: Path, run_id: str
 ) -> RunResult:
-    loop.ddpo.resume()
+    ckpt.remove_partial(run_dir / "checkpoints")
+    if loop.ddpo.resume():
+        reconcile_history(run_dir, loop.history)
+    eval_settings = cfg.eval.model_dump(mode="json")
+    done = _finished(run_dir, loop.epoch, rl.epochs, eval_settings)
+    if done is not None:
+        log.info("run %s has done its %d epochs and was evaluated: nothing to do", run_id, rl.epochs)
+        return RunResult(run_id, run_dir, loop.history, done, run_dir / "report.html", load_grids(run_dir))
     grids = load_grids(run_dir)
     every = cfg.eval.every
 
@@ -211,6 +231,8 @@ def _train_and_evaluate(
     evaluation = evaluator.evaluate(bootstrap=cfg.eval.bootstrap, seed=cfg.eval.seed)
     evaluation["eval_seconds"] = time.perf_counter() - t0
     evaluation["train_seconds"] = train_s
+    evaluation["epochs"] = loop.epoch
+    evaluation["eval_settings"] = eval_settings
     atomic_write_bytes(run_dir / "eval.json", json.dumps(evaluation, indent=1).encode())
     final = {k: evaluation[k] for k in ("anchor", "cxrl")}
     report = write_report(
@@ -233,6 +255,51 @@ def _train_and_evaluate(
     )
     log.info("report: %s", report)
     return RunResult(run_id, run_dir, loop.history, evaluation, report, grids)
+
+
+def reconcile_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Make ``history.jsonl`` one line per checkpointed epoch, after a resume.
+
+    A kill can leave lines of epochs after the checkpoint (they are trained again, and would be
+    logged twice), a line cut short, or miss the line of the checkpointed epoch. Lines that agree
+    with the checkpoint's history are kept (they also carry the checkpoint time); the rest is
+    rewritten from the checkpoint.
+    """
+    path = run_dir / "history.jsonl"
+    logged: dict[int, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                logged[int(entry["epoch"])] = line
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+    lines = []
+    for m in history:
+        line = logged.get(int(m["epoch"]))
+        entry = json.loads(line) if line else {}
+        agrees = line is not None and all(entry.get(k) == v for k, v in m.items())
+        lines.append(line if agrees else json.dumps(m))
+    text = "".join(line + "\n" for line in lines)
+    old = path.read_text() if path.is_file() else ""
+    if text != old:
+        atomic_write_bytes(path, text.encode())
+        log.info(
+            "history.jsonl: %d epoch(s) as checkpointed (was %d line(s))", len(lines), len(old.splitlines())
+        )
+
+
+def _finished(run_dir: Path, epoch: int, epochs: int, eval_settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored evaluation of a run that has done ``epochs`` and was evaluated with these settings."""
+    path = run_dir / "eval.json"
+    if epoch < epochs or not path.is_file() or not (run_dir / "report.html").is_file():
+        return None
+    try:
+        evaluation = json.loads(path.read_text())
+    except ValueError:
+        return None
+    same = evaluation.get("epochs") == epoch and evaluation.get("eval_settings") == eval_settings
+    return evaluation if same else None
 
 
 def _ci_text(d: dict[str, Any]) -> str:

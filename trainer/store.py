@@ -7,6 +7,10 @@ Keys (``prefix`` defaults to ``cxrl``):
 - ``{prefix}:metrics:{id}``    stream: one entry per epoch (XADD), field ``metrics`` = JSON of that epoch
 
 ``connect`` returns ``None`` (and logs why) when Redis is unreachable, so the trainer runs without it.
+With a :class:`~trainer.redis_guard.RedisGuard`, the trainer's writes (register, status, metrics)
+never raise: metrics written while Redis is down are kept (oldest first, up to ``max_unsent``) and
+sent with the next write that gets through, which also re-creates the run's registry entry if a
+restarted Redis lost it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
+from trainer.redis_guard import RedisGuard
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 
@@ -58,10 +67,27 @@ class RunInfo:
 class RunStore:
     """Registry of runs and their metrics streams in one Redis database."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "cxrl", stream_maxlen: int = 100_000):
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "cxrl",
+        stream_maxlen: int = 100_000,
+        guard: RedisGuard | None = None,
+        max_unsent: int = 10_000,
+    ):
         self.r = client
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
+        self.guard = guard  # None: Redis errors propagate
+        self._unsent: deque[tuple[str, int, str]] = deque(maxlen=max_unsent)  # (run id, epoch, JSON)
+
+    def _run(self, what: str, fn: Callable[[], T], fallback: T) -> T:
+        return self.guard.call(what, fn, fallback) if self.guard is not None else fn()
+
+    @property
+    def unsent(self) -> int:
+        """Epochs whose metrics wait for Redis to come back."""
+        return len(self._unsent)
 
     def _run_key(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}"
@@ -71,6 +97,9 @@ class RunStore:
 
     def register(self, run_id: str, out_dir: str = "", config: dict[str, Any] | None = None) -> None:
         """Add (or re-open, on resume) a run with status ``running``."""
+        self._run("run registration", lambda: self._register(run_id, out_dir, config), None)
+
+    def _register(self, run_id: str, out_dir: str, config: dict[str, Any] | None) -> None:
         now = time.time()
         key = self._run_key(run_id)
         started = self.r.hget(key, "started")
@@ -94,24 +123,43 @@ class RunStore:
         mapping = {"status": status, "updated": repr(time.time())}
         if error:
             mapping["error"] = error[:2000]
-        self.r.hset(self._run_key(run_id), mapping=mapping)
+        self._run("run status", lambda: self.r.hset(self._run_key(run_id), mapping=mapping), None)
 
-    def add_metrics(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> str:
-        """Append one epoch's metrics to the run's stream and make them its latest; returns the entry id."""
-        payload = json.dumps({"epoch": epoch, **metrics})
+    def add_metrics(self, run_id: str, epoch: int, metrics: dict[str, Any]) -> str | None:
+        """Append one epoch's metrics to the run's stream and make them its latest; returns the entry id.
+
+        Under a guard, returns None while Redis is down; the metrics go out with the next write.
+        """
+        if self._unsent.maxlen and len(self._unsent) == self._unsent.maxlen:
+            log.warning(
+                "dropping the oldest unsent metrics (epoch %d): Redis down too long", self._unsent[0][1]
+            )
+        self._unsent.append((run_id, epoch, json.dumps({"epoch": epoch, **metrics})))
+        ids = self._run("metrics write", self._send_unsent, None)
+        return ids[-1] if ids else None
+
+    def _send_unsent(self) -> list[str]:
+        """Send every waiting epoch in one transaction, oldest first; returns their stream entry ids."""
+        pending = list(self._unsent)
+        now = time.time()
         pipe = self.r.pipeline()
-        pipe.xadd(
-            self._stream_key(run_id),
-            {"epoch": str(epoch), "metrics": payload},
-            maxlen=self.stream_maxlen,
-            approximate=True,
-        )
-        pipe.hset(
-            self._run_key(run_id),
-            mapping={"latest": payload, "epoch": str(epoch), "updated": repr(time.time())},
-        )
-        entry_id = pipe.execute()[0]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        for run_id, epoch, payload in pending:
+            key = self._run_key(run_id)
+            pipe.xadd(
+                self._stream_key(run_id),
+                {"epoch": str(epoch), "metrics": payload},
+                maxlen=self.stream_maxlen,
+                approximate=True,
+            )
+            pipe.hset(key, mapping={"latest": payload, "epoch": str(epoch), "updated": repr(now)})
+            # a Redis restarted without its data has lost the run's entry: re-create it, else no-ops
+            pipe.hsetnx(key, "status", "running")
+            pipe.hsetnx(key, "started", repr(now))
+            pipe.zadd(f"{self.prefix}:runs", {run_id: now}, nx=True)
+        replies = pipe.execute()
+        for _ in pending:
+            self._unsent.popleft()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in replies[0::5]]
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         """Every epoch's metrics of a run, oldest first."""
