@@ -17,7 +17,10 @@ Reported, from the loop's own phase timings (``trainer.loop.PHASES``):
 - overlap efficiency = epoch wall time / (policy sampling + anchor sampling + training +
   checkpoint): 1.0 means every reward call was hidden behind sampling; the serial bound (nothing
   overlapped) is (that sum + scoring) / that sum, also reported;
-- warm/cold = wall time of the warm-cache epoch over the cold one (medians).
+- warm/cold = wall time of the warm-cache epoch over the cold one (medians); the same for the
+  trainer process's CPU seconds (``time.process_time``, all its threads), which other processes'
+  load on a shared machine does not inflate; and, within the cold epochs alone, the share of the
+  wall time outside the anchor phase (what a warm cache could at best leave).
 
 Writes ``bench_trainer.json`` to ``--out``.
 """
@@ -71,9 +74,9 @@ def summarise_runs(runs: list[dict]) -> dict:
         rows = [r for r in runs if r["cache"] == kind]
         if not rows:
             raise ValueError(f"no {kind}-cache epoch among the runs; run at least one of each")
-        walls = [r["wall_s"] for r in rows]
         out[kind] = {
-            "wall_s": statistics.median(walls),
+            "wall_s": statistics.median(r["wall_s"] for r in rows),
+            "cpu_s": statistics.median(r["cpu_s"] for r in rows),
             "phases_s": {k: statistics.median(r["phases_s"][k] for r in rows) for k in rows[0]["phases_s"]},
             "overlap_efficiency": statistics.median(r["overlap_efficiency"] for r in rows),
             "serial_bound": statistics.median(r["serial_bound"] for r in rows),
@@ -81,6 +84,12 @@ def summarise_runs(runs: list[dict]) -> dict:
             "cache_hit_rate": statistics.median(r["cache_hit_rate"] for r in rows),
         }
     out["warm_over_cold"] = out["warm"]["wall_s"] / out["cold"]["wall_s"]
+    # CPU seconds of the trainer process: what the cache saves it, unaffected by other processes' load
+    out["warm_over_cold_cpu"] = out["warm"]["cpu_s"] / out["cold"]["cpu_s"]
+    # within the cold epochs alone: the wall time left without the anchor phase (no drift between epochs)
+    out["cold_without_anchor_share"] = (
+        1.0 - out["cold"]["phases_s"].get("anchor", 0.0) / out["cold"]["wall_s"]
+    )
     return out
 
 
@@ -134,13 +143,14 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                 cache=cache, progress=False,
             )  # fmt: skip
             try:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 m = loop.run_epoch()
-                wall = time.perf_counter() - start
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             finally:
                 loop.close()
             phases = {p: m[f"time/{p}"] for p in PHASES if f"time/{p}" in m}
-            return {"wall_s": wall, "phases_s": phases, "cache_hit_rate": m.get("cache_hit_rate", 0.0)}
+            hit = m.get("cache_hit_rate", 0.0)
+            return {"wall_s": wall, "cpu_s": cpu, "phases_s": phases, "cache_hit_rate": hit}
 
         # warm-up (first-call costs of every model) on a small epoch without the cache
         small = load_preset("cpu-small", {**EPOCH, "sampling.images_per_epoch": 4, "sampling.num_steps": 2})

@@ -23,6 +23,7 @@ def run(cache, wall, anchor, hit):
     return {
         "cache": cache,
         "wall_s": wall,
+        "cpu_s": wall * 1.5,
         "phases_s": phases,
         "cache_hit_rate": hit,
         **overlap(phases, wall),
@@ -36,6 +37,8 @@ def test_summarise_runs_takes_medians_and_the_warm_cold_ratio():
     assert s["cold"]["wall_s"] == 13.0 and s["warm"]["wall_s"] == 8.5
     assert s["cold"]["phases_s"]["anchor"] == 3.0 and s["warm"]["phases_s"]["anchor"] == 0.0
     assert s["warm_over_cold"] == pytest.approx(8.5 / 13.0)
+    assert s["cold"]["cpu_s"] == 19.5 and s["warm_over_cold_cpu"] == pytest.approx(8.5 / 13.0)
+    assert s["cold_without_anchor_share"] == pytest.approx(1 - 3.0 / 13.0)
     assert s["warm"]["cache_hit_rate"] == 1.0
     assert s["warm"]["overlap_efficiency"] == pytest.approx(8.5 / 7.0)  # median of 8/7 and 9/7
     with pytest.raises(ValueError, match="no warm-cache epoch"):
