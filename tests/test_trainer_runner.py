@@ -106,3 +106,28 @@ def test_run_without_redis_and_resume(tmp_path, caplog):
     assert len(lines) == 2
     runs = scan_run_dirs([str(tmp_path / "runs")])
     assert runs[0]["run_id"] == "tiny" and runs[0]["status"] == "finished" and runs[0]["epoch"] == 1
+
+
+def test_reconcile_history_keeps_checkpointed_epochs_once(tmp_path):
+    from trainer.runner import reconcile_history
+
+    history = [
+        {"epoch": 0, "loss": 0.5, "time/checkpoint": 0.0},
+        {"epoch": 1, "loss": 0.25, "time/checkpoint": 0.0},
+    ]
+    logged = [
+        json.dumps({"epoch": 0, "loss": 0.5, "time/checkpoint": 0.01}),  # agrees: kept as written
+        json.dumps({"epoch": 1, "loss": 9.0}),  # disagrees with the checkpoint: rewritten from it
+        json.dumps({"epoch": 2, "loss": 0.1}),  # after the checkpoint: trained again, so dropped
+        '{"epoch": 3, "lo',  # cut short by a kill
+    ]
+    path = tmp_path / "history.jsonl"
+    path.write_text("\n".join(logged))
+    reconcile_history(tmp_path, history)
+    lines = path.read_text().splitlines()
+    assert lines == [logged[0], json.dumps(history[1])]
+    before = path.stat().st_mtime_ns
+    reconcile_history(tmp_path, history)  # already consistent: not rewritten
+    assert path.stat().st_mtime_ns == before
+    reconcile_history(tmp_path / "fresh", [])  # nothing logged, nothing checkpointed: nothing written
+    assert not (tmp_path / "fresh" / "history.jsonl").exists()

@@ -262,8 +262,8 @@ def reconcile_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
     A kill can leave lines of epochs after the checkpoint (they are trained again, and would be
     logged twice), a line cut short, or miss the line of the checkpointed epoch. Lines that agree
-    with the checkpoint's history are kept (they also carry the checkpoint time); the rest is
-    rewritten from the checkpoint.
+    with the checkpoint's history but for wall times are kept as they are; the rest is rewritten
+    from the checkpoint.
     """
     path = run_dir / "history.jsonl"
     logged: dict[int, str] = {}
@@ -278,7 +278,10 @@ def reconcile_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     for m in history:
         line = logged.get(int(m["epoch"]))
         entry = json.loads(line) if line else {}
-        agrees = line is not None and all(entry.get(k) == v for k, v in m.items())
+        # wall times may differ (the line has the checkpoint's own time, the checkpoint cannot)
+        agrees = line is not None and all(
+            entry.get(k) == v for k, v in m.items() if not k.startswith("time/")
+        )
         lines.append(line if agrees else json.dumps(m))
     text = "".join(line + "\n" for line in lines)
     old = path.read_text() if path.is_file() else ""
