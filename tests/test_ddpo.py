@@ -134,6 +134,21 @@ def test_plan_is_deterministic_and_images_share_reports():
     assert len(prompts) == 8 and prompts[0] == prompts[1] and len(set(seeds)) == 8
 
 
+def test_policy_steps_are_fresh_each_epoch_and_anchor_keeps_the_seed_noise():
+    trainer = make_trainer(small_config())
+    prompts, seeds = trainer.plan(0)
+    steps = trainer.step_seeds(0, seeds)
+    assert steps == trainer.step_seeds(0, seeds)  # deterministic: resumes replay the same noise
+    assert steps != trainer.step_seeds(1, seeds) and len(set(steps)) == len(seeds)
+    batch = trainer.sample_batch(prompts[:2], seeds[:2], steps[:2])
+    same = trainer.sample_batch(prompts[:2], seeds[:2])
+    torch.testing.assert_close(batch.trajectory.latents[:, 0], same.trajectory.latents[:, 0])
+    assert not torch.allclose(batch.trajectory.latents[:, -1], same.trajectory.latents[:, -1])
+    torch.testing.assert_close(batch.anchor_images, same.anchor_images)  # the anchor is unchanged
+    shared = make_trainer(small_config(**{"sampling.shared_step_noise": True}))
+    assert shared.step_seeds(0, seeds) is None
+
+
 def test_bad_setups_are_rejected():
     cfg = small_config(**{"ace.enabled": False, "lora.rank": 0})
     with pytest.raises(ValueError, match="nothing to train"):

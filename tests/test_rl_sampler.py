@@ -39,6 +39,25 @@ def test_same_seed_same_noise_for_policy_and_anchor(policy):
     assert not torch.allclose(anchor.latents[:, -1], a.latents[:, -1])  # different models
 
 
+def test_step_seeds_share_the_initial_latent_only(policy):
+    embeds = policy.encode_prompts(PROMPTS)
+    own = sample(policy, embeds, [5, 6, 7], num_steps=3, decode=False)
+    fresh = sample(policy, embeds, [5, 6, 7], num_steps=3, decode=False, step_seeds=[8, 9, 10])
+    torch.testing.assert_close(fresh.latents[:, 0], own.latents[:, 0])  # same x_T
+    for i in range(3):  # every image's steps differ from its own-seed steps
+        assert not torch.allclose(fresh.latents[i, 1], own.latents[i, 1])
+    init, steps = seeded_noise([5], (4, 16, 16), 3, step_seeds=[8])
+    init8, steps8 = seeded_noise([8], (4, 16, 16), 3)
+    torch.testing.assert_close(init, seeded_noise([5], (4, 16, 16), 3)[0])
+    assert not torch.allclose(init, init8)
+    # the step noise of step seed s is the noise drawn from a fresh generator seeded with s
+    torch.testing.assert_close(
+        steps[:, 0], torch.randn((3, 4, 16, 16), generator=torch.Generator().manual_seed(8))
+    )
+    with pytest.raises(ValueError, match="2 step seeds for 3 seeds"):
+        sample(policy, embeds, [5, 6, 7], num_steps=3, step_seeds=[1, 2])
+
+
 def test_noise_of_an_image_does_not_depend_on_its_batch():
     init_a, steps_a = seeded_noise([11, 12], (4, 8, 8), 2)
     init_b, steps_b = seeded_noise([12], (4, 8, 8), 2)

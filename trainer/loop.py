@@ -111,12 +111,22 @@ class TrainLoop:
         return out_p, out_s
 
     # -- sample --------------------------------------------------------------------------------------
-    def sample_chunk(self, prompts: list[str], seeds: list[int], timings: dict[str, float]) -> SampledChunk:
-        """Policy trajectories; anchors only for (report, seed) pairs the cache does not hold."""
+    def sample_chunk(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        timings: dict[str, float],
+        step_seeds: list[int] | None = None,
+    ) -> SampledChunk:
+        """Policy trajectories; anchors only for (report, seed) pairs the cache does not hold.
+
+        Policy and anchor share the initial latent of ``seeds``; the policy's per-step noise comes
+        from ``step_seeds`` (None: the seeds' own, as the anchor's).
+        """
         s = self.cfg.sampling
         t0 = time.perf_counter()
         embeds = self.policy.encode_prompts(prompts)  # [B, M, d]
-        traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta)
+        traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta, step_seeds=step_seeds)
         t1 = time.perf_counter()
         timings["sample"] += t1 - t0
         chunk = SampledChunk(prompts=list(prompts), seeds=list(seeds), trajectory=traj)
@@ -148,6 +158,7 @@ class TrainLoop:
         timings = dict.fromkeys(PHASES, 0.0)
         hits0, misses0 = (self.cache.hits, self.cache.misses) if self.cache else (0, 0)
         prompts, seeds = self.plan(epoch)
+        steps = self.ddpo.step_seeds(epoch, seeds)
         bs = self.cfg.sampling.batch_size
         starts = list(range(0, len(prompts), bs))
         chunks: list[SampledChunk] = []
@@ -167,7 +178,12 @@ class TrainLoop:
         bar = tqdm(starts, desc=f"epoch {epoch} sample", unit="batch", leave=False, disable=not self.progress)
         try:
             for start in bar:
-                chunk = self.sample_chunk(prompts[start : start + bs], seeds[start : start + bs], timings)
+                chunk = self.sample_chunk(
+                    prompts[start : start + bs],
+                    seeds[start : start + bs],
+                    timings,
+                    None if steps is None else steps[start : start + bs],
+                )
                 chunks.append(chunk)
                 while len(pending) >= self.max_in_flight:
                     collect(pending.popleft())

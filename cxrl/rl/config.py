@@ -45,6 +45,11 @@ class SamplingSettings(ConfigModel):
         1, ge=1, description="images per report in an epoch (same report, different seeds)"
     )
     batch_size: int = Field(9, ge=1, description="images per sampling forward pass")
+    shared_step_noise: bool = Field(
+        False,
+        description="the policy reuses the anchor's per-step DDIM noise too (False: only the initial "
+        "latent is shared, the policy's step noise is fresh each epoch; see cxrl.rl.sampler)",
+    )
 
 
 class TrainSettings(ConfigModel):

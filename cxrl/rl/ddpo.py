@@ -134,13 +134,30 @@ class DDPOTrainer:
         seeds = rng.integers(0, 2**31 - 1, size=len(prompts)).tolist()
         return prompts, seeds
 
+    def step_seeds(self, epoch: int, seeds: Sequence[int]) -> list[int] | None:
+        """The policy's per-step noise seeds for an epoch's images (None: reuse ``seeds``, as the anchor).
+
+        Fresh each epoch, deterministic in (seed, epoch); the anchor keeps the image seeds' own step
+        noise, so policy and anchor share the initial latent only (see :mod:`cxrl.rl.sampler`).
+        """
+        if self.cfg.sampling.shared_step_noise:
+            return None
+        rng = np.random.default_rng([self.cfg.seed, epoch, 1])
+        return rng.integers(0, 2**31 - 1, size=len(seeds)).tolist()
+
     # -- 2. sample ---------------------------------------------------------------------------------
-    def sample_batch(self, prompts: list[str], seeds: list[int]) -> Batch:
-        """Policy trajectories and (when needed) anchor images for one sub-batch."""
+    def sample_batch(
+        self, prompts: list[str], seeds: list[int], step_seeds: list[int] | None = None
+    ) -> Batch:
+        """Policy trajectories and (when needed) anchor images for one sub-batch.
+
+        ``seeds`` fix the initial latents (shared with the anchor); ``step_seeds`` the policy's
+        per-step noise (None: the seeds' own, as the anchor's).
+        """
         s = self.cfg.sampling
         t0 = time.perf_counter()
         embeds = self.policy.encode_prompts(prompts)  # [B, M, d]
-        traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta)
+        traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta, step_seeds=step_seeds)
         t1 = time.perf_counter()
         anchor = self._anchor_images(prompts, seeds, embeds) if self.cfg.rewards.needs_anchor else None
         self.timings["sample_policy"] += t1 - t0
@@ -171,8 +188,14 @@ class DDPOTrainer:
 
     def sample(self, epoch: int) -> list[Batch]:
         prompts, seeds = self.plan(epoch)
+        steps = self.step_seeds(epoch, seeds)
         bs = self.cfg.sampling.batch_size
-        return [self.sample_batch(prompts[i : i + bs], seeds[i : i + bs]) for i in range(0, len(prompts), bs)]
+        return [
+            self.sample_batch(
+                prompts[i : i + bs], seeds[i : i + bs], None if steps is None else steps[i : i + bs]
+            )
+            for i in range(0, len(prompts), bs)
+        ]
 
     # -- 3. score ----------------------------------------------------------------------------------
     def score(self, batch: Batch) -> RewardResult:

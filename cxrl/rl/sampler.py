@@ -1,8 +1,12 @@
 """Trajectory sampling for DDPO: DDIM eta=1 with classifier-free guidance, keeping latents and log-probs.
 
-Every image has an integer seed from which all of its noise is drawn (the initial latent and the
-per-step DDIM noise), so the policy and the anchor sampled with the same seeds start from the same
-noise, and the anchor's image for (report, seed) is a fixed function that may be cached.
+Every image has an integer seed from which its initial latent x_T is drawn and, unless a separate
+step seed is given, its per-step DDIM noise too. The anchor's image for (report, seed) is therefore a
+fixed function that may be cached. During training the policy shares only x_T with the anchor and
+draws its per-step noise from fresh step seeds: given x_T, the anchor's reward is then independent of
+the policy's actions (the steps), a valid REINFORCE baseline that removes the variance x_T causes.
+Sharing the step noise as well would make policy and anchor images nearly equal at the start, so the
+comparative reward, and with it the policy gradient, would almost cancel.
 """
 
 from __future__ import annotations
@@ -33,13 +37,25 @@ class Trajectory:
 
 
 def seeded_noise(
-    seeds: Sequence[int], shape: tuple[int, ...], num_steps: int, device: torch.device | str = "cpu"
+    seeds: Sequence[int],
+    shape: tuple[int, ...],
+    num_steps: int,
+    device: torch.device | str = "cpu",
+    step_seeds: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise of each image from its own seed -> (initial [B, *shape], per-step [T, B, *shape])."""
+    """Noise of each image -> (initial [B, *shape], per-step [T, B, *shape]).
+
+    The initial latent comes from ``seeds``; the per-step noise from ``step_seeds`` when given, else
+    from the same generator as the initial latent (continuing after it).
+    """
+    if step_seeds is not None and len(step_seeds) != len(seeds):
+        raise ValueError(f"got {len(step_seeds)} step seeds for {len(seeds)} seeds; give one per image")
     initial, steps = [], []
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         gen = torch.Generator().manual_seed(int(seed))
         initial.append(torch.randn(shape, generator=gen))
+        if step_seeds is not None:
+            gen = torch.Generator().manual_seed(int(step_seeds[i]))
         steps.append(torch.randn((num_steps, *shape), generator=gen))
     return torch.stack(initial).to(device), torch.stack(steps, dim=1).to(device)
 
@@ -59,8 +75,12 @@ def sample(
     guidance_scale: float = 5.0,
     eta: float = 1.0,
     decode: bool = True,
+    step_seeds: Sequence[int] | None = None,
 ) -> Trajectory:
-    """Sample with the policy in its current mode (use ``with policy.anchor():`` for the anchor)."""
+    """Sample with the policy in its current mode (use ``with policy.anchor():`` for the anchor).
+
+    ``seeds`` fix each image's initial latent; ``step_seeds`` (optional) its per-step noise.
+    """
     b = prompt_embeds.shape[0]
     if len(seeds) != b:
         raise ValueError(f"got {len(seeds)} seeds for {b} prompts; give one seed per image")
@@ -69,7 +89,7 @@ def sample(
     scheduler = policy.pipe.scheduler
     scheduler.set_timesteps(num_steps, device=policy.device)
     timesteps = scheduler.timesteps.clone()  # [T]
-    init, step_noise = seeded_noise(seeds, latent_shape(policy), num_steps, policy.device)
+    init, step_noise = seeded_noise(seeds, latent_shape(policy), num_steps, policy.device, step_seeds)
     x = init * scheduler.init_noise_sigma  # [B, C, h, w] float32 (the UNet may run in fp16)
     latents, log_probs = [x], []
     for i, t in enumerate(timesteps):
