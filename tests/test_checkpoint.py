@@ -170,9 +170,10 @@ def test_corrupt_lora_is_detected_by_the_policy_loaders_too(tmp_path):
 
 def test_damaged_manifest_is_reported(tmp_path):
     path, _, _ = write(trained_policy(), tmp_path)
-    (path / ckpt.MANIFEST).write_text("not json")
-    with pytest.raises(ckpt.CheckpointError, match="manifest.json is not a valid manifest"):
-        ckpt.load_checkpoint(path, _fresh()[0])
+    for junk in ("not json", '{"files": []}', '{"files": {"state.json": {"sha256": "ab"}}}'):
+        (path / ckpt.MANIFEST).write_text(junk)
+        with pytest.raises(ckpt.CheckpointError, match="manifest.json is not a valid manifest"):
+            ckpt.load_checkpoint(path, _fresh()[0])
 
 
 def test_checkpoints_without_manifest_still_load_and_parse_errors_are_clear(tmp_path):

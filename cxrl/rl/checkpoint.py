@@ -200,8 +200,10 @@ def _manifest(directory: Path) -> dict[str, dict] | None:
         return None
     try:
         files = json.loads(path.read_text())["files"]
-        if not isinstance(files, dict):
-            raise TypeError("'files' is not a mapping")
+        if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and {"sha256", "bytes"} <= set(e) for e in files.values()
+        ):
+            raise TypeError("'files' is not a mapping of name -> {sha256, bytes}")
         return files
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise _corrupt(directory, MANIFEST, f"is not a valid manifest ({exc})") from exc
