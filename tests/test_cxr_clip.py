@@ -1,6 +1,7 @@
 """CXR-CLIP: loading a checkpoint in kakaobrain's released format, built here from reference parts."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -101,3 +102,22 @@ def test_small_model_learns_to_match_pairs_contrastively():
             @ model.encode_text(dict(tok(texts[:2], padding="longest", return_tensors="pt"))).t()
         )
     assert sim[0, 0] > sim[0, 1] and sim[1, 1] > sim[1, 0]
+
+
+def test_clip_loss_soft_targets_hand_computed():
+    emb = torch.eye(2)  # logits = I at logit_scale 0 (temperature 1)
+    scale = torch.tensor(0.0)
+    one_positive = math.log(1 + math.e) - 1.0  # -log(e / (e + 1))
+    assert clip_loss(emb, emb, scale).item() == pytest.approx(one_positive, abs=1e-6)
+    both = torch.ones(2, 2, dtype=torch.bool)  # targets (0.5, 0.5) in every row
+    assert clip_loss(emb, emb, scale, both).item() == pytest.approx(math.log(1 + math.e) - 0.5, abs=1e-6)
+    # image 0 also matches report 1 (not the reverse): image rows (.5,.5),(0,1); report rows (1,0),(.5,.5)
+    asym = torch.tensor([[True, True], [False, True]])
+    assert clip_loss(emb, emb, scale, asym).item() == pytest.approx(math.log(1 + math.e) - 0.75, abs=1e-6)
+
+
+def test_clip_loss_rejects_rows_without_a_positive():
+    with pytest.raises(ValueError, match="a positive in every row"):
+        clip_loss(
+            torch.eye(2), torch.eye(2), torch.tensor(0.0), torch.tensor([[True, False], [False, False]])
+        )

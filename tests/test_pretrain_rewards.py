@@ -7,6 +7,7 @@ import torch
 
 from cxrl.cli import main
 from cxrl.labels import XRV_PATHOLOGIES
+from cxrl.models.pretrain_clip import positives_matrix
 from cxrl.models.pretrain_rewards import split_by_report
 from cxrl.models.reward_assets import sha256_file
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
@@ -59,8 +60,9 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
 
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
-                   "--proj-dim", "16", "--vocab-size", "300")  # fmt: skip
+                   "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
+    assert "--positives labels" in manifest["command"]
     assert "tokenizer.json" in manifest["files"] or "vocab.txt" in manifest["files"]
     reports = [r.report for r in load_records(tiny_world, "test")[:3]]
     out = load_consistency(tmp_path / "clip")(images(), reports)
@@ -73,3 +75,9 @@ def test_validation_split_is_by_report_and_deterministic(tiny_world):
     assert (fit, val) == split_by_report(records, 0.25, seed=0)
     assert not {records[i].report for i in fit} & {records[i].report for i in val}
     assert sorted(fit + val) == list(range(len(records)))
+
+
+def test_clip_positives_are_equal_keys():
+    keys = [(("No Finding", 1),), (("Effusion", 1),), (("No Finding", 1),)]
+    expected = torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
+    assert torch.equal(positives_matrix(keys), expected)

@@ -172,18 +172,24 @@ def clip_loss(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
     logit_scale: torch.Tensor,
-    same: torch.Tensor | None = None,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) over a batch of pairs ``[B,P]`` x ``[B,P]``.
+    """Symmetric InfoNCE (CLIP) over a batch of pairs ``[B,P]`` x ``[B,P]``, with multiple positives.
 
-    ``same`` ``[B,B]`` (bool, optional) marks pairs that share one report text: they are all
-    positives (targets spread evenly over them) instead of false negatives.
+    ``positives`` ``[B,B]`` (bool or non-negative weights, optional; default the identity) marks
+    which reports count as a match for each image: the cross-entropy targets of a row are its
+    positives' weights normalised to sum to 1 (soft targets, as CXR-CLIP does for its several
+    positives per study and MedCLIP for semantically equal pairs). Every row needs a positive.
     """
     logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t()  # [B,B]
-    if same is None:
-        same = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    target = same.float() / same.float().sum(dim=1, keepdim=True)  # [B,B], rows sum to 1
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target.t()))
+    if positives is None:
+        positives = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    weights = positives.to(logits.dtype)  # [B,B]
+    if weights.shape != logits.shape or (weights < 0).any() or (weights.sum(dim=1) <= 0).any():
+        raise ValueError(f"positives must be non-negative [{logits.shape[0]}]*2 with a positive in every row")
+    target = weights / weights.sum(dim=1, keepdim=True)  # rows sum to 1
+    target_t = weights.t() / weights.t().sum(dim=1, keepdim=True)  # text -> image direction
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target_t))
 
 
 def release_config(

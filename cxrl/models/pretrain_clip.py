@@ -2,8 +2,16 @@
 
 A WordPiece vocabulary is learnt on the training reports (``tokenizers``), then a small ResNet
 image encoder and a tiny BERT are trained with the symmetric InfoNCE loss of CLIP / CXR-CLIP
-(You et al., 2023, image-text contrastive term) on matched image-report pairs; images in a batch that share one report text are all
-positives for it (the world reuses report texts, so they would otherwise be false negatives).
+(You et al., 2023, image-text contrastive term) on matched image-report pairs, with multiple
+positives per row (``--positives``):
+
+- ``labels``: every report in the batch whose label set (the report labeler's labels,
+  as the dataset records them) equals the image's own report's is a positive. Most reports are
+  worded variants of "no acute cardiopulmonary process"; plain InfoNCE would push an image away
+  from all the equivalent reports of other normal studies (false negatives), the problem
+  MedCLIP's semantic matching loss and CXR-CLIP's multiple positives address.
+- ``text`` (default, how the committed default-world checkpoint was trained): only reports with
+  the very same text are positives (the world reuses report texts).
 
 Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
 different label set (one mismatched report per image, drawn deterministically).
@@ -29,6 +37,11 @@ log = logging.getLogger(__name__)
 
 def label_key(labels: dict[str, int]) -> tuple:
     return tuple(sorted(labels.items()))
+
+
+def positives_matrix(keys: list) -> torch.Tensor:
+    """``[b,b]`` bool: pair (i, j) is a positive when their keys (report text or label set) are equal."""
+    return torch.tensor([[a == b for b in keys] for a in keys])
 
 
 def mismatched_partners(records: list, seed: int) -> list[int]:
@@ -81,6 +94,7 @@ def train(args: argparse.Namespace) -> int:
     g = common.seed_everything(args.seed)
     images, records = common.load_split(args.data, "train", args.size, args.limit)
     reports = [r.report for r in records]
+    keys = reports if args.positives == "text" else [label_key(r.labels) for r in records]
     tokenizer = train_wordpiece(reports, vocab_size=args.vocab_size)
     cfg = ClipConfig(
         image_arch="small",
@@ -109,12 +123,11 @@ def train(args: argparse.Namespace) -> int:
         for idx in common.batches(len(records), args.batch, g):
             x = imaging.from_uint8(images[idx])
             texts = [reports[i] for i in idx.tolist()]
-            same = torch.tensor([[a == b for b in texts] for a in texts])  # [b,b] shared report text
             loss = clip_loss(
                 model.encode_image(x),
                 model.encode_text(_tokens(tokenizer, texts, cfg)),
                 model.logit_scale,
-                same,
+                positives_matrix([keys[i] for i in idx.tolist()]),
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,4 +161,11 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--heads", type=int, default=2, help="BERT attention heads")
     parser.add_argument("--max-tokens", type=int, default=128, help="report token limit")
     parser.add_argument("--proj-dim", type=int, default=512, help="shared embedding width")
+    parser.add_argument(
+        "--positives",
+        choices=("labels", "text"),
+        default="text",
+        help="in-batch positives: reports with the same text (default; the committed checkpoint's"
+        " training) or with the same label set",
+    )
     parser.set_defaults(func=train)
