@@ -5,7 +5,7 @@ Eq. 4) applied to the CXRL policy (LoRA + ACE) with the RLCF reward (Han et al.,
 
 1. ``plan``: the epoch's reports and per-image seeds, a pure function of (run seed, epoch);
 2. ``sample_batch``: policy trajectories (DDIM eta=1, latents + log-probs) and, when a comparative
-   reward is on, anchor images from the same noise (looked up in ``anchor_cache`` first);
+   reward is on, anchor images from the same initial noise (looked up in ``anchor_cache`` first);
 3. ``score``: one call to a :class:`~cxrl.rewards.types.RewardBackend` (in-process or gRPC);
 4. ``advantages``: per-report normalisation (:class:`PerPromptStatTracker`);
 5. ``train``: PPO-clipped loss over a random subset of each trajectory's steps, gradient
