@@ -200,8 +200,8 @@ def _train_and_evaluate(
     cfg: TrainConfig, rl: CXRLConfig, loop: TrainLoop, evaluator: Evaluator, run_dir: Path, run_id: str
 ) -> RunResult:
     ckpt.remove_partial(run_dir / "checkpoints")
-    if loop.ddpo.resume():
-        reconcile_history(run_dir, loop.history)
+    loop.ddpo.resume()
+    reconcile_history(run_dir, loop.history)  # without a checkpoint: no epoch is done, none logged
     eval_settings = cfg.eval.model_dump(mode="json")
     done = _finished(run_dir, loop.epoch, rl.epochs, eval_settings)
     if done is not None:
