@@ -19,13 +19,12 @@ import argparse
 import csv
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from cxrl import imaging
+from cxrl.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +146,7 @@ def per_image(result, files: list[Path]) -> list[dict]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=1))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cxrl.models.reward_assets import atomic_write_bytes
+from cxrl.fileio import atomic_write_bytes
 from trainer.redis_local import LocalRedis, free_port
 
 log = logging.getLogger(__name__)

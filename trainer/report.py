@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cxrl.fileio import atomic_write_text
 
 # (metric suffix, chart title); each chart draws policy/<suffix> and anchor/<suffix> per epoch.
 REWARD_CHARTS: tuple[tuple[str, str], ...] = (
@@ -239,13 +239,4 @@ def write_report(path: str | Path, **kwargs: Any) -> Path:
     """Render and write atomically (temp file in the same directory, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(**kwargs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, render_report(**kwargs))

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from cxrl.fileio import atomic_write_bytes
 from cxrl.models.generator import DEFAULT_DIR, Policy
-from cxrl.models.reward_assets import atomic_write_bytes
 from cxrl.rewards.types import RewardBackend
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.config import CXRLConfig

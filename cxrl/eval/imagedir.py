@@ -15,9 +15,8 @@ CSV as `cxrl score --reports` reads it (:mod:`cxrl.score_cli`) is also a valid i
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cxrl import imaging
+from cxrl.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,10 @@ class ImageDirWriter:
             self.rows.append(Entry(name, group.report, group.prompt_id))
 
     def close(self) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=".reports-", suffix=".csv", dir=self.directory)
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(COLUMNS)
-            writer.writerows((e.file, e.report, e.prompt_id) for e in self.rows)
-        final = self.directory / REPORTS_FILE
-        os.replace(tmp, final)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        writer.writerows((e.file, e.report, e.prompt_id) for e in self.rows)
+        final = atomic_write_text(self.directory / REPORTS_FILE, buf.getvalue())
         log.info("wrote %d images to %s", len(self.rows), self.directory)
         return final

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cxrl.eval.bootstrap import Estimate
+from cxrl.fileio import atomic_write_text
 
 METRICS: dict[str, str] = {
     "r_align": "Posture alignment r_align (↑)",
@@ -138,20 +137,6 @@ def rows_from_json(data: dict[str, Any]) -> list[Row]:
         Row(r["name"], {k: Estimate.from_dict(v) for k, v in r["metrics"].items()}, dict(r.get("info", {})))
         for r in data["rows"]
     ]
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_tables(
