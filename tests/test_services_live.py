@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import redis
 import torch
-import yaml
+from _serve import processes_with, random_config
 
 from cxrl import imaging
 from cxrl.cli import main as cxrl_main
@@ -34,7 +34,6 @@ from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from services.cli import CONFIG_DIR
 from services.redis_local import free_port, local_redis
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # one Ray start: ~1-3 min on 2 cores
@@ -60,36 +59,11 @@ class Service:
     log: Path
 
 
-def _write_config(path: Path) -> None:
-    data = yaml.safe_load((CONFIG_DIR / "serve-cpu.yaml").read_text())
-    for app in data["applications"]:
-        if app["name"] == "reward":
-            app["args"]["max_request_bytes"] = MAX_REQUEST_BYTES
-        else:
-            app["args"].update(source="random", seed=0)
-    path.write_text(yaml.safe_dump(data))
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.fixture(scope="session")
 def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     config, log = root / "serve.yaml", root / "serve.log"
-    _write_config(config)
+    random_config(config, gateway_args={"max_request_bytes": MAX_REQUEST_BYTES})
     marker = f"CXRL_SERVE_TEST_{uuid.uuid4().hex}"
     http_port, grpc_port = free_port(), free_port()
     with local_redis() as redis_url, open(log, "w") as log_fh:
@@ -111,7 +85,7 @@ def service(tmp_path_factory):
         text = log.read_text()
         assert rc == 0 and "cxrl serve: stopped" in text, f"unclean shutdown (rc={rc}):\n{text[-3000:]}"
         deadline = time.monotonic() + 30
-        while (left := _processes_with(f"CXRL_TEST_MARKER={marker}")) and time.monotonic() < deadline:
+        while (left := processes_with(f"CXRL_TEST_MARKER={marker}")) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not left, f"processes left behind after shutdown: {left}"
 
