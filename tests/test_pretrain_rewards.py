@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cxrl.cli import main
-from cxrl.labels import XRV_PATHOLOGIES
-from cxrl.models.pretrain_clip import positives_matrix
+from cxrl.labels import LABELS, XRV_PATHOLOGIES
+from cxrl.models.pretrain_clip import label_targets, positives_matrix
 from cxrl.models.pretrain_rewards import split_by_report
 from cxrl.models.reward_assets import sha256_file
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
@@ -60,9 +60,10 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
 
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
-                   "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels")  # fmt: skip
+                   "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
+                   "--label-weight", "0.5")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
-    assert "--positives labels" in manifest["command"]
+    assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
     assert "tokenizer.json" in manifest["files"] or "vocab.txt" in manifest["files"]
     reports = [r.report for r in load_records(tiny_world, "test")[:3]]
     out = load_consistency(tmp_path / "clip")(images(), reports)
@@ -75,6 +76,18 @@ def test_validation_split_is_by_report_and_deterministic(tiny_world):
     assert (fit, val) == split_by_report(records, 0.25, seed=0)
     assert not {records[i].report for i in fit} & {records[i].report for i in val}
     assert sorted(fit + val) == list(range(len(records)))
+
+
+def test_clip_label_targets_count_uncertain_as_half_and_negated_as_absent():
+    class Rec:
+        def __init__(self, labels):
+            self.labels = labels
+
+    y = label_targets([Rec({"Effusion": 1, "Edema": -1, "Pneumothorax": 0}), Rec({"No Finding": 1})])
+    assert y.shape == (2, len(LABELS))
+    col = {name: i for i, name in enumerate(LABELS)}
+    assert y[0, col["Effusion"]] == 1.0 and y[0, col["Edema"]] == 0.5 and y[0, col["Pneumothorax"]] == 0.0
+    assert y[0].sum() == 1.5 and y[1].sum() == 1.0 and y[1, col["No Finding"]] == 1.0
 
 
 def test_clip_positives_are_equal_keys():
