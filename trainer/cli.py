@@ -90,7 +90,8 @@ def format_table(evaluation: dict[str, Any]) -> str:
             ("reward_total", "combined reward")]  # fmt: skip
     a, c = evaluation["anchor"], evaluation["cxrl"]
     lines = [
-        f"held-out reports: {evaluation['n_prompts']}",
+        f"held-out reports: {evaluation['n_prompts']}"
+        + (f" x {k} seeds" if (k := evaluation.get("samples_per_report", 1)) > 1 else ""),
         f"{'metric':<18}{'anchor':>10}{'CXRL':>10}{'delta':>10}",
     ]
     for key, label in rows:

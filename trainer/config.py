@@ -72,6 +72,9 @@ class EvalSettings(ConfigModel):
     with_findings: float = Field(
         0.5, ge=0, le=1, description="share of held-out reports chosen among those with findings (for AUROC)"
     )
+    samples_per_report: int = Field(
+        1, ge=1, description="images per held-out report (fixed seeds); their mean narrows the interval"
+    )
     grid_prompts: int = Field(4, ge=0, description="held-out reports shown in the report's image grid")
     every: int = Field(0, ge=0, description="grid snapshot every this many epochs (0 = first and last only)")
     seed: int = Field(1234, description="seed of the held-out report choice and their noise")

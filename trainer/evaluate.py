@@ -12,7 +12,9 @@ Per model (the anchor, i.e. the base generator, and the CXRL policy) on the same
 
 ``reward_total_diff`` is the mean per-report difference with a bootstrap interval over reports
 (:func:`cxrl.eval.bootstrap.mean_ci`): the tuned policy beats the anchor by more than the noise of
-the held-out sample when the interval's lower end is above zero.
+the held-out sample when the interval's lower end is above zero. With ``samples_per_report`` k > 1
+each report is sampled with k fixed noise seeds and its difference is the mean over them, which
+narrows the interval at k times the sampling cost (the first seed is the one k = 1 uses).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from trainer.scoring import direct_total
 log = logging.getLogger(__name__)
 
 
-def eval_seed(seed: int, report: str) -> int:
-    """The fixed noise seed of a held-out report."""
-    digest = hashlib.sha256(f"eval\0{seed}\0{report}".encode()).digest()
+def eval_seed(seed: int, report: str, sample: int = 0) -> int:
+    """The fixed noise seed of a held-out report's ``sample``-th image."""
+    key = f"eval\0{seed}\0{report}" + (f"\0{sample}" if sample else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
@@ -65,12 +68,18 @@ class Evaluator:
         grid_prompts: int = 4,
         retries: int = 0,
         backoff_s: float = 1.0,
+        samples_per_report: int = 1,
     ):
         if len(reports) < 2:
             raise ValueError(f"need at least 2 held-out reports, got {len(reports)}")
+        if samples_per_report < 1:
+            raise ValueError(f"samples_per_report must be >= 1, got {samples_per_report}")
         self.policy, self.backend = policy, backend
         self.reports = list(reports)
-        self.seeds = [eval_seed(seed, r) for r in self.reports]
+        self.k = samples_per_report
+        # image j * n + i is report i with its j-th seed: the first n images are the k = 1 evaluation
+        self.items = [r for _ in range(self.k) for r in self.reports]  # [k * n]
+        self.seeds = [eval_seed(seed, r, j) for j in range(self.k) for r in self.reports]
         self.sampling, self.weights = sampling, dict(weights)
         self.grid_n = min(grid_prompts, len(self.reports))
         self.retries, self.backoff_s = retries, backoff_s
@@ -103,8 +112,8 @@ class Evaluator:
         return res.policy
 
     def _scored(self, anchor: bool) -> Scored:
-        images = self._sample(self.reports, self.seeds, anchor)
-        return Scored(images, self._score(images, self.reports))
+        images = self._sample(self.items, self.seeds, anchor)
+        return Scored(images, self._score(images, self.items))
 
     def anchor(self) -> Scored:
         if self._anchor is None:
@@ -124,13 +133,13 @@ class Evaluator:
     def evaluate(self, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
         """Metrics of anchor and policy, and the paired difference of the combined reward."""
         anchor, policy = self.anchor(), self._scored(anchor=False)
-        targets = report_targets(self.reports)  # [N, 18]
+        targets = report_targets(self.items)  # [k * n, 18]
         out: dict[str, Any] = {}
         per_report = {}
         for name, scored in (("anchor", anchor), ("cxrl", policy)):
             c = scored.components
-            total = direct_total(c, self.weights)  # [N]
-            per_report[name] = total.double().numpy()
+            total = direct_total(c, self.weights)  # [k * n]
+            per_report[name] = total.double().reshape(self.k, len(self.reports)).mean(0).numpy()  # [n]
             out[name] = {
                 "r_align": _mean(c.r_align),
                 "auroc": mean_auroc(c.diag_probs.double().numpy(), targets).mean
@@ -140,10 +149,12 @@ class Evaluator:
                 "diag_acc": _mean(c.diag_acc),
                 "reward_total": float(total.mean()),
                 "n_prompts": len(self.reports),
+                "n_images": len(self.items),
             }
         diff = mean_ci(per_report["cxrl"] - per_report["anchor"], n_resamples=bootstrap, seed=seed)
         out["reward_total_diff"] = diff.to_dict()
         out["n_prompts"] = len(self.reports)
+        out["samples_per_report"] = self.k
         out["weights"] = self.weights
         return out
 

@@ -174,7 +174,7 @@ def run_training(
     )  # fmt: skip
     evaluator = Evaluator(
         policy, backend, held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed, cfg.eval.grid_prompts,
-        retries, r.backoff_s,
+        retries, r.backoff_s, cfg.eval.samples_per_report,
     )  # fmt: skip
     if store:
         store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
