@@ -53,7 +53,8 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", CXRL_LOG_LEVEL="INFO")
     sets = [
         f"rl.generator={gen}", "rl.epochs=2", "rl.sampling.num_steps=3", "train_prompts=6", "threads=1",
-        "eval.prompts=6", "eval.grid_prompts=2", "eval.every=1", "eval.bootstrap=100",
+        "rl.sampling.images_per_epoch=8", "rl.sampling.images_per_prompt=2", "eval.prompts=6",
+        "eval.samples_per_report=2", "eval.grid_prompts=2", "eval.every=1", "eval.bootstrap=100",
     ]  # fmt: skip
     cmd = [
         sys.executable,
@@ -74,7 +75,7 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     for side in ("anchor", "cxrl"):
         for key in ("r_align", "auroc", "clip_similarity", "reward_total"):
             assert key in summary[side]
-        assert summary[side]["n_prompts"] == 6
+        assert summary[side]["n_prompts"] == 6 and summary[side]["n_images"] == 12
     assert summary["n_prompts"] == 6
     assert [h["epoch"] for h in summary["history"]] == [0, 1]
     assert summary["history"][1]["cache_hit_rate"] >= 0  # Redis was used

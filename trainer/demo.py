@@ -149,11 +149,12 @@ def redis_for_demo() -> Iterator[str]:
 def summary_of(result, cfg) -> dict[str, Any]:
     """What OUT/summary.json holds: anchor and CXRL metrics, prompt count, per-epoch history."""
     ev = result.evaluation
-    keys = ("r_align", "auroc", "clip_similarity", "reward_total", "diag_acc", "n_prompts")
+    keys = ("r_align", "auroc", "clip_similarity", "reward_total", "diag_acc", "n_prompts", "n_images")
     return {
         "anchor": {k: ev["anchor"].get(k) for k in keys},
         "cxrl": {k: ev["cxrl"].get(k) for k in keys},
         "n_prompts": ev["n_prompts"],
+        "samples_per_report": ev.get("samples_per_report", 1),
         "reward_total_diff": ev["reward_total_diff"],
         "reward_total_definition": "mean over held-out reports of w_align*r_align + w_diag*acc + w_consist*cos; "
         "cxrl - anchor equals the policy's mean RLCF reward",
