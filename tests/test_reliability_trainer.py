@@ -51,12 +51,7 @@ TEST = ["large right pleural effusion.", "no acute disease.", "cardiomegaly with
 SAMPLING = {"num_steps": 3, "images_per_epoch": 8, "images_per_prompt": 2, "batch_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def _config(out: Path, redis_url: str | None, epochs: int, run_name: str = "run") -> TrainConfig:

@@ -16,12 +16,7 @@ from trainer.scoring import direct_total
 REPORTS = ["small left pleural effusion.", "no acute cardiopulmonary process.", "mild cardiomegaly."]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def evaluator(k: int) -> Evaluator:

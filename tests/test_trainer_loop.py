@@ -52,13 +52,7 @@ def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=
     )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
@@ -31,12 +30,7 @@ TEST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
 def _config(tmp_path, redis_url=None, epochs=2) -> TrainConfig:
