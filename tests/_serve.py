@@ -99,7 +99,7 @@ def serve(
     with open(log, "w") as log_fh:
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=full_env)
         try:
-            _wait_ready(proc, log, timeout_s + 30)
+            wait_ready(proc, log, timeout_s + 30)
             yield Serve(
                 f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", f"CXRL_TEST_MARKER={marker}", log
             )
@@ -121,7 +121,7 @@ def serve(
     assert not left, f"processes left behind after shutdown: {left}"
 
 
-def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+def wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while "cxrl serve: ready" not in log.read_text():
         if proc.poll() is not None:

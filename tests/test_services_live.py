@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import redis
 import torch
-from _serve import processes_with, random_config
+from _serve import processes_with, random_config, wait_ready
 
 from cxrl import imaging
 from cxrl.cli import main as cxrl_main
@@ -73,7 +73,7 @@ def service(tmp_path_factory):
         cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_ready(proc, log, timeout_s=600)
+            wait_ready(proc, log, timeout_s=600)
             yield Service(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", redis_url, log)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -88,16 +88,6 @@ def service(tmp_path_factory):
         while (left := processes_with(f"CXRL_TEST_MARKER={marker}")) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not left, f"processes left behind after shutdown: {left}"
-
-
-def _wait_ready(proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while "cxrl serve: ready" not in log.read_text():
-        if proc.poll() is not None:
-            raise RuntimeError(f"cxrl serve exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cxrl serve not ready after {timeout_s} s:\n{log.read_text()[-5000:]}")
-        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
