@@ -125,7 +125,7 @@ def train(args: argparse.Namespace) -> int:
     model = CXRClip(cfg)
     # training only; built only when used, so runs without it draw the same random numbers as before
     head = torch.nn.Linear(cfg.proj_dim, len(LABELS)) if args.label_weight > 0 else None
-    targets = label_targets(records)  # [N, L]
+    targets = label_targets(records) if head is not None else None  # [N, L]
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     n_batches = len(common.batches(len(records), args.batch, g))
