@@ -2,12 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from cxrl.cli import main
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
-from cxrl.models.pretrain_clip import label_targets, positives_matrix
+from cxrl.models.pretrain_clip import augment_images, label_targets, positives_matrix, shuffle_sentences
 from cxrl.models.pretrain_rewards import split_by_report
 from cxrl.models.reward_assets import sha256_file
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
@@ -61,9 +62,10 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
                    "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
-                   "--label-weight", "0.5")  # fmt: skip
+                   "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
     assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
+    assert "--augment 1" in manifest["command"]
     assert "tokenizer.json" in manifest["files"] or "vocab.txt" in manifest["files"]
     reports = [r.report for r in load_records(tiny_world, "test")[:3]]
     out = load_consistency(tmp_path / "clip")(images(), reports)
@@ -94,3 +96,31 @@ def test_clip_positives_are_equal_keys():
     keys = [(("No Finding", 1),), (("Effusion", 1),), (("No Finding", 1),)]
     expected = torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
     assert torch.equal(positives_matrix(keys), expected)
+
+
+def test_clip_augmentation_keeps_range_and_is_seeded():
+    x = torch.rand(6, 1, 24, 24)
+    assert torch.equal(augment_images(x, torch.Generator().manual_seed(0), 0.0), x)
+    a = augment_images(x, torch.Generator().manual_seed(0), 1.0)
+    b = augment_images(x, torch.Generator().manual_seed(0), 1.0)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert not torch.allclose(a, x, atol=1e-3)
+    # a centred bright square moves at most the documented shift / scale / rotation, so it mostly stays
+    sq = torch.zeros(4, 1, 40, 40)
+    sq[:, :, 12:28, 12:28] = 0.5
+    moved = augment_images(sq, torch.Generator().manual_seed(1), 1.0)
+    assert (moved[:, :, 16:24, 16:24] > 0.3).float().mean() > 0.9
+
+
+def test_clip_sentence_shuffle_keeps_the_sentences():
+    text = "Heart size is normal. No effusion. Mild basilar atelectasis."
+    rng = np.random.default_rng(0)
+    outs = {shuffle_sentences(text, rng, 1.0) for _ in range(30)}
+    assert len(outs) > 1
+    for out in outs:
+        assert sorted(s.rstrip(".") for s in out.split(". ")) == sorted(
+            s.rstrip(".") for s in text.split(". ")
+        )
+    assert shuffle_sentences(text, rng, 0.0) == text
+    assert shuffle_sentences("No acute disease.", rng, 1.0) == "No acute disease."

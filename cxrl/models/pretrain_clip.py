@@ -19,6 +19,11 @@ positive 1, uncertain 0.5, negated or unmentioned 0. It asks both encoders to pl
 findings, which InfoNCE on a few thousand reports learns slowly, negation above all ("no
 effusion" against "effusion"). The head is used for training only and is not saved.
 
+``--augment S`` (random affine and brightness/contrast of the images) and
+``--shuffle-sentences P`` (sentence order of the reports, CXR-CLIP's text augmentation) are
+training augmentations, off by default. ``--pooling`` picks how the report's token states become
+one vector: ``eos`` as CXR-CLIP does, or ``mean`` (recorded in the checkpoint's config).
+
 Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
 different label set (one mismatched report per image, drawn deterministically).
 """
@@ -55,6 +60,43 @@ def label_targets(records: list) -> torch.Tensor:
 def positives_matrix(keys: list) -> torch.Tensor:
     """``[b,b]`` bool: pair (i, j) is a positive when their keys (report text or label set) are equal."""
     return torch.tensor([[a == b for b in keys] for a in keys])
+
+
+def augment_images(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Random per-image affine (scale 1 +- 0.1, rotation +- 5 degrees, shift +- 0.05) and
+    brightness / contrast jitter (+- 0.05, x 1 +- 0.15) of ``[B,1,H,W]`` in [0,1], as CXR-CLIP
+    augments its training images; ``strength`` scales every range (0: unchanged)."""
+    if strength <= 0:
+        return x
+    b = x.shape[0]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=g)
+
+    scale = 1 + strength * u(-0.1, 0.1)
+    theta = strength * u(-1, 1) * (5 * np.pi / 180)
+    shift = strength * torch.stack([u(-0.05, 0.05), u(-0.05, 0.05)], dim=1)  # [b,2]
+    c, s = torch.cos(theta) / scale, torch.sin(theta) / scale
+    mat = torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)  # [b,2,2]
+    grid = torch.nn.functional.affine_grid(
+        torch.cat([mat, shift[:, :, None]], 2), list(x.shape), align_corners=False
+    )
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = (1 + strength * u(-0.15, 0.15)).view(b, 1, 1, 1)
+    bright = (strength * u(-0.05, 0.05)).view(b, 1, 1, 1)
+    return ((out - mean) * contrast + mean + bright).clamp(0, 1)
+
+
+def shuffle_sentences(text: str, rng: np.random.Generator, p: float = 0.5) -> str:
+    """With probability ``p``, the report's sentences in a random order (CXR-CLIP's text augmentation)."""
+    if p <= 0 or rng.random() >= p:
+        return text
+    parts = [s.strip() for s in text.replace("\n", " ").split(". ") if s.strip()]
+    if len(parts) < 2:
+        return text
+    parts = [s if s.endswith(".") else s + "." for s in parts]
+    return " ".join(parts[i] for i in rng.permutation(len(parts)))
 
 
 def mismatched_partners(records: list, seed: int) -> list[int]:
@@ -121,6 +163,7 @@ def train(args: argparse.Namespace) -> int:
         max_position=args.max_tokens,
         text_max_length=args.max_tokens,
         proj_dim=args.proj_dim,
+        pooling=args.pooling,
     )
     model = CXRClip(cfg)
     # training only; built only when used, so runs without it draw the same random numbers as before
@@ -133,13 +176,14 @@ def train(args: argparse.Namespace) -> int:
         n_batches * args.epochs if args.max_steps is None else min(args.max_steps, n_batches * args.epochs)
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
+    text_rng = np.random.default_rng([args.seed, 7])
     step = 0
     for epoch in range(args.epochs):
         model.train()
         losses = []
         for idx in common.batches(len(records), args.batch, g):
-            x = imaging.from_uint8(images[idx])
-            texts = [reports[i] for i in idx.tolist()]
+            x = augment_images(imaging.from_uint8(images[idx]), g, args.augment)
+            texts = [shuffle_sentences(reports[i], text_rng, args.shuffle_sentences) for i in idx.tolist()]
             img_emb = model.encode_image(x)
             txt_emb = model.encode_text(_tokens(tokenizer, texts, cfg))
             loss = clip_loss(
@@ -182,6 +226,12 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-tokens", type=int, default=128, help="report token limit")
     parser.add_argument("--proj-dim", type=int, default=512, help="shared embedding width")
     parser.add_argument(
+        "--pooling",
+        choices=("eos", "bos", "mean"),
+        default="eos",
+        help="how the report's token states become one vector (eos: CXR-CLIP's)",
+    )
+    parser.add_argument(
         "--positives",
         choices=("labels", "text"),
         default="text",
@@ -193,5 +243,18 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="weight of the auxiliary multi-label loss on the report labeler's labels (0: off)",
+    )
+    parser.add_argument(
+        "--augment",
+        type=float,
+        default=0.0,
+        help="strength of the image augmentation: random affine and brightness/contrast (0: off, 1: the"
+        " documented ranges)",
+    )
+    parser.add_argument(
+        "--shuffle-sentences",
+        type=float,
+        default=0.0,
+        help="probability that a training report's sentences are put in a random order (0: off)",
     )
     parser.set_defaults(func=train)
