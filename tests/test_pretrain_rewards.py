@@ -8,7 +8,13 @@ import torch
 
 from cxrl.cli import main
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
-from cxrl.models.pretrain_clip import augment_images, label_targets, positives_matrix, shuffle_sentences
+from cxrl.models.pretrain_clip import (
+    augment_images,
+    label_targets,
+    mask_tokens,
+    positives_matrix,
+    shuffle_sentences,
+)
 from cxrl.models.pretrain_rewards import split_by_report
 from cxrl.models.reward_assets import sha256_file
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
@@ -62,7 +68,8 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
                    "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
-                   "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5")  # fmt: skip
+                   "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5",
+                   "--mask-tokens", "0.1")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
     assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
     assert "--augment 1" in manifest["command"]
@@ -124,3 +131,13 @@ def test_clip_sentence_shuffle_keeps_the_sentences():
         )
     assert shuffle_sentences(text, rng, 0.0) == text
     assert shuffle_sentences("No acute disease.", rng, 1.0) == "No acute disease."
+
+
+def test_clip_token_masking_spares_special_tokens_and_padding():
+    ids = torch.tensor([[2, 35, 60, 54, 5, 3], [2, 57, 3, 0, 0, 0]])
+    tokens = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(mask_tokens(tokens, 4, [0, 1, 2, 3, 4], 0.0, g)["input_ids"], ids)
+    out = mask_tokens(tokens, 4, [0, 1, 2, 3, 4], 1.0, g)["input_ids"]
+    assert out.tolist() == [[2, 4, 4, 4, 4, 3], [2, 4, 3, 0, 0, 0]]
+    assert torch.equal(tokens["input_ids"], ids)  # the input is not modified

@@ -20,8 +20,8 @@ findings, which InfoNCE on a few thousand reports learns slowly, negation above 
 effusion" against "effusion"). The head is used for training only and is not saved.
 
 ``--augment S`` (random affine and brightness/contrast of the images) and
-``--shuffle-sentences P`` (sentence order of the reports, CXR-CLIP's text augmentation) are
-training augmentations, off by default. ``--pooling`` picks how the report's token states become
+``--shuffle-sentences P`` (sentence order of the reports, CXR-CLIP's text augmentation) and
+``--mask-tokens P`` (report tokens replaced by [MASK]) are training augmentations, off by default. ``--pooling`` picks how the report's token states become
 one vector: ``eos`` as CXR-CLIP does, or ``mean`` (recorded in the checkpoint's config).
 
 Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
@@ -97,6 +97,18 @@ def shuffle_sentences(text: str, rng: np.random.Generator, p: float = 0.5) -> st
         return text
     parts = [s if s.endswith(".") else s + "." for s in parts]
     return " ".join(parts[i] for i in rng.permutation(len(parts)))
+
+
+def mask_tokens(
+    tokens: dict[str, torch.Tensor], mask_id: int, special: list[int], p: float, g: torch.Generator
+) -> dict:
+    """Replace each ordinary token (not special, not padding) with ``mask_id`` with probability ``p``."""
+    if p <= 0:
+        return tokens
+    ids = tokens["input_ids"]
+    ordinary = ~torch.isin(ids, torch.tensor(special)) & tokens["attention_mask"].bool()
+    hit = (torch.rand(ids.shape, generator=g) < p) & ordinary
+    return {**tokens, "input_ids": ids.masked_fill(hit, mask_id)}
 
 
 def mismatched_partners(records: list, seed: int) -> list[int]:
@@ -185,7 +197,14 @@ def train(args: argparse.Namespace) -> int:
             x = augment_images(imaging.from_uint8(images[idx]), g, args.augment)
             texts = [shuffle_sentences(reports[i], text_rng, args.shuffle_sentences) for i in idx.tolist()]
             img_emb = model.encode_image(x)
-            txt_emb = model.encode_text(_tokens(tokenizer, texts, cfg))
+            tokens = mask_tokens(
+                _tokens(tokenizer, texts, cfg),
+                tokenizer.mask_token_id,
+                tokenizer.all_special_ids,
+                args.mask_tokens,
+                g,
+            )
+            txt_emb = model.encode_text(tokens)
             loss = clip_loss(
                 img_emb, txt_emb, model.logit_scale, positives_matrix([keys[i] for i in idx.tolist()])
             )
@@ -250,6 +269,12 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="strength of the image augmentation: random affine and brightness/contrast (0: off, 1: the"
         " documented ranges)",
+    )
+    parser.add_argument(
+        "--mask-tokens",
+        type=float,
+        default=0.0,
+        help="probability that a training report's token is replaced by [MASK] (0: off)",
     )
     parser.add_argument(
         "--shuffle-sentences",
