@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchvision.models import resnet50
 from transformers import BertConfig, BertModel
 
-from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, load_release
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, load_release, sigmoid_loss
 from cxrl.models.text_tokenizer import load_tokenizer, train_wordpiece
 
 WORDS = "no acute cardiopulmonary process heart size normal small left pleural effusion the lungs are clear".split()
@@ -121,3 +121,20 @@ def test_clip_loss_rejects_rows_without_a_positive():
         clip_loss(
             torch.eye(2), torch.eye(2), torch.tensor(0.0), torch.tensor([[True, False], [False, False]])
         )
+
+
+def test_sigmoid_loss_hand_computed():
+    emb = torch.eye(2)  # cosines: 1 on the diagonal, 0 off it
+    scale, bias = torch.tensor(0.0), torch.tensor(-0.5)  # logits: +0.5 diagonal, -0.5 off it
+
+    def softplus(v: float) -> float:
+        return math.log(1 + math.exp(v))
+
+    # identity positives: four pairs each at -log(sigmoid(0.5)) = softplus(-0.5); sum / B
+    assert sigmoid_loss(emb, emb, scale, bias).item() == pytest.approx(4 * softplus(-0.5) / 2, abs=1e-6)
+    # every pair positive: the off-diagonal pairs cost softplus(0.5) instead
+    both = torch.ones(2, 2, dtype=torch.bool)
+    expected = (2 * softplus(-0.5) + 2 * softplus(0.5)) / 2
+    assert sigmoid_loss(emb, emb, scale, bias, both).item() == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="positives must be"):
+        sigmoid_loss(emb, emb, scale, bias, torch.ones(3, 3, dtype=torch.bool))

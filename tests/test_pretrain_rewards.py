@@ -69,7 +69,7 @@ def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
                    "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
                    "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5",
-                   "--mask-tokens", "0.1")  # fmt: skip
+                   "--mask-tokens", "0.1", "--loss", "sigmoid")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
     assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
     assert "--augment 1" in manifest["command"]

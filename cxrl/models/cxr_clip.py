@@ -192,6 +192,31 @@ def clip_loss(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target_t))
 
 
+def sigmoid_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    bias: torch.Tensor,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pairwise sigmoid loss (SigLIP, Zhai et al., 2023) over a batch ``[B,P]`` x ``[B,P]``.
+
+    Every image-report pair of the batch is its own binary problem: ``positives`` ``[B,B]``
+    (bool, default the identity) are pushed above, all other pairs below, the one threshold
+    ``-bias / exp(logit_scale)`` on the cosine. Unlike InfoNCE, which only ranks the reports of
+    each row, this calibrates the cosine across images, the way a global matched-vs-mismatched
+    AUROC reads it. Returns the mean over pairs of the binary cross-entropy, times ``B``
+    (SigLIP's normalisation: a sum over each image's row).
+    """
+    logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t() + bias  # [B,B]
+    if positives is None:
+        positives = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    if positives.shape != logits.shape:
+        raise ValueError(f"positives must be [{logits.shape[0]}]*2, got {list(positives.shape)}")
+    target = positives.to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
+
+
 def release_config(
     ckpt_config: dict, state: dict[str, torch.Tensor], bert_dir: str | None = None
 ) -> ClipConfig:

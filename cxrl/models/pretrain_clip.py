@@ -41,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 from cxrl import imaging
 from cxrl.labels import LABELS, UNCERTAIN
 from cxrl.models import pretrain_rewards as common
-from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, sigmoid_loss
 from cxrl.models.text_tokenizer import train_wordpiece
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,12 @@ def train(args: argparse.Namespace) -> int:
     head = torch.nn.Linear(cfg.proj_dim, len(LABELS)) if args.label_weight > 0 else None
     targets = label_targets(records) if head is not None else None  # [N, L]
     params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    # the sigmoid loss's threshold: training only (the reward reads the cosine); SigLIP's init
+    bias = torch.nn.Parameter(torch.tensor(-10.0)) if args.loss == "sigmoid" else None
+    if bias is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(float(np.log(10.0)))
+        params.append(bias)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     n_batches = len(common.batches(len(records), args.batch, g))
     total = (
@@ -205,9 +211,11 @@ def train(args: argparse.Namespace) -> int:
                 g,
             )
             txt_emb = model.encode_text(tokens)
-            loss = clip_loss(
-                img_emb, txt_emb, model.logit_scale, positives_matrix([keys[i] for i in idx.tolist()])
-            )
+            pos = positives_matrix([keys[i] for i in idx.tolist()])
+            if bias is None:
+                loss = clip_loss(img_emb, txt_emb, model.logit_scale, pos)
+            else:
+                loss = sigmoid_loss(img_emb, txt_emb, model.logit_scale, bias, pos)
             if head is not None:
                 y = targets[idx]
                 bce = torch.nn.functional.binary_cross_entropy_with_logits
@@ -269,6 +277,13 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="strength of the image augmentation: random affine and brightness/contrast (0: off, 1: the"
         " documented ranges)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("infonce", "sigmoid"),
+        default="infonce",
+        help="contrastive loss: CLIP's symmetric InfoNCE, or SigLIP's pairwise sigmoid (calibrates the"
+        " cosine across images)",
     )
     parser.add_argument(
         "--mask-tokens",
