@@ -10,13 +10,17 @@ from cxrl.cli import main
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
 from cxrl.models.pretrain_clip import (
     augment_images,
+    drop_sentences,
+    droppable_sentences,
     label_targets,
     mask_tokens,
     positives_matrix,
+    sentences,
     shuffle_sentences,
 )
 from cxrl.models.pretrain_rewards import split_by_report
 from cxrl.models.reward_assets import sha256_file
+from cxrl.reports.labeler import label_findings
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
 from cxrl.world.dataset import load_records
 
@@ -69,7 +73,8 @@ def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
                    "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
                    "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5",
-                   "--mask-tokens", "0.1", "--loss", "sigmoid")  # fmt: skip
+                   "--mask-tokens", "0.1", "--loss", "sigmoid",
+                   "--drop-sentences", "0.3")  # fmt: skip
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
     assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
     assert "--augment 1" in manifest["command"]
@@ -141,3 +146,21 @@ def test_clip_token_masking_spares_special_tokens_and_padding():
     out = mask_tokens(tokens, 4, [0, 1, 2, 3, 4], 1.0, g)["input_ids"]
     assert out.tolist() == [[2, 4, 4, 4, 4, 3], [2, 4, 3, 0, 0, 0]]
     assert torch.equal(tokens["input_ids"], ids)  # the input is not modified
+
+
+def test_clip_sentence_dropout_keeps_the_findings():
+    text = (
+        "Heart size normal. No pleural effusion. Mild left basilar atelectasis. Clinical correlation advised."
+    )
+    droppable = droppable_sentences(text)
+    # only the sentence that carries no finding may go; the others change the labels or the side
+    assert droppable == [False, False, False, True]
+    rng = np.random.default_rng(0)
+    outs = {drop_sentences(text, droppable, rng, 1.0) for _ in range(5)}
+    assert outs == {"Heart size normal. No pleural effusion. Mild left basilar atelectasis."}
+    for out in outs:
+        assert label_findings(out) == label_findings(text)
+    assert drop_sentences(text, droppable, rng, 0.0) == text
+    assert droppable_sentences("No acute disease.") == [False]
+    # when every sentence may go, one stays
+    assert len(sentences(drop_sentences("Stable. Unchanged.", [True, True], rng, 1.0))) == 1

@@ -21,7 +21,9 @@ effusion" against "effusion"). The head is used for training only and is not sav
 
 ``--augment S`` (random affine and brightness/contrast of the images) and
 ``--shuffle-sentences P`` (sentence order of the reports, CXR-CLIP's text augmentation) and
-``--mask-tokens P`` (report tokens replaced by [MASK]) are training augmentations, off by default. ``--pooling`` picks how the report's token states become
+``--mask-tokens P`` (report tokens replaced by [MASK]) and ``--drop-sentences P`` (sentences left
+out where the report labeler finds the same findings without them) are training augmentations,
+off by default. ``--pooling`` picks how the report's token states become
 one vector: ``eos`` as CXR-CLIP does, or ``mean`` (recorded in the checkpoint's config).
 
 Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
@@ -43,6 +45,7 @@ from cxrl.labels import LABELS, UNCERTAIN
 from cxrl.models import pretrain_rewards as common
 from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, sigmoid_loss
 from cxrl.models.text_tokenizer import train_wordpiece
+from cxrl.reports.labeler import label_findings
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +91,42 @@ def augment_images(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -
     return ((out - mean) * contrast + mean + bright).clamp(0, 1)
 
 
+def sentences(text: str) -> list[str]:
+    """A report's sentences, each ending with a full stop."""
+    parts = [s.strip() for s in text.replace("\n", " ").split(". ") if s.strip()]
+    return [s if s.endswith(".") else s + "." for s in parts]
+
+
 def shuffle_sentences(text: str, rng: np.random.Generator, p: float = 0.5) -> str:
     """With probability ``p``, the report's sentences in a random order (CXR-CLIP's text augmentation)."""
     if p <= 0 or rng.random() >= p:
         return text
-    parts = [s.strip() for s in text.replace("\n", " ").split(". ") if s.strip()]
+    parts = sentences(text)
     if len(parts) < 2:
         return text
-    parts = [s if s.endswith(".") else s + "." for s in parts]
     return " ".join(parts[i] for i in rng.permutation(len(parts)))
+
+
+def droppable_sentences(text: str) -> list[bool]:
+    """For each of :func:`sentences`, whether the report without it has the very same findings
+    (value and side of every label, by the report labeler): the sentences that ``--drop-sentences``
+    may leave out without changing what the report says about the image."""
+    parts = sentences(text)
+    if len(parts) < 2:
+        return [False] * len(parts)
+    full = label_findings(text)
+    return [label_findings(" ".join(parts[:i] + parts[i + 1 :])) == full for i in range(len(parts))]
+
+
+def drop_sentences(text: str, droppable: list[bool], rng: np.random.Generator, p: float) -> str:
+    """Leave out each droppable sentence with probability ``p`` (at least one sentence stays)."""
+    parts = sentences(text)
+    if p <= 0 or len(parts) < 2 or len(droppable) != len(parts):
+        return text
+    keep = [not (d and rng.random() < p) for d in droppable]
+    if not any(keep):
+        keep[int(rng.integers(len(parts)))] = True
+    return " ".join(s for s, k in zip(parts, keep, strict=True) if k)
 
 
 def mask_tokens(
@@ -195,13 +225,17 @@ def train(args: argparse.Namespace) -> int:
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
     text_rng = np.random.default_rng([args.seed, 7])
+    droppable = {t: droppable_sentences(t) for t in set(reports)} if args.drop_sentences > 0 else {}
     step = 0
     for epoch in range(args.epochs):
         model.train()
         losses = []
         for idx in common.batches(len(records), args.batch, g):
             x = augment_images(imaging.from_uint8(images[idx]), g, args.augment)
-            texts = [shuffle_sentences(reports[i], text_rng, args.shuffle_sentences) for i in idx.tolist()]
+            texts = [reports[i] for i in idx.tolist()]
+            if args.drop_sentences > 0:
+                texts = [drop_sentences(t, droppable[t], text_rng, args.drop_sentences) for t in texts]
+            texts = [shuffle_sentences(t, text_rng, args.shuffle_sentences) for t in texts]
             img_emb = model.encode_image(x)
             tokens = mask_tokens(
                 _tokens(tokenizer, texts, cfg),
@@ -228,7 +262,7 @@ def train(args: argparse.Namespace) -> int:
             step += 1
             if step >= total:
                 break
-        log.info("epoch %d step %d infonce %.4f", epoch, step, float(np.mean(losses)))
+        log.info("epoch %d step %d loss %.4f", epoch, step, float(np.mean(losses)))
         if step >= total:
             break
     test_images, test_records = common.load_split(args.data, "test", args.size, args.limit)
@@ -284,6 +318,13 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         default="infonce",
         help="contrastive loss: CLIP's symmetric InfoNCE, or SigLIP's pairwise sigmoid (calibrates the"
         " cosine across images)",
+    )
+    parser.add_argument(
+        "--drop-sentences",
+        type=float,
+        default=0.0,
+        help="probability that a training report's sentence is left out, for sentences whose removal"
+        " leaves the report's findings (labels and sides) unchanged (0: off)",
     )
     parser.add_argument(
         "--mask-tokens",
