@@ -19,12 +19,14 @@ positive 1, uncertain 0.5, negated or unmentioned 0. It asks both encoders to pl
 findings, which InfoNCE on a few thousand reports learns slowly, negation above all ("no
 effusion" against "effusion"). The head is used for training only and is not saved.
 
-``--augment S`` (random affine and brightness/contrast of the images) and
-``--shuffle-sentences P`` (sentence order of the reports, CXR-CLIP's text augmentation) and
-``--mask-tokens P`` (report tokens replaced by [MASK]) and ``--drop-sentences P`` (sentences left
-out where the report labeler finds the same findings without them) are training augmentations,
-off by default. ``--pooling`` picks how the report's token states become
-one vector: ``eos`` as CXR-CLIP does, or ``mean`` (recorded in the checkpoint's config).
+Training augmentations, all off by default: ``--augment S`` (random affine and
+brightness/contrast of the images), ``--shuffle-sentences P`` (sentence order of the reports,
+CXR-CLIP's text augmentation), ``--drop-sentences P`` (sentences left out where the report labeler
+finds the same findings without them) and ``--mask-tokens P`` (report tokens replaced by [MASK]).
+``--pooling`` picks how the report's token states become one vector: ``eos`` as CXR-CLIP does, or
+``mean`` (recorded in the checkpoint's config). ``--loss sigmoid`` swaps InfoNCE for SigLIP's
+pairwise loss. The committed default-world checkpoint used ``--pooling mean --shuffle-sentences
+0.5 --drop-sentences 0.5`` (docs/results/clip-default-world.md has the recipe search).
 
 Quality (test split): AUROC of matched pairs' cosine against pairs whose report carries a
 different label set (one mismatched report per image, drawn deterministically).
