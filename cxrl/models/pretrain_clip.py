@@ -48,6 +48,7 @@ from cxrl.models import pretrain_rewards as common
 from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, sigmoid_loss
 from cxrl.models.text_tokenizer import train_wordpiece
 from cxrl.reports.labeler import label_findings
+from cxrl.world.posture import affine_matrix, warp
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,9 @@ def augment_images(x: torch.Tensor, g: torch.Generator, strength: float = 1.0) -
 
     scale = 1 + strength * u(-0.1, 0.1)
     theta = strength * u(-1, 1) * (5 * np.pi / 180)
-    shift = strength * torch.stack([u(-0.05, 0.05), u(-0.05, 0.05)], dim=1)  # [b,2]
-    c, s = torch.cos(theta) / scale, torch.sin(theta) / scale
-    mat = torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)  # [b,2,2]
-    grid = torch.nn.functional.affine_grid(
-        torch.cat([mat, shift[:, :, None]], 2), list(x.shape), align_corners=False
-    )
-    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    tx, ty = strength * u(-0.05, 0.05), strength * u(-0.05, 0.05)
+    # the posture convention's sampling affine: zoom by ``scale``, rotate by ``theta``, shift by (tx, ty)
+    out = warp(x, affine_matrix(torch.stack([1 / scale, 1 / scale, tx, ty, theta], dim=1)))
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     contrast = (1 + strength * u(-0.15, 0.15)).view(b, 1, 1, 1)
     bright = (strength * u(-0.05, 0.05)).view(b, 1, 1, 1)
