@@ -168,6 +168,16 @@ class CXRClip(nn.Module):
         return (self.encode_image(images) * self.encode_text(tokens)).sum(dim=-1)
 
 
+def _pair_logits(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled cosine logits ``[B,B]`` and the positives mask (default the identity) of a batch."""
+    logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t()  # [B,B]
+    if positives is None:
+        positives = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    return logits, positives
+
+
 def clip_loss(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
@@ -181,9 +191,7 @@ def clip_loss(
     positives' weights normalised to sum to 1 (soft targets, as CXR-CLIP does for its several
     positives per study and MedCLIP for semantically equal pairs). Every row needs a positive.
     """
-    logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t()  # [B,B]
-    if positives is None:
-        positives = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    logits, positives = _pair_logits(image_emb, text_emb, logit_scale, positives)
     weights = positives.to(logits.dtype)  # [B,B]
     if weights.shape != logits.shape or (weights < 0).any() or (weights.sum(dim=1) <= 0).any():
         raise ValueError(f"positives must be non-negative [{logits.shape[0]}]*2 with a positive in every row")
@@ -208,9 +216,8 @@ def sigmoid_loss(
     AUROC reads it. Returns the mean over pairs of the binary cross-entropy, times ``B``
     (SigLIP's normalisation: a sum over each image's row).
     """
-    logits = logit_scale.exp().clamp(max=100.0) * image_emb @ text_emb.t() + bias  # [B,B]
-    if positives is None:
-        positives = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    logits, positives = _pair_logits(image_emb, text_emb, logit_scale, positives)
+    logits = logits + bias
     if positives.shape != logits.shape:
         raise ValueError(f"positives must be [{logits.shape[0]}]*2, got {list(positives.shape)}")
     target = positives.to(logits.dtype)
