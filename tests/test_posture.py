@@ -39,6 +39,13 @@ def test_alignment_loss_is_zero_at_the_true_psi_of_a_posed_image():
     assert alignment_loss(posed, torch.tensor([IDENTITY_PSI]), canonical) > 1e-3
 
 
+def test_alignment_loss_does_not_charge_for_the_band_a_zoom_out_reveals():
+    grey = torch.full((1, 1, 32, 32), 0.6)
+    zoom_out = torch.tensor([[1.2, 1.2, 0.0, 0.0, 0.0]])
+    assert alignment_loss(grey, zoom_out, grey) < 1e-10  # border padding: still all grey
+    assert torch.nn.functional.mse_loss(warp(grey, zoom_out), grey) > 0.01  # black padding would charge it
+
+
 def test_net_starts_at_identity_and_gradients_reach_the_backbone():
     net = PostureNet(PostureConfig(input_size=32))
     x = torch.rand(2, 1, 32, 32)

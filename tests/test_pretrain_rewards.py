@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxrl.cli import main
+from cxrl.imaging import load_image
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
 from cxrl.models.pretrain_clip import (
     augment_images,
@@ -51,6 +52,16 @@ def test_pretrain_posture_writes_a_loadable_checkpoint_with_quality(tiny_world, 
     assert "posture spearman_r_align" in capsys.readouterr().out
     out = load_posture(tmp_path / "posture")(images())
     assert out.psi.shape == (3, 5) and torch.isfinite(out.r_align).all()
+
+
+def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_size(tiny_world, tmp_path, caplog):
+    manifest = run("posture", tiny_world, tmp_path / "posture", "--loss-size", "64")
+    assert manifest["quality"]["loss_size"] == 64 and manifest["config"]["input_size"] == 32
+    assert load_image(tmp_path / "posture" / "canonical.png").shape == (1, 64, 64)
+    bad = ["pretrain", "posture", "--data", str(tiny_world), "--out", str(tmp_path / "bad"),
+           "--size", "32", "--loss-size", "16", "--max-steps", "1", "--threads", "1"]  # fmt: skip
+    assert main(bad) == 2
+    assert "--loss-size 16 is below --size 32" in caplog.text and not (tmp_path / "bad").exists()
 
 
 def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):

@@ -74,8 +74,11 @@ def train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     g = common.seed_everything(args.seed)
     data = Path(args.data)
-    images, records = common.load_split(data, "train", args.size, args.limit)
-    canonical = canonical_image(data, images, args.size, args.seed)  # [1,1,S,S]
+    loss_size = args.loss_size or args.size
+    if loss_size < args.size:
+        raise ValueError(f"--loss-size {loss_size} is below --size {args.size}; use at least the input size")
+    images, records = common.load_split(data, "train", loss_size, args.limit)  # [N,1,L,L] uint8
+    canonical = canonical_image(data, images, loss_size, args.seed)  # [1,1,L,L]
     psi_true = true_psi(records)
     if args.aux_supervised > 0 and psi_true is None:
         raise ValueError("--aux-supervised needs ground-truth posture in the dataset (the default world)")
@@ -94,8 +97,8 @@ def train(args: argparse.Namespace) -> int:
         model.train()
         losses = []
         for idx in common.batches(images.shape[0], args.batch, g):
-            x = imaging.from_uint8(images[idx])  # [b,1,S,S]
-            psi = model(x)  # [b,5]
+            x = imaging.from_uint8(images[idx])  # [b,1,L,L]
+            psi = model(imaging.resize(x, args.size))  # [b,5] from the net's [b,1,S,S] view
             loss = alignment_loss(x, psi, canonical)
             if args.aux_supervised > 0:
                 loss = loss + args.aux_supervised * (psi - psi_true[idx]).pow(2).mean()
@@ -116,6 +119,7 @@ def train(args: argparse.Namespace) -> int:
     if test_truth is not None:
         figures.update(quality(predict(model, test_images), test_truth))
     figures["aux_supervised"] = args.aux_supervised
+    figures["loss_size"] = loss_size
     for key, value in figures.items():
         print(f"posture {key}: {value:.4f}" if isinstance(value, float) else f"posture {key}: {value}")
     out = Path(args.out)
@@ -133,5 +137,12 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.0,
         help="weight of an auxiliary L2 to ground-truth psi (synthetic world only; 0 = paper's way)",
+    )
+    parser.add_argument(
+        "--loss-size",
+        type=int,
+        default=None,
+        help="resolution in pixels at which the warped image is compared with the canonical one "
+        "(default: --size); finer than the net's input sharpens the edges the alignment follows",
     )
     parser.set_defaults(func=train)

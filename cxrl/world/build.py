@@ -5,7 +5,11 @@ Layout of a world directory::
     images/<id>.png     8-bit greyscale radiographs, size x size
     metadata.csv        one row per image (columns: ``METADATA_COLUMNS``)
     sampling.json       how reports were split and sampled (cxrl.world.sampling) and label counts
-    canonical.png       the canonical CXR: mean of 500 random training images (CXRL paper, Sec. 2.3)
+    canonical.png       the canonical CXR (CXRL paper, Sec. 2.3): mean of 500 random training
+                        images, each as rendered in the canonical frame (before posing and the
+                        detector). The mean of the posed images would sit off the frame that
+                        the recorded psi refers to (a vertical scale bias of about +0.025), so
+                        posture learnt by aligning to it could not match the world's psi.
 
 Every random choice comes from ``numpy.random.default_rng([seed, ...])`` streams keyed
 by what they decide (split, plan, image index), so the same seed gives the same bytes
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cxrl.imaging import load_image, save_image
+from cxrl.imaging import save_image
 from cxrl.labels import LABELS, UNCERTAIN, column_name
 from cxrl.reports.labeler import label_findings
 from cxrl.world.corpus import load_iu_reports
@@ -102,8 +106,10 @@ def plan_draws(
     return rng, mask_index, psi, draws
 
 
-def render_job(job: Job, seed: int, images_dir: Path) -> dict[str, str]:
-    """Render one image, write its PNG, return its metadata row."""
+def render_job(
+    job: Job, seed: int, images_dir: Path, keep_canonical: bool = False
+) -> tuple[dict[str, str], np.ndarray | None]:
+    """Render one image, write its PNG; return its metadata row and, if asked, its unposed render."""
     renderer = _RENDERER
     if renderer is None:
         raise RuntimeError("render_job called before _init_worker set up this process's renderer")
@@ -127,10 +133,10 @@ def render_job(job: Job, seed: int, images_dir: Path) -> dict[str, str]:
     row["mask"] = renderer.masks.names[mask_index]
     row["rendered"] = "|".join(f"{d.label}:{d.side:+d}:{d.strength:g}" for d in draws)
     row["devices"] = "|".join(out.devices)
-    return row
+    return row, (out.canonical if keep_canonical else None)
 
 
-def _render_one(args: tuple[Job, int, Path]) -> dict[str, str]:
+def _render_one(args: tuple[Job, int, Path, bool]) -> tuple[dict[str, str], np.ndarray | None]:
     return render_job(*args)
 
 
@@ -179,15 +185,19 @@ def label_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, dict[str, in
     return out
 
 
-def canonical_image(out: Path, rows: list[dict[str, str]], seed: int, n: int = CANONICAL_N) -> torch.Tensor:
-    """Mean of ``n`` random training images -> float ``[1, H, W]``."""
-    train = [r for r in rows if r["split"] == "train"] or rows
+def canonical_pick(jobs: list[Job], seed: int, n: int = CANONICAL_N) -> set[int]:
+    """Indices (``Job.index``) of the ``n`` random training images whose mean is the canonical CXR."""
+    train = [j for j in jobs if j.split == "train"] or jobs
     pick = np.random.default_rng([seed, 4]).choice(len(train), size=min(n, len(train)), replace=False)
-    acc = None
-    for i in sorted(pick.tolist()):
-        img = load_image(out / train[i]["image"]).double()
-        acc = img if acc is None else acc + img
-    return (acc / len(pick)).float().clamp(0, 1)
+    return {train[i].index for i in pick.tolist()}
+
+
+def mean_image(images: list[np.ndarray]) -> torch.Tensor:
+    """Mean of float ``[H, W]`` images (float64 sum) -> float ``[1, H, W]`` in [0, 1]."""
+    acc = np.zeros_like(images[0], dtype=np.float64)
+    for img in images:
+        acc += img
+    return torch.from_numpy(acc / len(images)).float()[None].clamp(0, 1)
 
 
 def build_world(out: Path, cfg: WorldConfig, force: bool = False, progress: bool = True) -> dict:
@@ -206,25 +216,32 @@ def build_world(out: Path, cfg: WorldConfig, force: bool = False, progress: bool
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
     t1 = time.time()
-    args = [(job, cfg.seed, tmp / "images") for job in jobs]
+    pick = canonical_pick(jobs, cfg.seed)
+    args = [(job, cfg.seed, tmp / "images", job.index in pick) for job in jobs]
+    unposed: list[np.ndarray] = []
     bar = tqdm(total=len(jobs), desc="rendering", unit="img", disable=not progress)
     if cfg.workers > 1:
         ctx = mp.get_context("fork")
         with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(renderer,)) as pool:
             rows = []
-            for row in pool.imap(_render_one, args, chunksize=16):
+            for row, canon in pool.imap(_render_one, args, chunksize=16):
                 rows.append(row)
+                if canon is not None:
+                    unposed.append(canon)
                 bar.update()
     else:
         _init_worker(renderer)
         rows = []
         for a in args:
-            rows.append(_render_one(a))
+            row, canon = _render_one(a)
+            rows.append(row)
+            if canon is not None:
+                unposed.append(canon)
             bar.update()
     bar.close()
     t2 = time.time()
     write_metadata(tmp / "metadata.csv", rows)
-    save_image(canonical_image(tmp, rows, cfg.seed), tmp / "canonical.png")
+    save_image(mean_image(unposed), tmp / "canonical.png")
     sampling["label_counts"] = label_counts(rows)
     sampling["masks"] = {"usable": renderer.n_masks, "rejected": renderer.masks.rejected}
     with open(tmp / "sampling.json", "w") as fh:
