@@ -54,7 +54,9 @@ def test_pretrain_posture_writes_a_loadable_checkpoint_with_quality(tiny_world, 
     assert out.psi.shape == (3, 5) and torch.isfinite(out.r_align).all()
 
 
-def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_size(tiny_world, tmp_path, caplog):
+def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_size(
+    tiny_world, tmp_path, caplog
+):
     manifest = run("posture", tiny_world, tmp_path / "posture", "--loss-size", "64")
     assert manifest["quality"]["loss_size"] == 64 and manifest["config"]["input_size"] == 32
     assert load_image(tmp_path / "posture" / "canonical.png").shape == (1, 64, 64)
