@@ -4,13 +4,15 @@ The net predicts psi; the training image warped by psi's affine is compared with
 canonical CXR (the mean of 500 random training CXRs, or the dataset's ``canonical.png``)
 by mean squared error. No posture labels are needed, so this runs on MIMIC-CXR-JPG too.
 
+``--loss-size L`` compares at L px while the net sees ``--size`` px: sharper edges to align on,
+at little cost (the warp is cheap next to the ResNet).
+
 Optional, off by default: ``--aux-supervised W`` adds ``W * mean((psi - psi_true)^2)`` on
-datasets that record the ground-truth posture (the default world). It is a documented
-auxiliary term for the synthetic world only; real data always trains by alignment alone.
-The committed default-world checkpoint used ``--aux-supervised 10`` (recorded in its
-manifest). Within this project's CPU budget alignment alone was only tried on a
-2,500-image development render (test Spearman 0.44 after 2 epochs, not run to the end), and
-weight 1 reached 0.62 after 4 epochs on the world, short of the required 0.8.
+datasets that record the ground-truth posture (the default world). It is a diagnostic for the
+synthetic world only; real data always trains by alignment alone, and so does the committed
+default-world checkpoint (its manifest records the command).
+``python -m cxrl.eval.posture_ceiling`` gives the best Spearman any net trained on this loss
+can reach on a dataset with ground truth (docs/results/posture-default-world.md).
 
 Quality (test split, when ground truth exists): Spearman correlation between r_align of the
 predicted and of the true psi, and mean absolute error per psi parameter.
