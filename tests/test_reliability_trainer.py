@@ -54,7 +54,9 @@ SAMPLING = {"num_steps": 3, "images_per_epoch": 8, "images_per_prompt": 2, "batc
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 
-def _config(out: Path, redis_url: str | None, epochs: int, run_name: str = "run") -> TrainConfig:
+def _config(
+    out: Path, redis_url: str | None, epochs: int, run_name: str = "run", anchor_ahead: bool = False
+) -> TrainConfig:
     return TrainConfig(
         run_name=run_name,
         out_dir=str(out),
@@ -69,6 +71,8 @@ def _config(out: Path, redis_url: str | None, epochs: int, run_name: str = "run"
         progress=False,
         redis={"url": redis_url, "prefix": "rel", "retry_s": 0.0},
         eval={"prompts": 2, "grid_prompts": 0, "bootstrap": 0},
+        # off unless a test asks: the outage tests time Redis stops by counting the loop's reward calls
+        anchor_ahead=anchor_ahead,
     )
 
 

@@ -97,6 +97,12 @@ class TrainConfig(ConfigModel):
         4, ge=1, description="noise seeds per report; images draw from this fixed bank so anchors repeat"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
+    anchor_ahead: bool = Field(
+        True,
+        description="sample the frozen anchor for coming epochs and for the evaluation on a background "
+        "thread with its own copy of the generator (trainer.anchor_ahead); same results, less wall time "
+        "when a core or the GPU has room; costs one more copy of the generator's weights",
+    )
     progress: bool = Field(True, description="tqdm progress bars (off when stderr is not a terminal)")
     rewards: RewardClientSettings = Field(default_factory=RewardClientSettings, description="reward backend")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, RewardBackend
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.sampler import sample
+from trainer.anchor_ahead import FrozenAnchor
 from trainer.report import EvalGrid
 from trainer.retry import call_with_retries
 from trainer.scoring import direct_total
@@ -69,6 +71,7 @@ class Evaluator:
         retries: int = 0,
         backoff_s: float = 1.0,
         samples_per_report: int = 1,
+        frozen_anchor: FrozenAnchor | None = None,
     ):
         if len(reports) < 2:
             raise ValueError(f"need at least 2 held-out reports, got {len(reports)}")
@@ -85,9 +88,14 @@ class Evaluator:
         self.retries, self.backoff_s = retries, backoff_s
         self._anchor: Scored | None = None
         self._anchor_grid: torch.Tensor | None = None
+        # a private anchor copy lets another thread compute the anchor side during training
+        self.frozen_anchor = frozen_anchor
+        self._anchor_lock = threading.Lock()
 
     def _sample(self, reports: list[str], seeds: list[int], anchor: bool) -> torch.Tensor:
         s, out = self.sampling, []
+        if anchor and self.frozen_anchor is not None:
+            return self.frozen_anchor.sample(reports, seeds, s)  # [N, 1, H, W]
         for i in range(0, len(reports), s.batch_size):
             embeds = self.policy.encode_prompts(reports[i : i + s.batch_size])  # [b, M, d]
             if anchor:
@@ -116,9 +124,11 @@ class Evaluator:
         return Scored(images, self._score(images, self.items))
 
     def anchor(self) -> Scored:
-        if self._anchor is None:
-            self._anchor = self._scored(anchor=True)
-        return self._anchor
+        """The anchor's side, computed once (a second caller waits for the first)."""
+        with self._anchor_lock:
+            if self._anchor is None:
+                self._anchor = self._scored(anchor=True)
+            return self._anchor
 
     def grid(self, epoch: int) -> EvalGrid:
         """Policy vs anchor images of the first ``grid_prompts`` held-out reports (same noise)."""

@@ -34,6 +34,7 @@ from cxrl.rewards.types import RewardBackend
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddpo import make_policy
+from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
 from trainer.evaluate import Evaluator
@@ -172,15 +173,17 @@ def run_training(
         rl, policy, backend, train, run_dir, run_id, cfg.seed_bank, cache, store,
         r.max_in_flight, retries, r.backoff_s, progress,
     )  # fmt: skip
+    frozen = FrozenAnchor(policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
         policy, backend, held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed, cfg.eval.grid_prompts,
-        retries, r.backoff_s, cfg.eval.samples_per_report,
+        retries, r.backoff_s, cfg.eval.samples_per_report, frozen,
     )  # fmt: skip
+    ahead = AnchorAhead(loop, frozen, evaluator) if frozen is not None else None
     if store:
         store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
     try:
         with logging_redirect_tqdm():
-            result = _train_and_evaluate(cfg, rl, loop, evaluator, run_dir, run_id)
+            result = _train_and_evaluate(cfg, rl, loop, evaluator, run_dir, run_id, ahead)
     except KeyboardInterrupt:
         if store:
             store.set_status(run_id, "interrupted")
@@ -190,6 +193,8 @@ def run_training(
             store.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        if ahead is not None:
+            ahead.stop()
         loop.close()
     if store:
         store.set_status(run_id, "finished")
@@ -197,7 +202,13 @@ def run_training(
 
 
 def _train_and_evaluate(
-    cfg: TrainConfig, rl: CXRLConfig, loop: TrainLoop, evaluator: Evaluator, run_dir: Path, run_id: str
+    cfg: TrainConfig,
+    rl: CXRLConfig,
+    loop: TrainLoop,
+    evaluator: Evaluator,
+    run_dir: Path,
+    run_id: str,
+    ahead: AnchorAhead | None = None,
 ) -> RunResult:
     ckpt.remove_partial(run_dir / "checkpoints")
     loop.ddpo.resume()
@@ -224,6 +235,8 @@ def _train_and_evaluate(
             snapshot(done)
 
     t0 = time.perf_counter()
+    if ahead is not None:
+        ahead.start()
     loop.run(on_epoch)
     train_s = time.perf_counter() - t0
     snapshot(loop.epoch)
@@ -231,6 +244,8 @@ def _train_and_evaluate(
     evaluation = evaluator.evaluate(bootstrap=cfg.eval.bootstrap, seed=cfg.eval.seed)
     evaluation["eval_seconds"] = time.perf_counter() - t0
     evaluation["train_seconds"] = train_s
+    if ahead is not None:
+        evaluation["anchor_ahead_sampled"] = ahead.sampled
     evaluation["epochs"] = loop.epoch
     evaluation["eval_settings"] = eval_settings
     atomic_write_bytes(run_dir / "eval.json", json.dumps(evaluation, indent=1).encode())

@@ -1,0 +1,122 @@
+"""trainer.anchor_ahead: the frozen anchor sampled ahead on a thread gives the same run, with cache hits."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+import torch
+from test_trainer_loop import PROMPTS, make_loop, rl_config
+
+from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.rewards.backend import InProcessRewards
+from cxrl.rewards.factory import random_scorers
+from cxrl.rl.sampler import sample
+from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
+from trainer.anchor_cache import AnchorCache
+from trainer.evaluate import Evaluator
+from trainer.redis_local import LocalRedis
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
+
+COMPARED = ("policy/total", "policy/r_align", "policy/consistency", "anchor/total", "anchor/r_align",
+            "anchor/consistency", "approx_kl", "loss")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def redis_client():
+    with LocalRedis() as url:
+        client = redis.Redis.from_url(url)
+        yield client
+        client.close()
+
+
+def test_frozen_anchor_samples_the_base_model_even_while_the_policy_has_trained():
+    policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
+    cfg = rl_config(**{"sampling.num_steps": 2})
+    seeds = [11, 12, 13]
+    with policy.anchor():
+        expected = sample(policy, policy.encode_prompts(PROMPTS[:3]), seeds, 2, cfg.sampling.guidance_scale,
+                          cfg.sampling.eta).images  # fmt: skip
+    frozen = FrozenAnchor(policy)
+    with torch.no_grad():  # training moves LoRA and ACE; the anchor must not see it
+        for p in policy.trainable_parameters():
+            p.add_(0.5)
+    assert torch.equal(frozen.sample(PROMPTS[:3], seeds, cfg.sampling), expected)
+    assert not frozen.policy.is_anchor  # the copy enters anchor mode only while sampling
+    assert frozen.policy.unet is not policy.unet  # its own copy: the loop's module is never switched
+
+
+def _run(
+    tmp_path, redis_client, prefix: str, ahead_mode: str | None
+) -> tuple[list[dict], AnchorAhead | None]:
+    cfg = rl_config(epochs=3)
+    cache = AnchorCache(redis_client, "tiny-ahead", prefix=prefix)
+    loop = make_loop(tmp_path / prefix, cfg, cache=cache, seed_bank=4)
+    ahead = None
+    if ahead_mode == "sync":  # every later epoch's anchors cached before the loop starts
+        ahead = AnchorAhead(loop, FrozenAnchor(loop.policy))
+        assert [ahead.prefetch(e) for e in (1, 2)] == [8, ahead.sampled - 8]
+    elif ahead_mode == "thread":
+        ahead = AnchorAhead(loop, FrozenAnchor(loop.policy)).start()
+    history = loop.run()
+    if ahead is not None:
+        ahead.stop()
+    loop.close()
+    return history, ahead
+
+
+@pytest.mark.service
+def test_anchors_sampled_ahead_leave_the_run_unchanged_and_hit_the_cache(tmp_path, redis_client):
+    plain, _ = _run(tmp_path, redis_client, "plain", None)
+    synced, ahead = _run(tmp_path, redis_client, "sync", "sync")
+    threaded, ahead_t = _run(tmp_path, redis_client, "thread", "thread")
+    assert ahead.sampled > 0 and ahead.error is None and ahead_t.error is None
+    for other in (synced, threaded):
+        for a, b in zip(plain, other, strict=True):
+            for key in COMPARED:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    # with everything prefetched, epochs 2 and 3 find every anchor in the cache
+    assert [m["cache_hit_rate"] for m in synced][1:] == [1.0, 1.0]
+    assert plain[0]["cache_hit_rate"] == 0.0  # (synced epoch 1 may meet pairs of later epochs)
+
+
+def test_evaluation_anchor_from_the_thread_equals_the_one_computed_in_line():
+    cfg = rl_config(**{"sampling.num_steps": 2})
+    policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
+    p, d, c = random_scorers(0)
+    backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights, rlcf=False)
+    inline = Evaluator(policy, backend, PROMPTS, cfg.sampling, cfg.rewards.weights, seed=7)
+    frozen = FrozenAnchor(policy)
+    ahead_eval = Evaluator(policy, backend, PROMPTS, cfg.sampling, cfg.rewards.weights, seed=7,
+                           frozen_anchor=frozen)  # fmt: skip
+    ahead = AnchorAhead(_NoLoop(cfg), frozen, ahead_eval).start()
+    ahead.join(timeout=120)
+    assert ahead.error is None and ahead_eval._anchor is not None  # computed on the thread
+    assert torch.equal(ahead_eval.anchor().images, inline.anchor().images)
+    assert torch.allclose(ahead_eval.anchor().components.consistency, inline.anchor().components.consistency)
+
+
+class _NoLoop:
+    """A loop stand-in with nothing left to prefetch (no cache): the thread goes to the evaluation."""
+
+    def __init__(self, cfg):
+        self.cfg, self.cache, self.needs_anchor, self.epoch = cfg, None, True, 0
+
+
+def test_a_failing_thread_is_logged_and_the_loop_samples_its_own_anchors(tmp_path, redis_client, caplog):
+    cfg = rl_config()
+    loop = make_loop(tmp_path, cfg, cache=AnchorCache(redis_client, "tiny-fail", prefix="fail"))
+
+    class Broken(FrozenAnchor):
+        def sample(self, reports, seeds, sampling):
+            raise RuntimeError("out of memory")
+
+    ahead = AnchorAhead(loop, Broken(loop.policy))
+    with caplog.at_level(logging.WARNING, logger="trainer.anchor_ahead"):
+        ahead.start().join(timeout=60)
+    assert isinstance(ahead.error, RuntimeError) and "out of memory" in caplog.text
+    history = loop.run()
+    loop.close()
+    assert len(history) == 2 and all(m["anchor/total"] == m["anchor/total"] for m in history)  # not NaN
