@@ -22,6 +22,10 @@ Reported, from the loop's own phase timings (``trainer.loop.PHASES``):
   load on a shared machine does not inflate; and, within the cold epochs alone, the share of the
   wall time outside the anchor phase (what a warm cache could at best leave).
 
+Then, ``--repeats`` times, the same ``AHEAD_EPOCHS`` epochs from an empty cache with the anchor
+sampled in line and sampled ahead on a background thread (:mod:`trainer.anchor_ahead`):
+ahead/in line = the ratio of their wall times (medians).
+
 Writes ``bench_trainer.json`` to ``--out``.
 """
 
@@ -51,6 +55,7 @@ EPOCH = {
 }
 SEED_BANK = 2  # as `cxrl demo`: with 2 images per report the warm epoch finds every anchor cached
 COMPUTE = ("sample", "anchor", "train", "checkpoint")  # the work the trainer does itself
+AHEAD_EPOCHS = 4  # anchor ahead vs in line: epochs 1.. can find their anchors sampled ahead
 
 
 def overlap(phases: dict[str, float], wall_s: float) -> dict[str, float]:
@@ -93,6 +98,18 @@ def summarise_runs(runs: list[dict]) -> dict:
     return out
 
 
+def summarise_ahead(runs: list[dict]) -> dict:
+    """Medians of the in-line and ahead runs (same epochs, empty cache each) and their wall-time ratio."""
+    out: dict = {}
+    for kind in ("inline", "ahead"):
+        rows = [r for r in runs if r["kind"] == kind]
+        if not rows:
+            raise ValueError(f"no {kind} anchor run; run at least one of each")
+        out[kind] = {k: statistics.median(r[k] for r in rows) for k in ("wall_s", "anchor_s")}
+    out["ahead_over_inline"] = out["ahead"]["wall_s"] / out["inline"]["wall_s"]
+    return out
+
+
 # -- worker: one backend, in its own process ---------------------------------------------------------
 def build_backend(url: str, models: str, weights: dict[str, float]):
     if url == "inprocess":
@@ -114,6 +131,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from cxrl.log import setup_logging
     from cxrl.rl.config import load_preset
     from cxrl.rl.ddpo import make_policy
+    from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
     from trainer.anchor_cache import AnchorCache
     from trainer.loop import PHASES, TrainLoop
     from trainer.redis_local import LocalRedis
@@ -133,7 +151,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
         backend.info(),
     )
     setup_s = time.perf_counter() - t0
-    runs = []
+    runs, ahead_runs = [], []
     with LocalRedis() as redis_url, tempfile.TemporaryDirectory(prefix="cxrl-bench-trainer-") as tmp:
         client = redis.Redis.from_url(redis_url)
 
@@ -166,6 +184,29 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                     f"{row['cache_hit_rate']:.0%}, overlap efficiency {row['overlap_efficiency']:.3f}",
                     flush=True,
                 )
+        # anchor ahead (trainer.anchor_ahead) vs in line: AHEAD_EPOCHS epochs from an empty cache each
+        ahead_cfg = load_preset("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
+        for r in range(repeats):
+            for kind in ("inline", "ahead"):
+                cache = AnchorCache(client, version, prefix=f"bench-ahead-{kind}-{r}")
+                loop = TrainLoop(
+                    ahead_cfg, policy, backend, REPORTS, Path(tmp) / f"{kind}-{r}", kind,
+                    seed_bank=SEED_BANK, cache=cache, progress=False,
+                )  # fmt: skip
+                thread = AnchorAhead(loop, FrozenAnchor(policy)).start() if kind == "ahead" else None
+                try:
+                    start = time.perf_counter()
+                    history = [loop.run_epoch() for _ in range(AHEAD_EPOCHS)]
+                    wall = time.perf_counter() - start
+                finally:
+                    if thread is not None:
+                        thread.stop()
+                    loop.close()
+                anchor_s = sum(m["time/anchor"] for m in history)
+                ahead_runs.append({"kind": kind, "wall_s": wall, "anchor_s": anchor_s})
+                print(
+                    f"  [{url}] anchor {kind}: {AHEAD_EPOCHS} epochs {wall:.2f} s (anchor phase {anchor_s:.2f} s)"
+                )
         client.close()
     close = getattr(backend, "close", None)
     if close:
@@ -174,6 +215,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
         "backend": "inprocess" if url == "inprocess" else "grpc",
         "setup_s": setup_s,
         "runs": runs,
+        "ahead_runs": ahead_runs,
         "trainer_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -189,6 +231,7 @@ def run_worker(url: str, models: str, repeats: int, threads: int, tmp: Path) -> 
         raise RuntimeError(f"trainer benchmark worker for {url} failed with exit code {code}")
     result = json.loads(path.read_text())
     result.update(summarise_runs(result["runs"]))
+    result["anchor_ahead"] = summarise_ahead(result["ahead_runs"])
     return result
 
 
@@ -254,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for phase, secs in cold["phases_s"].items():
             print(f"    {phase:<11} cold {secs:7.2f} s   warm {warm['phases_s'][phase]:7.2f} s")
+        a = res["anchor_ahead"]
+        print(
+            f"{name}: {AHEAD_EPOCHS} epochs, anchor in line {a['inline']['wall_s']:.2f} s, sampled ahead "
+            f"{a['ahead']['wall_s']:.2f} s -> ahead/in line {a['ahead_over_inline']:.3f}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / "bench_trainer.json.tmp"
     tmp.write_text(json.dumps(report, indent=1))

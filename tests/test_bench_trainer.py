@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.bench_trainer import overlap, summarise_runs
+from bench.bench_trainer import overlap, summarise_ahead, summarise_runs
 
 PHASES = {"sample": 4.0, "anchor": 3.0, "score": 2.0, "score_wait": 0.5, "train": 2.5, "checkpoint": 0.5}
 
@@ -43,3 +43,16 @@ def test_summarise_runs_takes_medians_and_the_warm_cold_ratio():
     assert s["warm"]["overlap_efficiency"] == pytest.approx(8.5 / 7.0)  # median of 8/7 and 9/7
     with pytest.raises(ValueError, match="no warm-cache epoch"):
         summarise_runs([r for r in runs if r["cache"] == "cold"])
+
+
+def test_summarise_ahead_takes_medians_and_the_ahead_in_line_ratio():
+    runs = [{"kind": "inline", "wall_s": 20.0, "anchor_s": 5.0}, {"kind": "ahead", "wall_s": 16.0, "anchor_s": 1.0},
+            {"kind": "inline", "wall_s": 22.0, "anchor_s": 6.0}, {"kind": "ahead", "wall_s": 15.0, "anchor_s": 0.5}]  # fmt: skip
+    s = summarise_ahead(runs)
+    assert s["inline"] == {"wall_s": 21.0, "anchor_s": 5.5} and s["ahead"] == {
+        "wall_s": 15.5,
+        "anchor_s": 0.75,
+    }
+    assert s["ahead_over_inline"] == pytest.approx(15.5 / 21.0)
+    with pytest.raises(ValueError, match="no ahead anchor run"):
+        summarise_ahead(runs[::2])
