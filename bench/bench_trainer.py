@@ -23,8 +23,9 @@ Reported, from the loop's own phase timings (``trainer.loop.PHASES``):
   wall time outside the anchor phase (what a warm cache could at best leave).
 
 Then, ``--repeats`` times, the same ``AHEAD_EPOCHS`` epochs from an empty cache with the anchor
-sampled in line and sampled ahead on a background thread (:mod:`trainer.anchor_ahead`):
-ahead/in line = the ratio of their wall times (medians).
+sampled in line and sampled ahead on a background thread (:mod:`trainer.anchor_ahead`), with a
+seed bank wide enough that every epoch needs new anchors: ahead/in line = the ratio of their
+wall times (medians).
 
 Writes ``bench_trainer.json`` to ``--out``.
 """
@@ -56,6 +57,7 @@ EPOCH = {
 SEED_BANK = 2  # as `cxrl demo`: with 2 images per report the warm epoch finds every anchor cached
 COMPUTE = ("sample", "anchor", "train", "checkpoint")  # the work the trainer does itself
 AHEAD_EPOCHS = 4  # anchor ahead vs in line: epochs 1.. can find their anchors sampled ahead
+AHEAD_SEED_BANK = 1000  # a wide bank: every epoch needs new anchors, as early in a long run
 
 
 def overlap(phases: dict[str, float], wall_s: float) -> dict[str, float]:
@@ -184,14 +186,15 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                     f"{row['cache_hit_rate']:.0%}, overlap efficiency {row['overlap_efficiency']:.3f}",
                     flush=True,
                 )
-        # anchor ahead (trainer.anchor_ahead) vs in line: AHEAD_EPOCHS epochs from an empty cache each
+        # anchor ahead (trainer.anchor_ahead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
+        # new anchors every epoch
         ahead_cfg = load_preset("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
         for r in range(repeats):
             for kind in ("inline", "ahead"):
                 cache = AnchorCache(client, version, prefix=f"bench-ahead-{kind}-{r}")
                 loop = TrainLoop(
                     ahead_cfg, policy, backend, REPORTS, Path(tmp) / f"{kind}-{r}", kind,
-                    seed_bank=SEED_BANK, cache=cache, progress=False,
+                    seed_bank=AHEAD_SEED_BANK, cache=cache, progress=False,
                 )  # fmt: skip
                 thread = AnchorAhead(loop, FrozenAnchor(policy)).start() if kind == "ahead" else None
                 try:
