@@ -1,8 +1,8 @@
 """How far alignment alone can take the posture reward on a dataset with ground-truth posture.
 
 The posture net is trained to minimise the L2 between the image warped by its psi and the
-canonical CXR. No network trained on that loss can do better than the psi that minimises the
-loss for each image separately. This module fits that psi directly (Adam on the five numbers,
+canonical CXR, so it aims at the psi that minimises that loss for each image: the best to
+expect from any network trained on it. This module fits that psi directly (Adam on the five numbers,
 all images at once, starting from the identity) and scores it like the trained net:
 Spearman(r_align(fitted psi), r_align(true psi)), mean absolute error, and the signed bias
 of each parameter (a bias means the loss minimum sits off the frame psi refers to).

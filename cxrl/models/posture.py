@@ -82,8 +82,9 @@ def alignment_loss(images: torch.Tensor, psi: torch.Tensor, canonical: torch.Ten
 
     Pixels whose source lies outside the picture take the nearest edge pixel ("border"), not
     black: with black, every zoom-out (s > 1) or shift is charged for the empty band it
-    reveals, which pulls the minimum towards s < 1 (on the default world the per-image
-    optimum of sy was biased by -0.079 with black padding, -0.002 with border padding).
+    reveals, which pulls the minimum towards s < 1 (on the v1 default world the per-image
+    optimum of sy was biased by -0.079 with black padding, -0.002 with border padding;
+    docs/results/posture-default-world.md).
     """
     warped = warp(images, psi, padding="border")  # [B,1,H,W]
     return F.mse_loss(warped, canonical.expand_as(warped))
