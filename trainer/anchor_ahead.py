@@ -28,7 +28,7 @@ import torch
 
 from cxrl.models.generator import Policy
 from cxrl.rl.config import SamplingSettings
-from cxrl.rl.sampler import sample
+from cxrl.rl.sampler import sample_images
 from trainer.anchor_cache import AnchorCache
 from trainer.retry import call_with_retries
 
@@ -52,16 +52,8 @@ class FrozenAnchor:
         self, reports: Sequence[str], seeds: Sequence[int], sampling: SamplingSettings
     ) -> torch.Tensor:
         """Anchor images ``[N, 1, H, W]`` for ``reports`` with their noise ``seeds``, in batches."""
-        out = []
-        with self._lock, self.policy.anchor():
-            for i in range(0, len(reports), sampling.batch_size):
-                embeds = self.policy.encode_prompts(list(reports[i : i + sampling.batch_size]))
-                seeds_i = list(seeds[i : i + sampling.batch_size])
-                traj = sample(
-                    self.policy, embeds, seeds_i, sampling.num_steps, sampling.guidance_scale, sampling.eta
-                )
-                out.append(traj.images)
-        return torch.cat(out)
+        with self._lock:
+            return sample_images(self.policy, reports, seeds, sampling, anchor=True)
 
 
 class AnchorAhead:

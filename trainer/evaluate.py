@@ -34,7 +34,7 @@ from cxrl.eval.bootstrap import mean_ci
 from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, RewardBackend
 from cxrl.rl.config import SamplingSettings
-from cxrl.rl.sampler import sample
+from cxrl.rl.sampler import sample_images
 from trainer.anchor_ahead import FrozenAnchor
 from trainer.report import EvalGrid
 from trainer.retry import call_with_retries
@@ -93,22 +93,9 @@ class Evaluator:
         self._anchor_lock = threading.Lock()
 
     def _sample(self, reports: list[str], seeds: list[int], anchor: bool) -> torch.Tensor:
-        s, out = self.sampling, []
         if anchor and self.frozen_anchor is not None:
-            return self.frozen_anchor.sample(reports, seeds, s)  # [N, 1, H, W]
-        for i in range(0, len(reports), s.batch_size):
-            embeds = self.policy.encode_prompts(reports[i : i + s.batch_size])  # [b, M, d]
-            if anchor:
-                with self.policy.anchor():
-                    traj = sample(
-                        self.policy, embeds, seeds[i : i + s.batch_size], s.num_steps, s.guidance_scale, s.eta
-                    )
-            else:
-                traj = sample(
-                    self.policy, embeds, seeds[i : i + s.batch_size], s.num_steps, s.guidance_scale, s.eta
-                )
-            out.append(traj.images)
-        return torch.cat(out)  # [N, 1, H, W]
+            return self.frozen_anchor.sample(reports, seeds, self.sampling)  # [N, 1, H, W]
+        return sample_images(self.policy, reports, seeds, self.sampling, anchor=anchor)
 
     def _score(self, images: torch.Tensor, reports: list[str]) -> Components:
         res, _ = call_with_retries(

@@ -11,14 +11,19 @@ comparative reward, and with it the policy gradient, would almost cancel.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from cxrl.imaging import from_diffusion
 from cxrl.models.generator import Policy
 from cxrl.rl.ddim import ddim_step_logprob
+
+if TYPE_CHECKING:
+    from cxrl.rl.config import SamplingSettings
 
 
 @dataclass
@@ -125,3 +130,22 @@ def concat(trajectories: Sequence[Trajectory]) -> Trajectory:
         prompt_embeds=torch.cat([t.prompt_embeds for t in trajectories]),
         seeds=[s for t in trajectories for s in t.seeds],
     )
+
+
+def sample_images(
+    policy: Policy,
+    reports: Sequence[str],
+    seeds: Sequence[int],
+    sampling: SamplingSettings,
+    anchor: bool = False,
+) -> torch.Tensor:
+    """Images ``[N, 1, H, W]`` of ``reports`` with their noise ``seeds``, ``sampling.batch_size`` at a
+    time, in the policy's mode or (``anchor``) as the frozen anchor."""
+    out = []
+    with policy.anchor() if anchor else contextlib.nullcontext():
+        for i in range(0, len(reports), sampling.batch_size):
+            embeds = policy.encode_prompts(list(reports[i : i + sampling.batch_size]))  # [b, M, d]
+            seeds_i = list(seeds[i : i + sampling.batch_size])
+            traj = sample(policy, embeds, seeds_i, sampling.num_steps, sampling.guidance_scale, sampling.eta)
+            out.append(traj.images)
+    return torch.cat(out)
