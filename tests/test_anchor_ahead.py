@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import redis
 import torch
 from test_trainer_loop import PROMPTS, make_loop, rl_config
 
@@ -16,20 +15,11 @@ from cxrl.rl.sampler import sample
 from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
 from trainer.anchor_cache import AnchorCache
 from trainer.evaluate import Evaluator
-from trainer.redis_local import LocalRedis
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
 COMPARED = ("policy/total", "policy/r_align", "policy/consistency", "anchor/total", "anchor/r_align",
             "anchor/consistency", "approx_kl", "loss")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def redis_client():
-    with LocalRedis() as url:
-        client = redis.Redis.from_url(url)
-        yield client
-        client.close()
 
 
 def test_frozen_anchor_samples_the_base_model_even_while_the_policy_has_trained():

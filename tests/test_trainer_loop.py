@@ -6,7 +6,6 @@ import json
 import logging
 
 import pytest
-import redis
 import torch
 
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
@@ -15,7 +14,7 @@ from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import load_preset
 from trainer.anchor_cache import AnchorCache
 from trainer.loop import TrainLoop, bank_seed, format_epoch_line
-from trainer.redis_local import LocalRedis, free_port
+from trainer.redis_local import free_port
 from trainer.store import RunStore, connect
 
 PROMPTS = [
@@ -53,14 +52,6 @@ def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
-
-
-@pytest.fixture(scope="module")
-def redis_client():
-    with LocalRedis() as url:
-        client = redis.Redis.from_url(url)
-        yield client
-        client.close()
 
 
 @pytest.mark.service
