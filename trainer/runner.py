@@ -194,7 +194,7 @@ def run_training(
         raise
     finally:
         if ahead is not None:
-            ahead.stop()
+            ahead.stop(timeout=10.0)  # after Ctrl-C, do not wait for a half-done evaluation anchor
         loop.close()
     if store:
         store.set_status(run_id, "finished")
