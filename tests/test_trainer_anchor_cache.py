@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import redis
 import torch
 
 from cxrl import imaging
 from cxrl.rewards.types import Components
 from trainer.anchor_cache import AnchorCache, component_rows, stack_components
-from trainer.redis_local import LocalRedis
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalRedis() as url:
-        c = redis.Redis.from_url(url)
-        yield c
-        c.close()
 
 
 def _batch(n: int = 3, seed: int = 0):
@@ -34,8 +24,8 @@ def _batch(n: int = 3, seed: int = 0):
     return images, comps
 
 
-def test_round_trip_images_and_components(client):
-    cache = AnchorCache(client, "gen-v1")
+def test_round_trip_images_and_components(redis_client):
+    cache = AnchorCache(redis_client, "gen-v1")
     images, comps = _batch()
     reports, seeds = ["a", "b", "c"], [0, 1, 2]
     assert cache.get_many(reports, seeds) == [None, None, None]
@@ -52,9 +42,9 @@ def test_round_trip_images_and_components(client):
     assert cache.hits == 3 and cache.misses == 3 and cache.hit_rate == 0.5
 
 
-def test_key_depends_on_version_report_and_seed(client):
+def test_key_depends_on_version_report_and_seed(redis_client):
     images, comps = _batch(1)
-    v1, v2 = AnchorCache(client, "gen-A"), AnchorCache(client, "gen-B")
+    v1, v2 = AnchorCache(redis_client, "gen-A"), AnchorCache(redis_client, "gen-B")
     v1.put_many(["r"], [7], images, comps)
     assert v1.get_many(["r"], [7])[0] is not None
     assert v1.get_many(["r"], [8])[0] is None
@@ -63,8 +53,8 @@ def test_key_depends_on_version_report_and_seed(client):
     assert len({v1.key("r", 7), v1.key("r", 8), v1.key("r2", 7), v2.key("r", 7)}) == 4
 
 
-def test_partial_hits_keep_order(client):
-    cache = AnchorCache(client, "gen-order")
+def test_partial_hits_keep_order(redis_client):
+    cache = AnchorCache(redis_client, "gen-order")
     images, comps = _batch(2, seed=1)
     cache.put_many(["x", "z"], [1, 3], images, comps)
     got = cache.get_many(["x", "y", "z"], [1, 2, 3])
@@ -73,22 +63,22 @@ def test_partial_hits_keep_order(client):
     assert got[2].components["r_align"] == pytest.approx(float(comps.r_align[1]))
 
 
-def test_ttl_is_set(client):
-    cache = AnchorCache(client, "gen-ttl", ttl_s=100)
+def test_ttl_is_set(redis_client):
+    cache = AnchorCache(redis_client, "gen-ttl", ttl_s=100)
     images, comps = _batch(1)
     cache.put_many(["r"], [0], images, comps)
-    assert 0 < client.ttl(cache.key("r", 0)) <= 100
+    assert 0 < redis_client.ttl(cache.key("r", 0)) <= 100
 
 
-def test_bad_input(client):
-    cache = AnchorCache(client, "gen-bad")
+def test_bad_input(redis_client):
+    cache = AnchorCache(redis_client, "gen-bad")
     images, comps = _batch(2)
     with pytest.raises(ValueError, match="2 anchor images"):
         cache.put_many(["a"], [0], images, comps)
     with pytest.raises(ValueError, match="one seed per report"):
         cache.get_many(["a", "b"], [0])
     with pytest.raises(ValueError, match="anchor_version"):
-        AnchorCache(client, "")
+        AnchorCache(redis_client, "")
 
 
 def test_component_rows_checks_batch_size():
