@@ -44,11 +44,11 @@ from bench.bench_trainer import run_worker
 from bench.procmem import TreeMonitor
 from cxrl import imaging
 from cxrl.client import RewardClient
+from cxrl.infra.ports import free_port
 from cxrl.models.reward_assets import DEFAULT_ASSETS
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import RewardModelsConfig, build_scorers, random_scorers
 from services.cli import CONFIG_DIR
-from services.redis_local import free_port
 
 TARGET_RATIO = 1.15
 REPORTS = [

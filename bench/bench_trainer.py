@@ -130,13 +130,13 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     import redis
 
     from bench.bench_services import REPORTS
+    from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
     from cxrl.rl.config import load_preset
     from cxrl.rl.ddpo import make_policy
     from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
     from trainer.anchor_cache import AnchorCache
     from trainer.loop import PHASES, TrainLoop
-    from trainer.redis_local import LocalRedis
     from trainer.runner import generator_id
     from trainer.scoring import anchor_version
 

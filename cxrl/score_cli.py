@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from cxrl import imaging
-from cxrl.fileio import atomic_write_text
+from cxrl.infra.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -121,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
     check_ports_free(config)
     with contextlib.ExitStack() as stack:
         if args.local_redis and not os.environ.get("REDIS_URL"):
-            from services.redis_local import local_redis
+            from cxrl.infra.redis_local import LocalRedis
 
-            os.environ["REDIS_URL"] = stack.enter_context(local_redis())
+            os.environ["REDIS_URL"] = stack.enter_context(LocalRedis())
             print(f"cxrl serve: score cache in a private Redis at {os.environ['REDIS_URL']}", flush=True)
         return _run_ray(config, args)
 

@@ -22,6 +22,7 @@ from ray import serve
 from cxrl.config import ConfigModel
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards import factory
+from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import Components, ModelInfo
 from services import codec
 from services import components as comp
@@ -67,6 +68,14 @@ class ModelAppArgs(ConfigModel):
     max_request_bytes: int = Field(
         64 << 20, ge=0, description="largest Predict request accepted (0 = no limit)"
     )
+    max_request_images: int = Field(1024, ge=1, description="most images in one Predict request")
+    max_image_pixels: int = Field(
+        codec.Limits.max_image_pixels, ge=64, description="most pixels of one image, read from its header"
+    )
+    max_request_pixels: int = Field(
+        codec.Limits.max_request_pixels, ge=64, description="most decoded pixels per Predict request"
+    )
+    max_report_chars: int = Field(codec.Limits.max_report_chars, ge=1, description="longest report text")
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of cached scores in Redis")
 
 
@@ -97,6 +106,14 @@ def _batch_images(items: list[tuple[torch.Tensor, list[str]]]) -> int:
     return sum(int(images.shape[0]) for images, _ in items)
 
 
+class ItemFailed:
+    """A batch member's own failure, handed back to its caller alone (``serve.batch`` sets results,
+    so an exception raised by the batch function would fail every caller batched with it)."""
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+
 class ModelServer:
     """Serves one scorer: ``score`` for the gateway, ``Predict``/``Info`` over gRPC, HTTP routes.
 
@@ -119,22 +136,60 @@ class ModelServer:
             return self.scorer(images)
         return self.scorer(images, reports)
 
+    @property
+    def limits(self) -> codec.Limits:
+        a = self.args
+        return codec.Limits(
+            a.max_request_bytes,
+            a.max_request_images,
+            a.max_image_pixels,
+            a.max_request_pixels,
+            a.max_report_chars,
+        )
+
+    def check_items(self, images: torch.Tensor, reports: list[str]) -> None:
+        """Every per-item check, run for one caller before its items join a shared batch."""
+        if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] == 0:
+            raise ValueError(f"expected images [B,1,H,W] with B >= 1, got {list(images.shape)}")
+        if len(reports) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(reports)} reports; send one per image")
+        codec.check_report_lengths(reports, self.args.max_report_chars)
+        if self.kind == "consistency":
+            check_reports(reports)
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_batch_images)
-    async def _score_batch(self, items: list[tuple[torch.Tensor, list[str]]]) -> list[Components]:
-        """Score callers' chunks together; chunks of different image sizes run as separate passes."""
+    async def _score_batch(
+        self, items: list[tuple[torch.Tensor, list[str]]]
+    ) -> list[Components | ItemFailed]:
+        """Score callers' chunks together; chunks of different image sizes run as separate passes.
+        A pass that fails is run again per caller, so a failure reaches only the caller it belongs to."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for n, (images, _) in enumerate(items):
             groups.setdefault(tuple(images.shape[1:]), []).append(n)
-        results: list[Components | None] = [None] * len(items)
+        results: list[Components | ItemFailed | None] = [None] * len(items)
         for members in groups.values():
             images = torch.cat([items[n][0] for n in members])  # [sum B,1,H,W]
             reports = [r for n in members for r in items[n][1]]
-            out = await asyncio.to_thread(self._run, images, reports)
+            try:
+                out = await asyncio.to_thread(self._run, images, reports)
+            except Exception:
+                if len(members) == 1:
+                    raise
+                for n in members:
+                    results[n] = await self._score_alone(*items[n])
+                continue
             for n, part in zip(
                 members, comp.split(out, [items[n][0].shape[0] for n in members]), strict=True
             ):
                 results[n] = part
         return results
+
+    async def _score_alone(self, images: torch.Tensor, reports: list[str]) -> Components | ItemFailed:
+        try:
+            return await asyncio.to_thread(self._run, images, reports)
+        except Exception as exc:  # this caller's own failure
+            log.warning("a batched request failed on its own: %s: %s", type(exc).__name__, exc)
+            return ItemFailed(exc)
 
     async def _score_uncached(self, images: torch.Tensor, reports: list[str]) -> Components:
         chunks = [
@@ -143,13 +198,18 @@ class ModelServer:
             )
             for s in range(0, images.shape[0], self.args.max_batch_images)
         ]
-        return comp.cat(await asyncio.gather(*chunks))
+        parts = await asyncio.gather(*chunks)
+        for part in parts:
+            if isinstance(part, ItemFailed):
+                raise part.exc
+        return comp.cat(parts)
 
     async def score(self, images: torch.Tensor, reports: list[str]) -> tuple[Components, ModelInfo]:
         """images ``[B,1,H,W]`` (one size; float in [0,1] or uint8), B reports -> (Components ``[B,...]``, model)."""
         return await self._score(images, reports), self.info
 
     async def _score(self, images: torch.Tensor, reports: list[str]) -> Components:
+        self.check_items(images, reports)
         images = codec.as_float(images)  # [B,1,H,W] float
         if not self.cache.enabled:
             return await self._score_uncached(images, reports)
@@ -172,8 +232,7 @@ class ModelServer:
         return self.info
 
     async def predict_message(self, request: pb.PredictRequest) -> pb.PredictResponse:
-        codec.check_size(request.ByteSize(), self.args.max_request_bytes)
-        images, reports = codec.decode_predict_request(request, USES_REPORTS[self.kind])
+        images, reports = codec.decode_predict_request(request, USES_REPORTS[self.kind], self.limits)
         out = await self._score(images, reports)
         return codec.encode_predict_response(request.request_id, out, images.shape[0], self.info)
 

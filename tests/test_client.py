@@ -12,11 +12,11 @@ import torch
 
 from cxrl import imaging
 from cxrl.client import RewardClient, RewardServiceError, parse_target
+from cxrl.infra.ports import free_port
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.types import PAPER_WEIGHTS
 from services import codec
-from services.redis_local import free_port
 
 
 class ScriptedRewards(pb_grpc.RewardServiceServicer):

@@ -2,7 +2,7 @@ import stat
 
 import pytest
 
-from cxrl.fileio import atomic_write_bytes, atomic_write_text
+from cxrl.infra.fileio import atomic_write_bytes, atomic_write_text
 
 
 def test_writes_replace_the_file_whole_and_readably(tmp_path):

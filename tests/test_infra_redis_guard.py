@@ -1,4 +1,4 @@
-"""trainer.redis_guard: Redis failures become fallbacks, an outage is logged once, Redis is retried."""
+"""cxrl.infra.redis_guard: Redis failures become fallbacks, an outage is logged once, Redis is retried."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 import redis
 import torch
 
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_guard import RedisGuard
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.rewards.types import Components
 from trainer.anchor_cache import AnchorCache
-from trainer.redis_guard import RedisGuard
-from trainer.redis_local import LocalRedis, free_port
 from trainer.store import RunStore
 
 
@@ -28,7 +29,7 @@ def _refused():
 
 
 def test_outage_is_logged_once_skipped_until_retry_and_recovery_logged(caplog):
-    caplog.set_level(logging.DEBUG, logger="trainer.redis_guard")
+    caplog.set_level(logging.DEBUG, logger="cxrl.infra.redis_guard")
     clock = Clock()
     guard = RedisGuard(redis.Redis(), "redis://test", retry_s=5.0, clock=clock)
     assert guard.call("read", lambda: "value", "fallback") == "value" and guard.up

@@ -1,11 +1,12 @@
-"""trainer.redis_local: a private redis-server on a free loopback port, stopped on exit."""
+"""cxrl.infra.redis_local: a private redis-server on a free loopback port, stopped on exit."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from trainer.redis_local import LocalRedis, free_port, redis_server_binary
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis, redis_server_binary
 
 pytestmark = pytest.mark.service
 

@@ -1,11 +1,11 @@
-"""trainer.retry: transient reward failures are retried a bounded number of times; others raise at once."""
+"""cxrl.infra.retry: transient reward failures are retried a bounded number of times; others raise at once."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from trainer.retry import call_with_retries, is_transient
+from cxrl.infra.retry import call_with_retries, is_transient
 
 
 class _Rpc(grpc.RpcError):

@@ -30,12 +30,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl import checkpoint as ckpt
 from trainer.config import TrainConfig, load_train_config
-from trainer.redis_local import LocalRedis, free_port
 from trainer.runner import run_training
 from trainer.store import RunStore, connect
 

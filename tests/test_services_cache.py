@@ -8,16 +8,17 @@ import pytest
 import redis
 import torch
 
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.rewards.types import ModelInfo
 from services.cache import ScoreCache, content_hash
-from services.redis_local import free_port, local_redis
 
 INFO = ModelInfo("posture-resnet18", "v1", "ab" * 32)
 
 
 @pytest.fixture(scope="module")
 def redis_url():
-    with local_redis() as url:
+    with LocalRedis() as url:
         yield url
 
 

@@ -60,7 +60,7 @@ def test_score_request_decodes_with_default_and_subset_weights(images):
             lambda r, x: r.images.CopyFrom(
                 pb.ImageBatch(encoded=pb.EncodedImages(images=[b"not a png"] * 3))
             ),
-            "decode",
+            "images: image bytes .image 0. are not a PNG",
         ),
         (lambda r, x: r.reports.pop(), "3 images but 2 reports"),
         (lambda r, x: r.ClearField("images"), "no images"),

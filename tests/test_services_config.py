@@ -10,11 +10,11 @@ import yaml
 from ray._common.utils import import_attr
 from ray.serve.schema import ServeDeploySchema
 
+from cxrl.infra.ports import free_port
 from services.cli import CONFIG_DIR, check_ports_free, grpc_message_limit, load_config
 from services.gateway import GatewayArgs
 from services.grpc_servicer import SERVICER_FUNCTIONS
 from services.models import DEPLOYMENT_NAMES, ModelAppArgs
-from services.redis_local import free_port
 
 PROFILES = sorted(CONFIG_DIR.glob("serve-*.yaml"))
 

@@ -30,11 +30,12 @@ from _serve import processes_with, random_config, wait_ready
 from cxrl import imaging
 from cxrl.cli import main as cxrl_main
 from cxrl.client import RewardClient, RewardServiceError
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from services.redis_local import free_port, local_redis
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]  # one Ray start: ~1-3 min on 2 cores
 
@@ -66,7 +67,7 @@ def service(tmp_path_factory):
     random_config(config, gateway_args={"max_request_bytes": MAX_REQUEST_BYTES})
     marker = f"CXRL_SERVE_TEST_{uuid.uuid4().hex}"
     http_port, grpc_port = free_port(), free_port()
-    with local_redis() as redis_url, open(log, "w") as log_fh:
+    with LocalRedis() as redis_url, open(log, "w") as log_fh:
         env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", CXRL_API_TOKEN=TOKEN)
         env.update(REDIS_URL=redis_url, CXRL_TEST_MARKER=marker, PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "cxrl.cli", "serve", "--config", str(config), "--num-cpus", "2"]

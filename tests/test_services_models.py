@@ -15,10 +15,10 @@ import torch
 from ray import serve
 
 from cxrl import imaging
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards.factory import random_scorers
 from services.models import ModelAppArgs, ModelServer, build_scorer
-from services.redis_local import local_redis
 
 REPORTS = [
     "No acute disease.",
@@ -71,7 +71,7 @@ def test_concurrent_callers_of_different_sizes_get_their_own_rows(monkeypatch):
 
 
 def test_cached_scores_are_reused_and_identical():
-    with local_redis() as url:
+    with LocalRedis() as url:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("REDIS_URL", url)
             model = _model("posture")

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from cxrl.cli import main
+from cxrl.infra.redis_local import LocalRedis
 from trainer.cli import format_table
-from trainer.redis_local import LocalRedis
 from trainer.store import RunStore
 
 EVAL = {

@@ -8,13 +8,13 @@ import logging
 import pytest
 import torch
 
+from cxrl.infra.ports import free_port
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import load_preset
 from trainer.anchor_cache import AnchorCache
 from trainer.loop import TrainLoop, bank_seed, format_epoch_line
-from trainer.redis_local import free_port
 from trainer.store import RunStore, connect
 
 PROMPTS = [

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from cxrl.infra.redis_local import LocalRedis
 from cxrl.models.generator import Policy, build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from trainer.cli import scan_run_dirs
 from trainer.config import TrainConfig
-from trainer.redis_local import LocalRedis
 from trainer.runner import load_grids, run_training
 from trainer.store import RunStore, connect
 

@@ -7,7 +7,8 @@ import logging
 import pytest
 import redis
 
-from trainer.redis_local import LocalRedis, free_port
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis
 from trainer.store import RunStore, connect
 
 pytestmark = pytest.mark.service

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from cxrl.infra.retry import call_with_retries
 from cxrl.models.generator import Policy
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.sampler import sample_images
 from trainer.anchor_cache import AnchorCache
-from trainer.retry import call_with_retries
 
 if TYPE_CHECKING:
     from trainer.evaluate import Evaluator

@@ -10,7 +10,7 @@ everything the anchor image depends on (generator weights, sampling settings, re
 Value: a hash with ``png`` (8-bit greyscale PNG of the image) and ``components`` (JSON of the
 per-image reward components).
 
-With a :class:`~trainer.redis_guard.RedisGuard`, Redis failing never fails a call: a read answers
+With a :class:`~cxrl.infra.redis_guard.RedisGuard`, Redis failing never fails a call: a read answers
 "not cached" for every pair and a write is dropped, so the trainer goes on uncached until Redis is back.
 """
 
@@ -27,8 +27,8 @@ import redis
 import torch
 
 from cxrl import imaging
+from cxrl.infra.redis_guard import RedisGuard
 from cxrl.rewards.types import Components
-from trainer.redis_guard import RedisGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cxrl.fileio import atomic_write_bytes
-from trainer.redis_local import LocalRedis, free_port
+from cxrl.infra.fileio import atomic_write_bytes
+from cxrl.infra.ports import free_port
+from cxrl.infra.redis_local import LocalRedis
 
 log = logging.getLogger(__name__)
 

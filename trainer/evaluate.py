@@ -31,13 +31,13 @@ import torch
 from cxrl import imaging
 from cxrl.eval.auroc import mean_auroc, report_targets
 from cxrl.eval.bootstrap import mean_ci
+from cxrl.infra.retry import call_with_retries
 from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, RewardBackend
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.sampler import sample_images
 from trainer.anchor_ahead import FrozenAnchor
 from trainer.report import EvalGrid
-from trainer.retry import call_with_retries
 from trainer.scoring import direct_total
 
 log = logging.getLogger(__name__)

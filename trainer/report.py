@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrl.fileio import atomic_write_text
+from cxrl.infra.fileio import atomic_write_text
 
 # (metric suffix, chart title); each chart draws policy/<suffix> and anchor/<suffix> per epoch.
 REWARD_CHARTS: tuple[tuple[str, str], ...] = (

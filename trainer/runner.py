@@ -10,7 +10,7 @@ Run directory ``OUT_DIR/<run id>/``: ``config.yaml``, ``checkpoints/`` (atomic, 
   names the file and how to fall back to the previous checkpoint; it never trains from scratch;
 - a finished and evaluated run (same epochs, same evaluation settings) is left as it is.
 
-Redis calls go through a :class:`~trainer.redis_guard.RedisGuard`: an outage costs the anchor cache
+Redis calls go through a :class:`~cxrl.infra.redis_guard.RedisGuard`: an outage costs the anchor cache
 and delays the metrics stream, never the run.
 """
 
@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from cxrl.fileio import atomic_write_bytes
+from cxrl.infra.fileio import atomic_write_bytes
+from cxrl.infra.redis_guard import RedisGuard
 from cxrl.models.generator import DEFAULT_DIR, Policy
 from cxrl.rewards.types import RewardBackend
 from cxrl.rl import checkpoint as ckpt
@@ -40,7 +41,6 @@ from trainer.config import RewardClientSettings, TrainConfig
 from trainer.evaluate import Evaluator
 from trainer.loop import TrainLoop
 from trainer.prompts import choose, choose_held_out, split_reports
-from trainer.redis_guard import RedisGuard
 from trainer.report import EvalGrid, write_report
 from trainer.scoring import anchor_version
 from trainer.store import RunStore

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from cxrl.infra.retry import call_with_retries
 from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, combine
 from cxrl.rl.sampler import Trajectory
 from trainer.anchor_cache import AnchorCache, AnchorEntry, component_rows, stack_components
-from trainer.retry import call_with_retries
 
 
 @dataclass

@@ -7,7 +7,7 @@ Keys (``prefix`` defaults to ``cxrl``):
 - ``{prefix}:metrics:{id}``    stream: one entry per epoch (XADD), field ``metrics`` = JSON of that epoch
 
 ``connect`` returns ``None`` (and logs why) when Redis is unreachable, so the trainer runs without it.
-With a :class:`~trainer.redis_guard.RedisGuard`, the trainer's writes (register, status, metrics)
+With a :class:`~cxrl.infra.redis_guard.RedisGuard`, the trainer's writes (register, status, metrics)
 never raise: metrics written while Redis is down are kept (oldest first, up to ``max_unsent``) and
 sent with the next write that gets through, which also re-creates the run's registry entry if a
 restarted Redis lost it.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from trainer.redis_guard import RedisGuard
+from cxrl.infra.redis_guard import RedisGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from cxrl.eval.bootstrap import over_seeds
 from cxrl.eval.evaluate import EvalConfig, Evaluator
 from cxrl.eval.generators import PolicySource, Prompt, RealSource, load_anchor, policy_from_config
 from cxrl.eval.tables import AblationRow, Row, rows_from_json, tables_json, write_tables
-from cxrl.fileio import atomic_write_text
+from cxrl.infra.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrl.eval.bootstrap import Estimate
-from cxrl.fileio import atomic_write_text
+from cxrl.infra.fileio import atomic_write_text
 
 METRICS: dict[str, str] = {
     "r_align": "Posture alignment r_align (↑)",

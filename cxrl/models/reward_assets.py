@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cxrl.fileio import atomic_write_bytes
+from cxrl.infra.fileio import atomic_write_bytes
 
 DEFAULT_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS_FILE = "model.safetensors"
