@@ -7,8 +7,9 @@ serves stale scores. Values are the image's Components row as JSON (float32
 values survive the round trip exactly).
 
 The cache is optional: without ``REDIS_URL``, or when Redis cannot be reached,
-scoring goes on uncached and the problem is logged once (reconnects are tried
-again after ``retry_s``).
+scoring goes on uncached; Redis calls go through the shared outage guard
+(:class:`cxrl.infra.redis_guard.RedisGuard`: an outage is logged once, Redis is
+tried again every ``retry_s``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 
-import redis
 import torch
 
+from cxrl.infra.redis_guard import RedisGuard
 from cxrl.rewards.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -59,64 +59,35 @@ class ScoreCache:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.retry_s = retry_s
-        self._client: redis.Redis | None = None
-        self._down_since: float | None = None
-        self._warned = False
+        self.guard: RedisGuard | None = None
         if not self.url:
             log.info("REDIS_URL is not set: the score cache is off")
+        else:
+            self.guard = RedisGuard.open(
+                self.url, retry_s, timeout_s, purpose="score cache", impact="scoring goes on uncached"
+            )
 
     @property
     def enabled(self) -> bool:
-        return bool(self.url)
-
-    def _redis(self) -> redis.Redis | None:
-        if not self.url:
-            return None
-        if self._client is not None:
-            return self._client
-        if self._down_since is not None and time.monotonic() - self._down_since < self.retry_s:
-            return None
-        try:
-            client = redis.Redis.from_url(
-                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
-            )
-            client.ping()
-        except (redis.RedisError, OSError, ValueError) as exc:
-            self._mark_down(exc)
-            return None
-        if self._warned:
-            log.info("score cache: Redis at %s is reachable again", self.url)
-        self._client, self._down_since, self._warned = client, None, False
-        return client
-
-    def _mark_down(self, exc: Exception) -> None:
-        self._client, self._down_since = None, time.monotonic()
-        if not self._warned:
-            log.warning("score cache: Redis at %s unavailable (%s); scoring without cache", self.url, exc)
-            self._warned = True
+        return self.guard is not None
 
     def get(self, info: ModelInfo, hashes: Sequence[str]) -> list[dict | None]:
         """Cached rows for ``hashes`` (None where missing or the cache is down)."""
-        client = self._redis()
-        if client is None or not hashes:
+        if self.guard is None or not hashes:
             return [None] * len(hashes)
         prefix = model_prefix(info)
-        try:
-            raw = client.mget([f"{prefix}:{h}" for h in hashes])
-        except (redis.RedisError, OSError) as exc:
-            self._mark_down(exc)
+        raw = self.guard.call(
+            "score cache read", lambda: self.guard.client.mget([f"{prefix}:{h}" for h in hashes]), None
+        )
+        if raw is None:
             return [None] * len(hashes)
         return [None if r is None else json.loads(r) for r in raw]
 
     def put(self, info: ModelInfo, hashes: Sequence[str], rows: Sequence[dict]) -> None:
-        client = self._redis()
-        if client is None or not hashes:
+        if self.guard is None or not hashes:
             return
         prefix = model_prefix(info)
-        try:
-            with client.pipeline(transaction=False) as pipe:
-                for h, row in zip(hashes, rows, strict=True):
-                    pipe.set(f"{prefix}:{h}", json.dumps(row), ex=self.ttl_s)
-                pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self._mark_down(exc)
+        pipe = self.guard.client.pipeline(transaction=False)
+        for h, row in zip(hashes, rows, strict=True):
+            pipe.set(f"{prefix}:{h}", json.dumps(row), ex=self.ttl_s)
+        self.guard.call("score cache write", pipe.execute, None)

@@ -63,6 +63,20 @@ def test_outage_is_logged_once_skipped_until_retry_and_recovery_logged(caplog):
     assert guard.outages == 2 and sum(r.levelno == logging.WARNING for r in caplog.records) == 2
 
 
+def test_messages_say_what_this_user_of_redis_loses_and_gets_back(caplog):
+    caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
+    clock = Clock()
+    guard = RedisGuard(redis.Redis(), "redis://c", 1.0, clock, purpose="score cache", impact="scoring uncached")
+    guard.call("score cache read", _refused, None)
+    clock.t += 2.5
+    guard.call("score cache read", lambda: 1, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis at redis://c is unreachable (ConnectionError during score cache read): scoring uncached; "
+        "retrying every 1 s",
+        "Redis at redis://c is back after 2.5 s: score cache resumed",
+    ]
+
+
 def test_non_redis_errors_are_not_swallowed():
     guard = RedisGuard(redis.Redis(), retry_s=0)
 
@@ -89,7 +103,7 @@ def _images(n: int) -> torch.Tensor:
 
 @pytest.mark.service
 def test_cache_and_store_survive_a_restart_at_the_same_address(caplog):
-    caplog.set_level(logging.INFO, logger="trainer")
+    caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
     port = free_port()
     first, second = LocalRedis(port=port), LocalRedis(port=port)
     url = first.start()
@@ -134,7 +148,7 @@ def test_cache_and_store_survive_a_restart_at_the_same_address(caplog):
 
 @pytest.mark.service
 def test_unreachable_at_start_is_picked_up_later(caplog):
-    caplog.set_level(logging.INFO, logger="trainer")
+    caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
     port = free_port()
     guard = RedisGuard.open(f"redis://127.0.0.1:{port}/0", retry_s=0, timeout_s=0.5)
     assert guard is not None and not guard.up

@@ -60,9 +60,10 @@ def test_without_url_the_cache_is_off(monkeypatch):
 
 def test_unreachable_redis_degrades_and_warns_once(caplog):
     cache = ScoreCache(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2, retry_s=0.0)
-    with caplog.at_level(logging.WARNING, logger="services.cache"):
+    with caplog.at_level(logging.WARNING, logger="cxrl.infra.redis_guard"):
         for _ in range(3):
             assert cache.get(INFO, ["h"]) == [None]
             cache.put(INFO, ["h"], [{"r_align": [1.0]}])
-    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-    assert len(warnings) == 1
+    warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and "scoring goes on uncached" in warnings[0]
+    assert cache.guard.outages == 1 and cache.guard.failures == 7  # connect + 3 reads + 3 writes, all tried

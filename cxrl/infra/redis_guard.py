@@ -1,12 +1,13 @@
-"""Training outlives Redis: one shared view of whether Redis answers, and what to do when it does not.
+"""Outlive Redis: one shared view of whether Redis answers, and what to do when it does not.
 
-Redis only speeds training up (the anchor cache) and reports on it (metrics stream, run registry),
-so an outage must not stop a run. Every Redis call of the trainer goes through :meth:`RedisGuard.call`
-with a fallback: a cache read falls back to "not cached" (the anchor is sampled and scored again),
-a cache write or a metrics write to "not written". The first failure logs one warning saying what
-is lost; while Redis is down, calls return their fallback at once and Redis is tried again every
-``retry_s`` seconds; the first call that succeeds logs that Redis is back, and the redis-py client
-opens a new connection by itself (to a restarted server on the same address, possibly empty).
+Redis only speeds work up (the trainer's anchor cache, the services' score cache) and reports on it
+(metrics stream, run registry), so an outage must not stop a run or a request. Every Redis call
+goes through :meth:`RedisGuard.call` with a fallback: a cache read falls back to "not cached", a
+cache write or a metrics write to "not written". The first failure logs one warning saying what is
+lost (``impact``); while Redis is down, calls return their fallback at once and Redis is tried
+again every ``retry_s`` seconds; the first call that succeeds logs that Redis is back, and the
+redis-py client opens a new connection by itself (to a restarted server on the same address,
+possibly empty).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class RedisGuard:
         url: str = "",
         retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        purpose: str = "Redis features",
+        impact: str = "going on uncached (reads miss, writes are dropped)",
     ):
         if retry_s < 0:
             raise ValueError(f"retry_s must be >= 0 seconds, got {retry_s}")
@@ -41,6 +44,8 @@ class RedisGuard:
         self.url = url or "Redis"
         self.retry_s = retry_s
         self.clock = clock
+        self.purpose = purpose  # what Redis serves here, e.g. "score cache"
+        self.impact = impact  # what an outage costs, said once when it starts
         self.failures = 0  # calls that failed
         self.skipped = 0  # calls answered with their fallback without trying, while down
         self.outages = 0  # transitions from up to down
@@ -49,10 +54,17 @@ class RedisGuard:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str | None, retry_s: float = 5.0, timeout_s: float = 2.0) -> RedisGuard | None:
+    def open(
+        cls,
+        url: str | None,
+        retry_s: float = 5.0,
+        timeout_s: float = 2.0,
+        purpose: str = "Redis features",
+        impact: str = "going on uncached (reads miss, writes are dropped)",
+    ) -> RedisGuard | None:
         """A guard on a client for ``url`` (None without a URL). Unreachable now = down, retried later."""
         if not url:
-            log.warning("no Redis configured: running uncached, without metrics stream or run registry")
+            log.warning("no Redis configured: running without %s", purpose)
             return None
         try:
             client = redis.Redis.from_url(
@@ -62,9 +74,9 @@ class RedisGuard:
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),  # the guard retries later
             )
         except ValueError as exc:
-            log.warning("Redis URL %r is not valid (%s): running uncached, without Redis", url, exc)
+            log.warning("Redis URL %r is not valid (%s): running without %s", url, exc, purpose)
             return None
-        guard = cls(client, url, retry_s)
+        guard = cls(client, url, retry_s, purpose=purpose, impact=impact)
         guard.call("connect", client.ping, False)
         return guard
 
@@ -97,10 +109,8 @@ class RedisGuard:
                 self.outages += 1
         if first:
             log.warning(
-                "Redis at %s is unreachable (%s during %s): training goes on uncached (anchors sampled "
-                "and scored again), metrics kept in history.jsonl and sent when Redis is back; "
-                "retrying every %.0f s",
-                self.url, type(exc).__name__, what, self.retry_s,
+                "Redis at %s is unreachable (%s during %s): %s; retrying every %.0f s",
+                self.url, type(exc).__name__, what, self.impact, self.retry_s,
             )  # fmt: skip
         else:
             log.debug("Redis still unreachable (%s during %s)", type(exc).__name__, what)
@@ -110,6 +120,5 @@ class RedisGuard:
             since, self._down_since = self._down_since, None
         if since is not None:
             log.info(
-                "Redis at %s is back after %.1f s: anchor cache and metrics stream resumed",
-                self.url, self.clock() - since,
+                "Redis at %s is back after %.1f s: %s resumed", self.url, self.clock() - since, self.purpose,
             )  # fmt: skip
