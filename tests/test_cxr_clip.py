@@ -6,10 +6,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision import transforms as T
 from torchvision.models import resnet50
 from transformers import BertConfig, BertModel
 
-from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, load_release, sigmoid_loss
+from cxrl.models.cxr_clip import (
+    RELEASE_PREPROCESS,
+    ClipConfig,
+    ClipPreprocess,
+    CXRClip,
+    clip_loss,
+    load_release,
+    sigmoid_loss,
+)
 from cxrl.models.text_tokenizer import load_tokenizer, train_wordpiece
 
 WORDS = "no acute cardiopulmonary process heart size normal small left pleural effusion the lungs are clear".split()
@@ -24,6 +33,43 @@ def write_bert_dir(path):
            "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
     (path / "config.json").write_text(json.dumps(cfg))
     return cfg
+
+
+def release_transform(images):
+    """kakaobrain's evaluation transform on tensors: Resize(224), CenterCrop(224), ToTensor, Normalize(0.5)."""
+    tf = T.Compose(
+        [
+            T.Resize(224, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(224),
+            T.Normalize(mean=[0.5] * 3, std=[0.5] * 3),
+        ]
+    )
+    return tf(images.expand(-1, 3, -1, -1))
+
+
+def test_release_preprocessing_pinned_on_a_known_image():
+    """A 100x150 image whose columns step 0 -> 1 at x = 50 and x = 100, whose top 10 rows are white.
+
+    Release: shorter side 100 -> 224 (so 150 -> 336), centre crop removes 56 columns on each
+    side, mean = std = 0.5 -> values in [-1, 1]: the step at x = 50 lands at column 112 - 56 = 56 of
+    the crop, the one at x = 100 at 224 - 56 = 168; the white band is the top 22.4 rows.
+    """
+    img = torch.zeros(1, 1, 100, 150)
+    img[..., 50:100] = 1.0
+    img[..., :10, :] = 1.0
+    cfg = ClipConfig(image_arch="small", image_size=224, vocab_size=16, hidden_size=8, num_layers=1,
+                     num_heads=1, intermediate_size=8, max_position=16, preprocess=RELEASE_PREPROCESS)  # fmt: skip
+    x = CXRClip(cfg).preprocess(img)
+    assert x.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(x, release_transform(img), atol=1e-5, rtol=0)
+    row = x[0, 0, 100]  # below the white band
+    assert (row[:50] == -1).all() and (row[62:162] == 1).all() and (row[174:] == -1).all()
+    assert (x[0, :, :20, :] == 1).all() and (x[0, :, 30:, :50] == -1).all()
+    # the default world's own preprocessing: square resize, ImageNet statistics (not the release's)
+    default = CXRClip(cfg.model_copy(update={"preprocess": ClipPreprocess()})).preprocess(img)
+    assert default.shape == (1, 3, 224, 224)
+    torch.testing.assert_close(default[0, 0, 100, :40], torch.full((40,), -0.485 / 0.229))
+    assert ClipConfig().preprocess.mean == (0.485, 0.456, 0.406)  # committed default-world manifest
 
 
 def test_release_checkpoint_loads_and_embeds_like_the_reference(tmp_path):
@@ -50,14 +96,12 @@ def test_release_checkpoint_loads_and_embeds_like_the_reference(tmp_path):
     model = load_release(tmp_path / "r50_mcc.tar", tmp_path / "Bio_ClinicalBERT")
     tokenizer = load_tokenizer(tmp_path / "Bio_ClinicalBERT")
     assert model.cfg.num_heads == 4 and model.cfg.proj_dim == 512
-    images = torch.rand(2, 1, 160, 160)
+    assert model.cfg.preprocess == RELEASE_PREPROCESS
+    images = torch.rand(2, 1, 160, 200)
     texts = ["heart size normal.", "small left pleural effusion, the lungs are clear."]
     tokens = dict(tokenizer(texts, padding="longest", return_tensors="pt"))
     with torch.no_grad():
-        x = F.interpolate(images, size=224, mode="bilinear", antialias=True).expand(-1, 3, -1, -1)
-        x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[
-            :, None, None
-        ]
+        x = release_transform(images)  # the release's own evaluation transform (torchvision)
         resnet.fc = torch.nn.Identity()
         want_img = F.normalize(img_proj(resnet.eval()(x)), dim=-1)
         states = bert.eval()(**tokens).last_hidden_state

@@ -5,7 +5,7 @@ released checkpoints (``r50_m.tar``, ``r50_mc.tar``, ``r50_mcc.tar``: a dict wit
 ``model``) load directly:
 
 - ``image_encoder.resnet.*``: a torchvision ResNet without its ``fc`` (ResNet-50 in the release),
-  global average pooled; RGB input at 224 px with ImageNet normalisation.
+  global average pooled; RGB input at 224 px.
 - ``text_encoder.text_encoder.*``: a ``transformers`` BertModel (Bio_ClinicalBERT in the release);
   "eos" pooling = the hidden state at the last attended token ([SEP]).
 - ``image_projection.projection`` / ``text_projection.projection``: linear maps to 512.
@@ -13,6 +13,13 @@ released checkpoints (``r50_m.tar``, ``r50_mc.tar``, ``r50_mcc.tar``: a dict wit
 
 The default world uses the same classes with a small ResNet (BasicBlocks, narrow widths) and a
 tiny BERT.
+
+Image preprocessing is part of the config (``ClipConfig.preprocess``). The release's evaluation
+transform (``configs/transform/default.yaml`` ``test``/``valid`` and ``transform_image`` with its
+``normalize="huggingface"`` default) is torchvision ``Resize(224)`` (shorter side to 224, aspect
+kept), ``CenterCrop(224)``, then ``Normalize(mean=0.5, std=0.5)`` per channel: ``RELEASE_PREPROCESS``,
+set by ``release_config``. The default world was trained with a square resize and ImageNet
+statistics, the config's default, so its committed checkpoint reads the same as before.
 """
 
 from __future__ import annotations
@@ -38,6 +45,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class ClipPreprocess(ConfigModel):
+    """How a ``[B,1,H,W]`` [0,1] image becomes the image encoder's ``[B,3,S,S]`` input."""
+
+    resize: Literal["square", "shorter_side_center_crop"] = Field(
+        "square",
+        description="'square': resize straight to SxS (aspect not kept); 'shorter_side_center_crop': "
+        "shorter side to S keeping the aspect ratio, then the central SxS (torchvision Resize(S) + "
+        "CenterCrop(S), the release's evaluation transform)",
+    )
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="per-channel mean subtracted")
+    std: tuple[float, float, float] = Field(IMAGENET_STD, description="per-channel std divided by")
+
+
+RELEASE_PREPROCESS = ClipPreprocess(resize="shorter_side_center_crop", mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
 class ClipConfig(ConfigModel):
     """Architecture of a CXR-CLIP model (the release: resnet50 + Bio_ClinicalBERT + 512)."""
 
@@ -59,6 +82,11 @@ class ClipConfig(ConfigModel):
     pooling: Literal["eos", "bos", "mean"] = Field("eos", description="how token states become one vector")
     proj_dim: int = Field(512, ge=1, description="shared embedding width")
     temperature: float = Field(0.07, gt=0, description="initial contrastive temperature")
+    preprocess: ClipPreprocess = Field(
+        default_factory=ClipPreprocess,
+        description="image preprocessing (default: the default world's square resize + ImageNet stats; "
+        "release checkpoints: RELEASE_PREPROCESS)",
+    )
 
 
 class SmallResNet(ResNet):
@@ -136,13 +164,18 @@ class CXRClip(nn.Module):
         self.image_projection = Projection(self.image_encoder.out_dim, cfg.proj_dim)
         self.text_projection = Projection(self.text_encoder.out_dim, cfg.proj_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1.0 / cfg.temperature)))))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        pre = cfg.preprocess
+        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B,1,H,W]`` in [0,1] -> ``[B,3,S,S]`` ImageNet-normalised RGB at ``cfg.image_size``."""
-        x = imaging.resize(images, self.cfg.image_size).expand(-1, 3, -1, -1)
-        return (x - self.mean) / self.std
+        """``[B,1,H,W]`` in [0,1] -> ``[B,3,S,S]`` normalised RGB at ``cfg.image_size`` (``cfg.preprocess``)."""
+        s = self.cfg.image_size
+        if self.cfg.preprocess.resize == "square":
+            x = imaging.resize(images, s)
+        else:
+            x = center_crop(imaging.resize(images, shorter_side_size(images.shape[-2:], s)), s)
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``[B,1,H,W]`` in [0,1] -> unit-norm embeddings ``[B, proj_dim]``."""
@@ -166,6 +199,23 @@ class CXRClip(nn.Module):
     def similarity(self, images: torch.Tensor, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-pair cosine ``[B]`` between image i and report i."""
         return (self.encode_image(images) * self.encode_text(tokens)).sum(dim=-1)
+
+
+def shorter_side_size(hw: tuple[int, int] | torch.Size, size: int) -> tuple[int, int]:
+    """(H, W) after torchvision ``Resize(size)``: the shorter side becomes ``size``, aspect kept."""
+    h, w = int(hw[0]), int(hw[1])
+    if h <= w:
+        return size, int(size * w / h)
+    return int(size * h / w), size
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of ``[B,C,H,W]`` (torchvision ``CenterCrop`` offsets)."""
+    h, w = images.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"cannot centre-crop {size}x{size} from a {h}x{w} image")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return images[..., top : top + size, left : left + size]
 
 
 def _pair_logits(
@@ -261,6 +311,7 @@ def release_config(
         pooling=model_cfg.get("text_encoder", {}).get("pooling", "eos"),
         proj_dim=int(state["image_projection.projection.weight"].shape[0]),
         temperature=float(model_cfg.get("temperature", 0.07)),
+        preprocess=RELEASE_PREPROCESS,
         **sizes,
     )
 
