@@ -27,6 +27,10 @@ from PIL import Image
 
 XRV_RANGE = 1024.0
 RAW_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Largest image decoded by default: 4096 x 4096 (16.8 Mpx; a MIMIC-CXR radiograph is ~7 Mpx).
+# Pillow itself only warns up to 179 Mpx, so a ~170 kB PNG could otherwise decode to 169 MB.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 def validate(images: torch.Tensor, name: str = "images") -> torch.Tensor:
@@ -95,40 +99,90 @@ def encode_pngs(images: torch.Tensor) -> list[bytes]:
     return [encode_png(img) for img in images]
 
 
-def decode_png(blob: bytes, index: int | None = None) -> torch.Tensor:
-    """PNG (or any PIL-readable) bytes -> float ``[1,H,W]`` in [0,1], converted to greyscale."""
+def png_size(blob: bytes, index: int | None = None) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR header, read without decoding anything.
+
+    Raises ``ValueError`` when ``blob`` is not a PNG (the reward API takes PNG only).
+    """
     where = "" if index is None else f" (image {index})"
+    if len(blob) < 24 or blob[:8] != PNG_SIGNATURE or blob[12:16] != b"IHDR":
+        raise ValueError(f"image bytes{where} are not a PNG (no PNG signature and IHDR header); send PNG")
+    width, height = int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big")
+    if width == 0 or height == 0:
+        raise ValueError(f"PNG{where} claims an empty {width}x{height} image")
+    return width, height
+
+
+def check_pixels(width: int, height: int, max_pixels: int, where: str = "") -> None:
+    """Refuse an image over ``max_pixels`` before any of it is decoded."""
+    if max_pixels and width * height > max_pixels:
+        raise ValueError(
+            f"image{where} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} per image; downscale it (the reward models read 224-512 px)"
+        )
+
+
+def decode_png(blob: bytes, index: int | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """PNG bytes -> float ``[1,H,W]`` in [0,1], converted to greyscale.
+
+    The header is checked first: not a PNG, or over ``max_pixels``, is refused before decoding.
+    """
+    where = "" if index is None else f" (image {index})"
+    check_pixels(*png_size(blob, index), max_pixels, where)
+    return _decode(blob, where, ("PNG",))
+
+
+def _decode(blob: bytes, where: str, formats: tuple[str, ...] | None) -> torch.Tensor:
     try:
-        with Image.open(io.BytesIO(blob)) as im:
+        with Image.open(io.BytesIO(blob), formats=formats) as im:
             im.load()
             grey = im.convert("L") if im.mode not in ("L", "I;16", "I") else im
             array = np.asarray(grey)
     except Exception as exc:  # PIL raises several types for corrupt data
-        raise ValueError(f"could not decode image bytes{where}: {exc}; send PNG or JPEG data") from exc
+        raise ValueError(f"could not decode image bytes{where}: {exc}; send PNG data") from exc
     if array.dtype == np.uint8:
         return torch.from_numpy(array.copy()).float().div_(255.0)[None]
     # 16-bit greyscale PNGs (common for radiographs)
     return torch.from_numpy(array.astype(np.float32) / 65535.0)[None]
 
 
-def decode_pngs(blobs: Sequence[bytes]) -> torch.Tensor:
-    """A list of image blobs of one size -> float ``[B,1,H,W]``."""
+def decode_pngs(
+    blobs: Sequence[bytes], max_pixels: int = MAX_IMAGE_PIXELS, max_total_pixels: int = 0
+) -> torch.Tensor:
+    """A list of PNG blobs of one size -> float ``[B,1,H,W]``.
+
+    Every header is read first: sizes over ``max_pixels`` per image, mixed sizes, or more than
+    ``max_total_pixels`` in all (0 = no total limit) are refused before any image is decoded.
+    """
     if len(blobs) == 0:
         raise ValueError("empty batch; send at least one image")
-    images = [decode_png(b, i) for i, b in enumerate(blobs)]
-    sizes = {tuple(im.shape) for im in images}
-    if len(sizes) != 1:
-        raise ValueError(f"images in one batch must share a size, got {sorted(sizes)}")
+    sizes = [png_size(b, i) for i, b in enumerate(blobs)]
+    for i, (w, h) in enumerate(sizes):
+        check_pixels(w, h, max_pixels, f" (image {i})")
+    if len(set(sizes)) != 1:
+        raise ValueError(f"images in one batch must share a size, got (width, height) {sorted(set(sizes))}")
+    w, h = sizes[0]
+    if max_total_pixels and len(blobs) * w * h > max_total_pixels:
+        raise ValueError(
+            f"{len(blobs)} images of {w}x{h} decode to {len(blobs) * w * h} pixels, over the limit of "
+            f"{max_total_pixels} per request; send fewer or smaller images per request"
+        )
+    images = [_decode(b, f" (image {i})", ("PNG",)) for i, b in enumerate(blobs)]
     return torch.stack(images)
 
 
-def load_image(path) -> torch.Tensor:
-    """Read an image file -> float ``[1,H,W]`` in [0,1] (greyscale)."""
+def load_image(path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Read a local image file (PNG, or JPEG as MIMIC-CXR-JPG ships) -> float ``[1,H,W]`` in [0,1]."""
     with open(path, "rb") as fh:
-        try:
-            return decode_png(fh.read())
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+        blob = fh.read()
+    try:
+        with Image.open(io.BytesIO(blob), formats=("PNG", "JPEG")) as im:
+            check_pixels(*im.size, max_pixels)  # from the header, before decoding
+        return _decode(blob, "", ("PNG", "JPEG"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except Exception as exc:  # not an image PIL can identify
+        raise ValueError(f"{path}: not a PNG or JPEG image ({exc})") from exc
 
 
 def save_image(image: torch.Tensor, path) -> None:

@@ -21,6 +21,17 @@ DTYPE_NAMES = {pb.DTYPE_UINT8: "uint8", pb.DTYPE_FLOAT32: "float32", pb.DTYPE_FL
 DIAG_LABELS: tuple[str, ...] = XRV_PATHOLOGIES  # order of Components.diag_probs
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold; every limit is checked before any image is decoded."""
+
+    max_request_bytes: int = 64 << 20  # serialized request size (0 = no limit)
+    max_batch_images: int = 1024  # images in one request, policy + anchor
+    max_image_pixels: int = imaging.MAX_IMAGE_PIXELS  # pixels of one image (header / shape)
+    max_request_pixels: int = 64 << 20  # decoded pixels per request, policy + anchor (4 B each as float)
+    max_report_chars: int = 8192  # characters of one report
+
+
 @dataclass
 class ScoreInputs:
     """A decoded, validated ScoreRequest."""
@@ -40,12 +51,72 @@ def check_size(nbytes: int, limit: int) -> None:
         )
 
 
-def decode_images(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
+def batch_count(batch: pb.ImageBatch) -> int:
+    """Images in a batch as its header says (0 when it says nothing usable); nothing is decoded."""
+    kind = batch.WhichOneof("payload")
+    if kind == "encoded":
+        return len(batch.encoded.images)
+    shape = list(batch.tensor.shape) if kind == "tensor" else []
+    return max(shape[0], 0) if len(shape) in (3, 4) else 0
+
+
+def batch_pixels(batch: pb.ImageBatch, limits: Limits, what: str) -> int:
+    """Pixels the batch decodes to, from PNG headers or the tensor shape; refuses an image over
+    ``limits.max_image_pixels`` (decoding is left to the decoder's own checks)."""
+    kind = batch.WhichOneof("payload")
+    shape = list(batch.tensor.shape)
+    try:
+        if kind == "encoded":
+            sizes = [imaging.png_size(blob, i) for i, blob in enumerate(batch.encoded.images)]
+        elif kind == "tensor" and len(shape) in (3, 4) and min(shape) > 0:
+            sizes = [(shape[-1], shape[-2])] * shape[0]
+        else:
+            return 0
+        for i, (w, h) in enumerate(sizes):
+            imaging.check_pixels(w, h, limits.max_image_pixels, f" (image {i})")
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    return sum(w * h for w, h in sizes)
+
+
+def check_request(req: pb.ScoreRequest | pb.PredictRequest, limits: Limits) -> None:
+    """Size, image count, per-image and per-request pixels and report lengths, from headers only."""
+    check_size(req.ByteSize(), limits.max_request_bytes)
+    batches = [("images", req.images)]
+    if isinstance(req, pb.ScoreRequest) and req.HasField("anchor_images"):
+        batches.append(("anchor_images", req.anchor_images))
+    n = sum(batch_count(b) for _, b in batches)
+    if n > limits.max_batch_images:
+        raise ValueError(
+            f"{n} images (policy + anchor) in one request; the server takes at most "
+            f"{limits.max_batch_images}: split the batch (cxrl.client does this automatically)"
+        )
+    pixels = sum(batch_pixels(b, limits, what) for what, b in batches)
+    if limits.max_request_pixels and pixels > limits.max_request_pixels:
+        raise ValueError(
+            f"the images of this request decode to {pixels} pixels, over the server's limit of "
+            f"{limits.max_request_pixels} per request; send fewer or smaller images per request"
+        )
+    check_report_lengths(req.reports, limits.max_report_chars)
+
+
+def check_report_lengths(reports, max_chars: int) -> None:
+    for i, report in enumerate(reports):
+        if max_chars and len(report) > max_chars:
+            raise ValueError(
+                f"report {i} is {len(report)} characters, over the limit of {max_chars}; "
+                "send the findings/impression sections only (the models read the first tokens)"
+            )
+
+
+def decode_images(batch: pb.ImageBatch, what: str = "images", limits: Limits | None = None) -> torch.Tensor:
     """An ImageBatch (raw tensor or encoded images) -> float ``[B,1,H,W]`` in [0,1]."""
-    return as_float(decode_images_compact(batch, what))
+    return as_float(decode_images_compact(batch, what, limits))
 
 
-def decode_images_compact(batch: pb.ImageBatch, what: str = "images") -> torch.Tensor:
+def decode_images_compact(
+    batch: pb.ImageBatch, what: str = "images", limits: Limits | None = None
+) -> torch.Tensor:
     """Like ``decode_images``, but a raw uint8 tensor stays uint8 ``[B,1,H,W]`` (4x less to pass to
     the model replicas, which convert it with ``as_float``); everything else is float in [0,1]."""
     kind = batch.WhichOneof("payload")
@@ -58,7 +129,10 @@ def decode_images_compact(batch: pb.ImageBatch, what: str = "images") -> torch.T
                 return raw
             images = imaging.from_raw(t.data, list(t.shape), DTYPE_NAMES[t.dtype])  # also says what is wrong
         elif kind == "encoded":
-            images = imaging.decode_pngs(list(batch.encoded.images))
+            limits = limits or Limits()
+            images = imaging.decode_pngs(
+                list(batch.encoded.images), limits.max_image_pixels, limits.max_request_pixels
+            )
         else:
             raise ValueError("no images sent; set either `tensor` or `encoded`")
         return imaging.validate(images, what)
@@ -105,26 +179,33 @@ def decode_reports(reports, n_images: int) -> list[str]:
     return reports
 
 
-def decode_score_request(req: pb.ScoreRequest, defaults: dict[str, float]) -> ScoreInputs:
-    """Validated inputs; raw uint8 images stay uint8 (see ``decode_images_compact``)."""
-    images = decode_images_compact(req.images, "images")
+def decode_score_request(
+    req: pb.ScoreRequest, defaults: dict[str, float], limits: Limits | None = None
+) -> ScoreInputs:
+    """Validated inputs; raw uint8 images stay uint8 (see ``decode_images_compact``).
+    Every limit is checked from the headers (``check_request``) before anything is decoded."""
+    limits = limits or Limits()
+    check_request(req, limits)
+    weights = decode_weights(dict(req.weights), defaults)
+    images = decode_images_compact(req.images, "images", limits)
     reports = decode_reports(req.reports, images.shape[0])
     anchors = None
     if req.HasField("anchor_images"):
-        anchors = decode_images_compact(req.anchor_images, "anchor_images")
+        anchors = decode_images_compact(req.anchor_images, "anchor_images", limits)
         if anchors.shape[0] != images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images but {anchors.shape[0]} anchor images; "
                 "send one anchor per image (same report, same noise)"
             )
-    return ScoreInputs(images, reports, anchors, decode_weights(dict(req.weights), defaults))
+    return ScoreInputs(images, reports, anchors, weights)
 
 
 def decode_predict_request(
-    req: pb.PredictRequest, uses_reports: bool = True
+    req: pb.PredictRequest, uses_reports: bool = True, limits: Limits | None = None
 ) -> tuple[torch.Tensor, list[str]]:
     """Images and reports of a PredictRequest; a model that ignores reports accepts none."""
-    images = decode_images(req.images, "images")
+    check_request(req, limits or Limits())
+    images = decode_images(req.images, "images", limits)
     if not uses_reports and not req.reports:
         return images, [""] * images.shape[0]
     return images, decode_reports(req.reports, images.shape[0])

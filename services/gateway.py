@@ -27,6 +27,7 @@ from ray import serve
 
 from cxrl.config import ConfigModel
 from cxrl.reward.v1 import reward_pb2 as pb
+from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
 from services import codec
 from services import components as comp
@@ -51,6 +52,25 @@ class GatewayArgs(ConfigModel):
     )
     max_request_bytes: int = Field(64 << 20, ge=0, description="largest request accepted (0 = no limit)")
     max_batch_images: int = Field(1024, ge=1, description="most images (policy + anchor) in one request")
+    max_image_pixels: int = Field(
+        codec.Limits.max_image_pixels, ge=64, description="most pixels of one image, read from its header"
+    )
+    max_request_pixels: int = Field(
+        codec.Limits.max_request_pixels,
+        ge=64,
+        description="most decoded pixels per request (policy + anchor)",
+    )
+    max_report_chars: int = Field(codec.Limits.max_report_chars, ge=1, description="longest report text")
+
+    @property
+    def limits(self) -> codec.Limits:
+        return codec.Limits(
+            self.max_request_bytes,
+            self.max_batch_images,
+            self.max_image_pixels,
+            self.max_request_pixels,
+            self.max_report_chars,
+        )
 
     @field_validator("apps")
     @classmethod
@@ -134,8 +154,9 @@ class Gateway:
         return list(await asyncio.gather(*[self.handle(k).model_info.remote() for k in self.args.apps]))
 
     async def score_message(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
-        codec.check_size(request.ByteSize(), self.args.max_request_bytes)
-        inputs = codec.decode_score_request(request, self.args.weights)
+        inputs = codec.decode_score_request(request, self.args.weights, self.args.limits)
+        if "consist" in inputs.weights:  # per-item checks here, never inside a model's shared batch
+            check_reports(inputs.reports)
         result = await self.score(inputs)
         return codec.encode_score_response(request.request_id, result, inputs.weights)
 

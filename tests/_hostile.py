@@ -395,3 +395,24 @@ def http_cases(seed: int, n: int) -> list[HttpCase]:
 
 def _dump(obj) -> bytes:
     return json.dumps(obj).encode()
+
+
+# --- decompression bombs --------------------------------------------------------------------------
+
+
+def png_bomb(width: int, height: int, rows_per_chunk: int = 256) -> bytes:
+    """A real, valid 8-bit greyscale PNG of ``width`` x ``height`` black pixels, written row by row
+    (the encoder never holds the image): 13,000 x 13,000 is ~170 kB and decodes to 169 MB."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    rows = bytes(rows_per_chunk * (width + 1))  # each row: filter byte 0 + width zero pixels
+    idat = []
+    for start in range(0, height, rows_per_chunk):
+        idat.append(z.compress(rows[: min(rows_per_chunk, height - start) * (width + 1)]))
+    idat.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")

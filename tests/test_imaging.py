@@ -176,3 +176,65 @@ def test_image_file_round_trip(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"junk")
     with pytest.raises(ValueError, match="bad.png"):
         imaging.load_image(tmp_path / "bad.png")
+
+
+# --- decompression bombs: refused from the header, before any pixel is decoded ----------------------
+
+
+def _peak_rss(reset: bool = False) -> int:
+    """This process's peak resident memory (VmHWM); ``reset`` starts a new peak from the current RSS."""
+    from pathlib import Path
+
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("side", [9500, 10000, 13000])  # 90, 100 and 169 Mpx: Pillow only warns here
+def test_png_bomb_in_pillows_warning_band_is_refused_before_decoding(side):
+    from _hostile import png_bomb
+
+    blob = png_bomb(side, side)
+    assert len(blob) < 200_000 and imaging.png_size(blob) == (side, side)
+    rss0 = _peak_rss(reset=True)
+    with pytest.raises(ValueError, match=rf"{side}x{side} = {side * side} pixels, over the limit"):
+        imaging.decode_png(blob)
+    with pytest.raises(ValueError, match=r"\(image 1\) is .* over the limit"):
+        imaging.decode_pngs([imaging.encode_png(torch.zeros(1, 8, 8)), blob])
+    assert _peak_rss() - rss0 < 16 << 20  # decoding would take side*side bytes (90-169 MB)
+
+
+def test_many_valid_large_pngs_are_refused_by_the_total_before_decoding():
+    from _hostile import png_bomb
+
+    blobs = [png_bomb(2048, 2048)] * 64  # each within the per-image cap; 268 Mpx = 1 GiB as float32
+    rss0 = _peak_rss(reset=True)
+    with pytest.raises(ValueError, match=r"64 images of 2048x2048 decode to 268435456 pixels, over"):
+        imaging.decode_pngs(blobs, max_total_pixels=64 << 20)
+    assert _peak_rss() - rss0 < 16 << 20
+    out = imaging.decode_pngs(blobs[:2], max_total_pixels=64 << 20)  # the same images, fewer: decoded
+    assert out.shape == (2, 1, 2048, 2048) and float(out.max()) == 0.0
+
+
+def test_only_png_is_decoded_from_bytes(tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    buf = BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, format="JPEG")
+    with pytest.raises(ValueError, match="not a PNG"):
+        imaging.decode_png(buf.getvalue())
+    (tmp_path / "a.jpg").write_bytes(buf.getvalue())  # local files (MIMIC-CXR-JPG) may be JPEG
+    assert imaging.load_image(tmp_path / "a.jpg").shape == (1, 16, 16)
+
+
+def test_local_image_files_have_the_pixel_cap_too(tmp_path):
+    from _hostile import png_bomb
+
+    (tmp_path / "bomb.png").write_bytes(png_bomb(13000, 13000))
+    with pytest.raises(ValueError, match="bomb.png: image is 13000x13000"):
+        imaging.load_image(tmp_path / "bomb.png")

@@ -40,3 +40,17 @@ def test_text_cache_gives_the_same_scores_and_batches_are_independent():
     assert torch.allclose(scorer(images[1:2], reports[1:2]).consistency, first[1:2], atol=1e-5)
     with pytest.raises(ValueError, match="non-empty"):
         scorer(images[:1], [" "])
+
+
+def test_text_cache_is_bounded_in_bytes_and_keeps_giving_the_same_embeddings(monkeypatch):
+    from cxrl.rewards import consistency
+
+    monkeypatch.setattr(consistency, "TEXT_CACHE_BYTES", 20_000)
+    scorer = tiny_scorer()
+    first = scorer.text_embeddings(["effusion " * 3])
+    for i in range(40):  # 40 distinct ~1 kB reports: far more than 20 kB
+        scorer.text_embeddings([f"report {i} " + "x" * 1000])
+        assert scorer._text_bytes <= 20_000
+        assert scorer._text_bytes == sum(len(k.encode()) + v.numel() * 4 for k, v in scorer._text.items())
+    assert "effusion " * 3 not in scorer._text  # evicted, oldest first
+    torch.testing.assert_close(scorer.text_embeddings(["effusion " * 3]), first)  # recomputed the same

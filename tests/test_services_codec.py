@@ -126,3 +126,38 @@ def test_raw_uint8_stays_uint8_for_the_replicas(images):
     tiny = pb.ImageBatch(tensor=pb.Tensor(data=bytes(3 * 4 * 4), shape=[3, 4, 4]))
     with pytest.raises(ValueError, match="at least 8x8"):
         codec.decode_images_compact(tiny)
+
+
+def test_limits_are_checked_from_headers_before_any_image_is_decoded():
+    from _hostile import png_bomb
+
+    limits = codec.Limits(max_batch_images=8, max_request_pixels=4 << 20, max_report_chars=100)
+
+    def request(blobs, anchors=None, reports=None):
+        req = pb.ScoreRequest(images=pb.ImageBatch(encoded=pb.EncodedImages(images=blobs)))
+        req.reports.extend(reports or ["r"] * len(blobs))
+        if anchors is not None:
+            req.anchor_images.CopyFrom(pb.ImageBatch(encoded=pb.EncodedImages(images=anchors)))
+        return req
+
+    bomb = png_bomb(13000, 13000)  # 169 Mpx in 164 kB
+    with pytest.raises(ValueError, match=r"images: image \(image 0\) is 13000x13000 = 169000000 pixels"):
+        codec.decode_score_request(request([bomb]), PAPER_WEIGHTS, limits)
+    # garbage blobs: the count is refused first (nothing decoded, so no "not a PNG" error)
+    with pytest.raises(ValueError, match="10 images .policy . anchor. in one request; .* at most 8"):
+        codec.decode_score_request(request([b"junk"] * 5, [b"junk"] * 5), PAPER_WEIGHTS, limits)
+    big = png_bomb(1024, 1024)  # within the per-image cap; 3 + 3 of them are 6 Mpx > 4 Mi px
+    with pytest.raises(ValueError, match="decode to 6291456 pixels, over the server's limit of 4194304"):
+        codec.decode_score_request(request([big] * 3, [big] * 3), PAPER_WEIGHTS, limits)
+    with pytest.raises(ValueError, match="report 1 is 101 characters, over the limit of 100"):
+        codec.check_request(request([big, big], reports=["ok", "x" * 101]), limits)
+    raw = pb.ScoreRequest(images=pb.ImageBatch(tensor=pb.Tensor(data=b"", shape=[1, 20000, 20000])))
+    raw.reports.append("r")
+    with pytest.raises(ValueError, match="20000x20000 = 400000000 pixels"):  # raw shapes too
+        codec.decode_score_request(raw, PAPER_WEIGHTS, limits)
+    assert codec.decode_score_request(request([big] * 2), PAPER_WEIGHTS, limits).images.shape == (
+        2,
+        1,
+        1024,
+        1024,
+    )

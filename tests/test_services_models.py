@@ -101,3 +101,28 @@ def test_predict_message_and_bad_input(monkeypatch):
     req = pb.PredictRequest(images=pb.ImageBatch(tensor=pb.Tensor(data=data, shape=shape)), reports=["one"])
     with pytest.raises(ValueError, match="2 images but 1 reports"):
         run(diag.predict_message(req))
+
+
+def test_a_bad_caller_in_a_shared_batch_fails_alone(monkeypatch):
+    """Concurrent good and bad callers of one replica: the bad ones get their own error, the good
+    ones their scores, identical to scoring them alone (serve.batch would fail every caller)."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    model = _model("consistency", max_batch_images=64, batch_wait_timeout_s=0.2)
+    good = [(_images(2, 16, seed), REPORTS[seed : seed + 2]) for seed in range(3)]
+    nan = _images(2, 16, 9)
+    nan[1, 0, 3, 3] = float("nan")  # passes the per-item checks, fails inside the scorer's pass
+
+    async def all_at_once():
+        calls = [model.score(x, r) for x, r in good]
+        calls.insert(1, model.score(nan, REPORTS[:2]))
+        calls.insert(3, model.score(_images(1, 16, 8), ["   "]))  # refused before batching
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    out = run(all_at_once())
+    assert isinstance(out[1], ValueError) and "NaN" in str(out[1])
+    assert isinstance(out[3], ValueError) and "non-empty" in str(out[3])
+    alone = model.scorer
+    for (x, r), (got, _) in zip(good, [out[0], out[2], out[4]], strict=True):
+        torch.testing.assert_close(got.consistency, alone(x, r).consistency)
+    with pytest.raises(ValueError, match="report 0 is 9000 characters, over the limit of 8192"):
+        run(model.score(_images(1, 16, 0), ["x" * 9000]))
