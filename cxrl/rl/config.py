@@ -66,6 +66,19 @@ class TrainSettings(ConfigModel):
     clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip range (DDPO: 1e-4)")
     adv_clip_max: float = Field(5.0, gt=0, description="advantages are clipped to [-this, this]")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clip")
+    timesteps_per_call: int = Field(
+        1,
+        ge=1,
+        description="(image, step) slots of a minibatch per UNet call in training; >1 batches several "
+        "trained steps into one call (same gradient), which pays where the device is under-used at "
+        "the training batch (GPUs, several CPU threads); bounded so large models still fit",
+    )
+    kl_coef: float = Field(
+        0.0,
+        ge=0,
+        description="weight of DPOK's per-step KL(policy || frozen anchor) on the policy's trajectory; "
+        "0 = off (the paper's setting); > 0 costs one more UNet forward per trained step",
+    )
 
 
 class RewardSettings(ConfigModel):

@@ -44,3 +44,19 @@ def ppo_loss(
         approx_kl=0.5 * (diff.detach() ** 2).mean(),
         clipfrac=((ratio.detach() - 1.0).abs() > clip_range).float().mean(),
     )
+
+
+def gaussian_kl(
+    mean: torch.Tensor,  # [B, ...] mean of the policy's step Gaussian
+    ref_mean: torch.Tensor,  # [B, ...] mean of the reference (anchor) step Gaussian
+    std: torch.Tensor,  # [B, 1, ...] their shared standard deviation
+) -> torch.Tensor:
+    """KL(N(mean, std^2) || N(ref_mean, std^2)) per sample ``[B]``, averaged over the elements.
+
+    Two Gaussians of equal variance differ only in their means: ``(mean - ref_mean)^2 / (2 std^2)``
+    per element. Averaged (not summed) over elements, like the DDIM step's log-prob.
+    """
+    if mean.shape != ref_mean.shape:
+        raise ValueError(f"means differ in shape: {list(mean.shape)} vs {list(ref_mean.shape)}")
+    kl = (mean - ref_mean.detach()) ** 2 / (2 * std**2)
+    return kl.mean(dim=tuple(range(1, mean.ndim)))

@@ -40,6 +40,18 @@ class Trajectory:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
+    def take(self, rows: Sequence[int]) -> Trajectory:
+        """The trajectories at ``rows``, in that order."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        return Trajectory(
+            latents=self.latents[idx],
+            log_probs=self.log_probs[idx],
+            timesteps=self.timesteps,
+            images=self.images[idx],
+            prompt_embeds=self.prompt_embeds[idx],
+            seeds=[self.seeds[i] for i in rows],
+        )
+
 
 def seeded_noise(
     seeds: Sequence[int],

@@ -1,0 +1,77 @@
+"""The engine's view of its data-parallel group: one process (:data:`LOCAL`) or torch.distributed.
+
+Each worker samples the images ``rank, rank + world, ...`` of the epoch's plan; rewards and
+reports are gathered so every worker normalises advantages over the whole epoch; the gradients of
+the trainable parameters are summed over workers before each optimiser step (each worker's loss is
+already weighted by its share of the minibatch, so the sum is the whole minibatch's gradient).
+Under Ray Train's ``TorchTrainer`` the process group is set up before the engine starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Local:
+    """A group of one: every collective is the identity."""
+
+    rank = 0
+    world = 1
+
+    def share(self, n: int) -> list[int]:
+        """Indices of the ``n`` planned images this worker samples and trains on."""
+        return list(range(self.rank, n, self.world))
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every worker's ``obj``, by rank."""
+        return [obj]
+
+    def sum_(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum each parameter's gradient over the workers (in place)."""
+
+    def barrier(self) -> None:
+        """Wait for every worker."""
+
+
+class TorchDistributed(Local):
+    """The default torch.distributed process group (gloo on CPU, NCCL on GPUs)."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise RuntimeError("torch.distributed is not initialised; run under Ray Train's TorchTrainer")
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def sum_(self, values: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+        self.dist.all_reduce(t)
+        return t.numpy()
+
+    def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce for all adapters
+        self.dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+
+LOCAL = Local()
