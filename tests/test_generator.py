@@ -90,14 +90,43 @@ def test_anchor_is_the_base_model_without_ace():
     base = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=0, ace_tokens=0)
     policy = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=2, ace_tokens=3)
     perturb_lora(policy)
-    embeds = policy.encode_prompts(PROMPTS)
+    short = ["left effusion.", "no acute process."]  # fit M = 32 - 3 byte tokens: same text as the base
+    embeds = policy.encode_prompts(short)
     with policy.anchor():
-        assert policy.condition(embeds).shape == embeds.shape
+        assert policy.condition(embeds).shape == embeds.shape == (2, 32, 16)
         anchor_out = unet_out(policy, embeds)
-    torch.testing.assert_close(anchor_out, unet_out(base, base.encode_prompts(PROMPTS)))
-    assert policy.condition(embeds).shape == (2, 3 + 32, 16)
+    torch.testing.assert_close(anchor_out, unet_out(base, base.encode_prompts(short)))
+    assert policy.condition(embeds).shape == (2, 32, 16)  # N + M = L
     assert not torch.allclose(unet_out(policy, embeds), anchor_out)
     assert not policy.is_anchor  # adapters are back on after the context
+
+
+def test_ace_condition_fits_the_text_window_n_plus_m_equals_l():
+    """Paper: N = 3 ACE tokens + M <= 74 report positions = CLIP's 77; here L = 32, so M = 29."""
+    policy = Policy(build_pipeline(tiny_arch(), seed=1), lora_rank=0, ace_tokens=3)
+    tok = policy.pipe.tokenizer
+    long = "moderate cardiomegaly with small bilateral pleural effusions."  # 61 bytes > 29 positions
+    ids = policy.tokenize([long, "clear."])
+    assert ids.shape == (2, 32) and policy.report_positions == 29
+    assert ids[0, 28] == tok.eos_token_id and ids[0, 27] != tok.eos_token_id  # truncated, EOS kept in c_p
+    assert tok.decode(ids[0, 1:28]).replace(" ", "") == long.replace(" ", "")[:27]  # bytes, no spaces
+    assert (ids[1, 8:] == tok.pad_token_id).all()
+    embeds = policy.encode_prompts([long, "clear."])  # [2, L, d]
+    cond = policy.condition(embeds)
+    assert cond.shape == (2, 32, 16)  # [c_s (3), c_p (29)]
+    torch.testing.assert_close(cond[:, :3], policy.ace.tokens.expand(2, -1, -1))
+    # c_p is what the (causal) text encoder gives at length M: the extra L - M positions change nothing
+    at_m = policy.pipe.text_encoder(ids[:, :29])[0]
+    torch.testing.assert_close(cond[:, 3:], at_m)
+    seen = []  # the UNet's cross-attention sees L positions, for the guided and unguided branches
+    hook = policy.unet.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[1]), with_kwargs=True
+    )
+    unet_out(policy, embeds)
+    hook.remove()
+    assert seen == [32]
+    with pytest.raises(ValueError, match="fewer ACE tokens"):
+        Policy(build_pipeline(tiny_arch()), lora_rank=0, ace_tokens=30)
 
 
 def test_ace_alone_changes_the_policy_and_lora_starts_at_zero():

@@ -13,6 +13,16 @@ Two sources, one class:
 :class:`Policy` is the CXRL policy (Han et al., MICCAI 2024, Sec. 2.2): the base UNet with LoRA
 adapters (Hu et al. 2022; peft) on its attention projections, and learnable adaptive condition
 embeddings (ACE, :mod:`cxrl.rl.ace`) prepended to the frozen text encoder output, ``c = [c_s, c_p]``.
+
+Condition length (paper, Sec. 2.2 (II) and Sec. 3: N = 3, M <= 74): the condition fits the text
+encoder's L = 77 positions, N + M = L. ``c_p`` is the first ``M = L - N`` positions of the encoder
+output (BOS, the report's tokens, EOS, padding); reports are tokenised with truncation at M
+positions so that their EOS is always inside ``c_p``. CLIP's text encoder is causal, so these M
+states are exactly what the encoder gives at length M: one encoding at L serves both the anchor
+(all L positions, RoentGen's own conditioning) and the policy (``[c_s, c_p[:M]]``, also L). The
+report filter of :mod:`cxrl.reports.sections` (M <= 74 word tokens) is the paper's dataset rule;
+this truncation is what guarantees the condition's length whatever the tokenizer.
+
 The anchor model is the same weights with adapters disabled and no ACE (:meth:`Policy.anchor`),
 so no second copy of the UNet is held.
 """
@@ -258,6 +268,13 @@ class Policy(nn.Module):
                     param.data = param.data.float()
         width = pipe.text_encoder.config.hidden_size
         self.ace = AdaptiveConditionEmbeddings(ace_tokens, width, ace_init_std) if ace_tokens > 0 else None
+        self.max_positions = int(pipe.tokenizer.model_max_length)  # L: the text encoder's window
+        self.report_positions = self.max_positions - ace_tokens  # M = L - N positions of c_p
+        if self.report_positions < 3:
+            raise ValueError(
+                f"{ace_tokens} ACE tokens leave {self.report_positions} of the tokenizer's "
+                f"{self.max_positions} positions for the report; use fewer ACE tokens"
+            )
         self._is_anchor = False
         self._uncond: torch.Tensor | None = None
 
@@ -295,26 +312,34 @@ class Policy(nn.Module):
     def device(self) -> torch.device:
         return self.unet.device
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Reports -> frozen text-encoder output ``c_p`` [B, M, d] (M = tokenizer max length)."""
-        if len(prompts) == 0:
-            raise ValueError("no prompts given")
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Reports -> token ids ``[B, L]``: truncated at ``M = L - N`` positions (EOS kept), padded to L."""
         tok = self.pipe.tokenizer
         ids = tok(
             list(prompts),
             padding="max_length",
-            max_length=tok.model_max_length,
+            max_length=self.report_positions,
             truncation=True,
             return_tensors="pt",
-        ).input_ids.to(self.device)
-        return self.pipe.text_encoder(ids)[0]  # [B, M, d]
+        ).input_ids  # [B, M]
+        pad = torch.full((ids.shape[0], self.max_positions - ids.shape[1]), tok.pad_token_id, dtype=ids.dtype)
+        return torch.cat([ids, pad], dim=1)  # [B, L]
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Reports -> frozen text-encoder output [B, L, d] (L = 77 for Stable Diffusion).
+
+        The same for policy and anchor; :meth:`condition` takes the policy's ``c_p`` (first M).
+        """
+        if len(prompts) == 0:
+            raise ValueError("no prompts given")
+        return self.pipe.text_encoder(self.tokenize(prompts).to(self.device))[0]  # [B, L, d]
 
     def condition(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
-        """``c_p`` [B, M, d] -> ``c = [c_s, c_p]`` [B, N+M, d] (policy) or ``c_p`` (anchor, no ACE)."""
+        """Encoder output [B, L, d] -> ``c = [c_s, c_p]`` [B, N+M = L, d] (policy), or itself (anchor, no ACE)."""
         if self.ace is None or self._is_anchor:
             return prompt_embeds
-        return self.ace(prompt_embeds)
+        return self.ace(prompt_embeds[:, : self.report_positions])  # [B, N+M, d]
 
     def uncond_embeds(self) -> torch.Tensor:
         """Encoder output of the empty report [1, M, d], cached (the encoder is frozen)."""
