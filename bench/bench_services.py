@@ -23,14 +23,11 @@ random weights (``--models``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import resource
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,30 +35,17 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from bench.bench_trainer import run_worker
+from bench.common import REPORTS, service
 from bench.procmem import TreeMonitor
 from cxrl import imaging
 from cxrl.client import RewardClient
-from cxrl.infra.ports import free_port
 from cxrl.models.reward_assets import DEFAULT_ASSETS
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import RewardModelsConfig, build_scorers, random_scorers
-from services.cli import CONFIG_DIR
 
 TARGET_RATIO = 1.15
-REPORTS = [
-    "No acute cardiopulmonary process.",
-    "Large right pleural effusion with adjacent atelectasis.",
-    "Cardiomegaly with mild pulmonary edema.",
-    "Small left apical pneumothorax.",
-    "Right lower lobe consolidation concerning for pneumonia.",
-    "Normal heart size. No focal consolidation, effusion or pneumothorax.",
-    "Endotracheal tube and right internal jugular catheter in place. Bibasilar opacities.",
-    "Hyperinflated lungs consistent with emphysema. No acute process.",
-    "Mild cardiomegaly. No pleural effusion.",
-]
 
 
 def workload(pairs: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -80,58 +64,6 @@ def timed(fn, repeats: int, warm_up: bool = True) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def serve_config(path: Path, models: str, threads: int, replicas: int) -> None:
-    data = yaml.safe_load((CONFIG_DIR / "serve-cpu.yaml").read_text())
-    for app in data["applications"]:
-        if app["name"] == "reward":
-            continue
-        app["args"].update(source=models, num_threads=threads)
-        for dep in app["deployments"]:
-            dep["num_replicas"] = replicas
-    path.write_text(yaml.safe_dump(data))
-
-
-@contextlib.contextmanager
-def service(models: str, threads: int, replicas: int, workdir: Path):
-    """``with service(...) as (target, proc):`` a running ``cxrl serve`` and its process."""
-    config, log = workdir / f"serve-{replicas}.yaml", workdir / f"serve-{replicas}.log"
-    serve_config(config, models, threads, replicas)
-    grpc_port, http_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CXRL_API_TOKEN")}
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "cxrl.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--num-cpus",
-        str(os.cpu_count()),
-    ]
-    cmd += ["--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    t0 = time.monotonic()
-    try:
-        while "cxrl serve: ready" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > t0 + 900:
-                raise RuntimeError(f"cxrl serve did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        print(
-            f"cxrl serve ({replicas} replica(s) per model) ready in {time.monotonic() - t0:.0f} s", flush=True
-        )
-        yield f"127.0.0.1:{grpc_port}", proc
-    finally:
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(180)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        print(f"cxrl serve stopped in {time.monotonic() - t0:.0f} s", flush=True)
 
 
 def throughput(target: str, batch, concurrency: int, rounds: int) -> float:
@@ -171,7 +103,8 @@ def interleaved(backend, target: str, batch, repeats: int, results: dict[str, li
 
 def on_service(replicas: int, models: str, args, backend, batch, results: dict, memory: dict, tmp: Path):
     """Start ``cxrl serve`` with ``replicas`` per model and measure on it (memory all along)."""
-    with service(models, args.threads, replicas, tmp) as (target, proc), TreeMonitor(proc.pid) as mon:
+    with service(models, args.threads, replicas, tmp) as serve, TreeMonitor(serve.proc.pid) as mon:
+        target = serve.grpc_target
         if replicas == 1:
             interleaved(backend, target, batch, args.repeats, results)
             print(

@@ -129,7 +129,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     """Warm-up, then ``repeats`` x (cold epoch 0, warm epoch 0); phase timings and max RSS."""
     import redis
 
-    from bench.bench_services import REPORTS
+    from bench.common import REPORTS
     from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
     from cxrl.rl.config import load_preset
@@ -239,7 +239,7 @@ def run_worker(url: str, models: str, repeats: int, threads: int, tmp: Path) -> 
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from bench.bench_services import service
+    from bench.common import service
     from bench.procmem import TreeMonitor
 
     report: dict = {"backends": {}}
@@ -248,11 +248,9 @@ def measure(args: argparse.Namespace) -> dict:
             if backend == "inprocess":
                 res = run_worker("inprocess", args.models, args.repeats, args.threads, Path(tmp))
             else:
-                with service(args.models, args.threads, 1, Path(tmp)) as (target, proc):
-                    with TreeMonitor(proc.pid) as mon:
-                        res = run_worker(
-                            f"grpc://{target}", args.models, args.repeats, args.threads, Path(tmp)
-                        )
+                with service(args.models, args.threads, 1, Path(tmp)) as serve:
+                    with TreeMonitor(serve.proc.pid) as mon:
+                        res = run_worker(serve.url, args.models, args.repeats, args.threads, Path(tmp))
                 res["services_memory"] = mon.peaks.summary()
             report["backends"][backend] = res
     return report

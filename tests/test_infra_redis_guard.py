@@ -66,7 +66,9 @@ def test_outage_is_logged_once_skipped_until_retry_and_recovery_logged(caplog):
 def test_messages_say_what_this_user_of_redis_loses_and_gets_back(caplog):
     caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
     clock = Clock()
-    guard = RedisGuard(redis.Redis(), "redis://c", 1.0, clock, purpose="score cache", impact="scoring uncached")
+    guard = RedisGuard(
+        redis.Redis(), "redis://c", 1.0, clock, purpose="score cache", impact="scoring uncached"
+    )
     guard.call("score cache read", _refused, None)
     clock.t += 2.5
     guard.call("score cache read", lambda: 1, None)

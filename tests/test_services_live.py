@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +19,13 @@ import numpy as np
 import pytest
 import redis
 import torch
-from _serve import processes_with, random_config, wait_ready
+from _serve import random_config
 
 from cxrl import imaging
 from cxrl.cli import main as cxrl_main
 from cxrl.client import RewardClient, RewardServiceError
-from cxrl.infra.ports import free_port
 from cxrl.infra.redis_local import LocalRedis
+from cxrl.infra.serve_process import ServeProcess
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.backend import InProcessRewards
@@ -65,30 +59,13 @@ def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     config, log = root / "serve.yaml", root / "serve.log"
     random_config(config, gateway_args={"max_request_bytes": MAX_REQUEST_BYTES})
-    marker = f"CXRL_SERVE_TEST_{uuid.uuid4().hex}"
-    http_port, grpc_port = free_port(), free_port()
-    with LocalRedis() as redis_url, open(log, "w") as log_fh:
-        env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", CXRL_API_TOKEN=TOKEN)
-        env.update(REDIS_URL=redis_url, CXRL_TEST_MARKER=marker, PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "cxrl.cli", "serve", "--config", str(config), "--num-cpus", "2"]
-        cmd += ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_ready(proc, log, timeout_s=600)
-            yield Service(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", redis_url, log)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(180)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-        text = log.read_text()
-        assert rc == 0 and "cxrl serve: stopped" in text, f"unclean shutdown (rc={rc}):\n{text[-3000:]}"
-        deadline = time.monotonic() + 30
-        while (left := processes_with(f"CXRL_TEST_MARKER={marker}")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not left, f"processes left behind after shutdown: {left}"
+    with LocalRedis() as redis_url:
+        env = {"REDIS_URL": redis_url, "CXRL_API_TOKEN": TOKEN}
+        with ServeProcess(config, log, num_cpus=2, env=env) as serve:
+            yield Service(serve.grpc_target, serve.http_url, redis_url, log)
+        assert serve.stopped_cleanly, (
+            f"unclean shutdown (rc={serve.returncode}, left {serve.left}):\n{serve.log_tail(3000)}"
+        )
 
 
 @pytest.fixture(scope="module")
