@@ -44,3 +44,39 @@ def test_inconsistent_batches_and_unknown_rewards_are_rejected():
         load_preset("nonexistent")
     with pytest.raises(ValueError):
         load_preset("paper", {"sampling.typo": 1})
+
+
+def test_paper_batch_is_one_gradient_over_81_images_with_explicit_normalisation():
+    """Eq. 2's B = 81: 81 reports sampled per epoch, one optimiser step on all of them."""
+    cfg = load_preset("paper")
+    assert cfg.sampling.images_per_prompt == 1
+    assert cfg.train.batch_size * cfg.train.gradient_accumulation_steps == 81
+    assert cfg.optimizer_steps_per_epoch == 1
+    assert not cfg.stat_tracker.per_prompt  # batch normalisation, not a silent fallback
+
+
+def test_paper_per_report_preset_normalises_every_report_within_its_epoch():
+    import numpy as np
+
+    from cxrl.rl.plan import FreshNoise
+    from cxrl.rl.stat_tracker import PerPromptStatTracker
+
+    cfg = load_preset("paper-per-report")
+    assert cfg.sampling.images_per_epoch == 81 and cfg.optimizer_steps_per_epoch == 1
+    plan = FreshNoise([f"report {i}" for i in range(500)], cfg.sampling, seed=0)(0)
+    counts = {p: plan.prompts.count(p) for p in plan.prompts}
+    assert len(counts) == 9 and set(counts.values()) == {9}
+    st = cfg.stat_tracker
+    tracker = PerPromptStatTracker(st.buffer_size, st.min_count)
+    adv = tracker.update(plan.prompts, np.random.default_rng(0).normal(size=81))
+    assert tracker.last_fallback == 0
+    for p in counts:  # each report's 9 advantages are standardised on their own
+        a = adv[[i for i, q in enumerate(plan.prompts) if q == p]]
+        assert abs(a.mean()) < 1e-5 and abs(a.std() - 1) < 1e-3
+
+
+def test_a_per_report_config_that_can_only_fall_back_is_refused_unless_allowed():
+    over = {"stat_tracker.per_prompt": True, "stat_tracker.batch_fallback": False}
+    with pytest.raises(ValueError, match="never reaches min_count"):
+        load_preset("paper", over)
+    assert load_preset("paper", {**over, "stat_tracker.batch_fallback": True}).stat_tracker.per_prompt

@@ -36,3 +36,16 @@ def test_rejects_mismatched_inputs():
         PerPromptStatTracker().update(["a"], np.array([1.0, 2.0]))
     with pytest.raises(ValueError):
         PerPromptStatTracker(buffer_size=0)
+
+
+def test_fallback_to_batch_statistics_is_counted_and_logged(caplog):
+    tracker = PerPromptStatTracker(buffer_size=4, min_count=2)
+    with caplog.at_level("INFO", logger="cxrl.rl.stat_tracker"):
+        tracker.update(["a", "b", "b"], np.array([1.0, 2.0, 3.0]))  # "a" has 1 reward < 2
+        assert tracker.last_fallback == 1
+        tracker.update(["a", "b"], np.array([1.0, 2.0]))  # both have >= 2 now
+        assert tracker.last_fallback == 0
+    records = [r for r in caplog.records if "batch statistics" in r.getMessage()]
+    assert (
+        len(records) == 1 and records[0].levelname == "WARNING" and "1 of 3 images" in records[0].getMessage()
+    )

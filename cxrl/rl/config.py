@@ -1,6 +1,8 @@
 """Typed configuration of a CXRL run (DDPO policy optimisation with LoRA + ACE and RLCF rewards).
 
-Defaults are the paper's (Han et al., MICCAI 2024, Sec. 3): 81 images per batch, AdamW lr 3e-4,
+Defaults are the paper's (Han et al., MICCAI 2024, Sec. 3): 81 images per batch (= B of its Eq. 2:
+81 images sampled per epoch, one report each, one optimiser step on all 81; batch-normalised
+advantages; the reasoning is in presets/paper.yaml), AdamW lr 3e-4,
 reward weights 1/10/10, N=3 ACE tokens, reports of M <= 74 tokens; DDPO's (Black et al. 2024) for
 the rest (PPO clip 1e-4, advantage clip 5, eta=1, guidance 5). Presets live in ``presets/*.yaml``;
 the paper's ablations are switches: ``ace.enabled: false`` (w/o ACE), ``rewards.rlcf: false``
@@ -58,7 +60,9 @@ class TrainSettings(ConfigModel):
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     batch_size: int = Field(9, ge=1, description="images per training forward pass")
-    gradient_accumulation_steps: int = Field(3, ge=1, description="minibatches summed per optimiser step")
+    gradient_accumulation_steps: int = Field(
+        9, ge=1, description="minibatches summed per optimiser step (paper: 9 x 9 = B = 81 images, Eq. 2)"
+    )
     inner_epochs: int = Field(1, ge=1, description="passes over each sampled batch")
     timestep_fraction: float = Field(
         1.0, gt=0, le=1, description="share of each trajectory's steps trained on (random per image)"
@@ -104,9 +108,19 @@ class RewardSettings(ConfigModel):
 
 
 class StatTrackerSettings(ConfigModel):
-    per_prompt: bool = Field(True, description="normalise rewards per report (else over the whole batch)")
+    per_prompt: bool = Field(
+        False,
+        description="normalise rewards per report (else over the epoch's whole batch: the paper "
+        "preset, one image per report; see presets/paper.yaml)",
+    )
     buffer_size: int = Field(16, ge=1, description="rewards remembered per report")
     min_count: int = Field(16, ge=1, description="below this many, a report uses the batch statistics")
+    batch_fallback: bool = Field(
+        True,
+        description="per_prompt: a report with fewer than min_count rewards so far is normalised with "
+        "the batch statistics (DDPO's tracker; logged with a count each epoch). false: refuse a config "
+        "where that can happen (sampling.images_per_prompt < min_count)",
+    )
 
 
 class CXRLConfig(ConfigModel):
@@ -144,6 +158,14 @@ class CXRLConfig(ConfigModel):
             raise ValueError(
                 f"sampling.images_per_epoch ({n}) must be a multiple of train.batch_size x "
                 f"train.gradient_accumulation_steps ({step})"
+            )
+        st = self.stat_tracker
+        if st.per_prompt and s.images_per_prompt < st.min_count and not st.batch_fallback:
+            raise ValueError(
+                f"stat_tracker.per_prompt with {s.images_per_prompt} image(s) per report per epoch never "
+                f"reaches min_count ({st.min_count}) within an epoch and batch_fallback is off: set "
+                "sampling.images_per_prompt >= stat_tracker.min_count, or per_prompt: false (batch "
+                "normalisation), or batch_fallback: true"
             )
         return self
 

@@ -2,15 +2,18 @@
 
 Each report keeps a bounded history of its recent rewards; an image's advantage is its reward
 standardised by its report's history, or by the whole batch while that history is shorter than
-``min_count``. The state is plain data so it can be checkpointed and restored exactly.
+``min_count`` (counted in ``last_fallback`` and logged: a warning the first time, then info). The state is plain data so it can be checkpointed and restored exactly.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class PerPromptStatTracker:
@@ -21,6 +24,8 @@ class PerPromptStatTracker:
         self.min_count = min_count
         self.eps = eps
         self.history: dict[str, deque[float]] = {}
+        self.last_fallback = 0  # images of the last update normalised with the batch statistics
+        self._warned = False
 
     def update(self, prompts: Sequence[str], rewards: np.ndarray) -> np.ndarray:
         """Add a batch's rewards ([B]) and return their advantages ([B], float32)."""
@@ -30,6 +35,7 @@ class PerPromptStatTracker:
                 f"need one reward per prompt, got {len(prompts)} prompts and shape {rewards.shape}"
             )
         advantages = np.empty_like(rewards)
+        fallback = 0
         batch_mean, batch_std = rewards.mean(), rewards.std()
         for prompt in dict.fromkeys(prompts):  # unique, in order
             mask = np.array([p == prompt for p in prompts])
@@ -37,10 +43,26 @@ class PerPromptStatTracker:
             buf.extend(rewards[mask].tolist())
             if len(buf) < self.min_count:
                 mean, std = batch_mean, batch_std
+                fallback += int(mask.sum())
             else:
                 mean, std = float(np.mean(buf)), float(np.std(buf))
             advantages[mask] = (rewards[mask] - mean) / (std + self.eps)
+        self._report_fallback(fallback, len(rewards))
         return advantages.astype(np.float32)
+
+    def _report_fallback(self, fallback: int, n: int) -> None:
+        """Say how many images were normalised with the batch statistics (never silently)."""
+        self.last_fallback = fallback
+        if not fallback:
+            return
+        level = logging.INFO if self._warned else logging.WARNING
+        self._warned = True
+        log.log(
+            level,
+            "per-report normalisation: %d of %d images used the batch statistics (their report has "
+            "fewer than min_count=%d rewards so far)",
+            fallback, n, self.min_count,
+        )  # fmt: skip
 
     def stats(self) -> dict[str, float]:
         counts = [len(b) for b in self.history.values()]
