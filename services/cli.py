@@ -105,15 +105,16 @@ def check_ports_free(config: dict[str, Any]) -> None:
 
 
 def grpc_message_limit(config: dict[str, Any]) -> int:
-    """Transport limit of the gRPC proxy: twice the gateway's request limit, so requests
-    moderately over the limit get an INVALID_ARGUMENT that says so (not a bare transport error)."""
+    """Transport limit of the gRPC proxy: the gateway's request limit plus 1 MiB of framing, the one
+    message limit (HTTP bodies: ``services.gatekeeper.http_body_limit``, its JSON at 4/3 + 1 MiB).
+    Requests just over the limit get INVALID_ARGUMENT saying so; far over, the transport's error."""
     limits = [
         int((app.get("args") or {}).get("max_request_bytes", 64 << 20))
         for app in config.get("applications", [])
         if app.get("import_path", "").endswith(":reward_app")
     ]
     limit = max(limits, default=64 << 20)
-    return min(2 * limit + (1 << 20), (2 << 30) - 1) if limit else (2 << 30) - 1
+    return min(limit + (1 << 20), (2 << 30) - 1) if limit else (2 << 30) - 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from cxrl.reward.v1 import reward_pb2 as pb
+from services.gatekeeper import Gatekeeper, http_body_limit
 from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized, transient_status
 
 HTTP_STATUS = {grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503}
@@ -46,7 +47,7 @@ class TensorJSON(RequestModel):
 
 class EncodedJSON(RequestModel):
     images: list[str] = Field(
-        default_factory=list, description="base64 PNG (or JPEG) blobs, one per image, all one size"
+        default_factory=list, description="base64 PNG blobs, one per image, all one size"
     )
 
 
@@ -127,14 +128,9 @@ def _denied(authorization: str | None, token: str) -> JSONResponse | None:
     return JSONResponse(status_code=401, content={"detail": UNAUTHENTICATED_MESSAGE})
 
 
-async def _call(body: BaseModel, request: Request, message_type, run, limit: int):
+async def _call(body: BaseModel, message_type, run):
     """Body -> proto -> ``run`` -> JSON; bad input -> 422 with the reason."""
-    try:
-        # base64 inflates by 4/3: a body this large cannot decode under the limit
-        if limit and int(request.headers.get("content-length", 0)) > 2 * limit:
-            raise ValueError(
-                f"request body is over twice the server's limit of {limit} bytes; split the batch"
-            )
+    try:  # the body's size was checked by the Gatekeeper before it was read; the message's here
         message = json_format.ParseDict(body.model_dump(exclude_none=True), message_type())
         return to_json(await run(message))
     except (ValueError, json_format.ParseError) as exc:
@@ -183,15 +179,14 @@ def create_model_app(model, token: str) -> FastAPI:
     """FastAPI routes of one model application (``services.models.RewardModel``)."""
     app = FastAPI(title=f"cxrl {model.kind} reward model", version="v1")
     install_error_handlers(app)
+    app.add_middleware(Gatekeeper, token=token, max_body_bytes=http_body_limit(model.args.max_request_bytes))
 
     @app.post("/v1/predict", response_model=PredictResponseJSON)
-    async def predict(body: PredictBody, request: Request, authorization: str | None = Header(None)):
+    async def predict(body: PredictBody, authorization: str | None = Header(None)):
         """This model's components for a batch of images."""
         if (resp := _denied(authorization, token)) is not None:
             return resp
-        return await _call(
-            body, request, pb.PredictRequest, model.predict_message, model.args.max_request_bytes
-        )
+        return await _call(body, pb.PredictRequest, model.predict_message)
 
     @app.get("/v1/info", response_model=InfoResponseJSON)
     async def info(authorization: str | None = Header(None)):
@@ -211,15 +206,16 @@ def create_app(gateway, token: str) -> FastAPI:
         description="Comparative rewards (posture, diagnostic, CXR-CLIP consistency) for generated chest X-rays.",
     )
     install_error_handlers(app)
+    app.add_middleware(
+        Gatekeeper, token=token, max_body_bytes=http_body_limit(gateway.args.max_request_bytes)
+    )
 
     @app.post("/v1/score", response_model=ScoreResponseJSON)
-    async def score(body: ScoreBody, request: Request, authorization: str | None = Header(None)):
+    async def score(body: ScoreBody, authorization: str | None = Header(None)):
         """Score a batch: per-image components, anchor counterparts, weighted totals, models used."""
         if (resp := _denied(authorization, token)) is not None:
             return resp
-        return await _call(
-            body, request, pb.ScoreRequest, gateway.score_message, gateway.args.max_request_bytes
-        )
+        return await _call(body, pb.ScoreRequest, gateway.score_message)
 
     @app.get("/v1/info", response_model=InfoResponseJSON)
     async def info(authorization: str | None = Header(None)):

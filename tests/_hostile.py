@@ -261,7 +261,7 @@ def _score_request(rng) -> pb.ScoreRequest:
         if b == 513:
             req.anchor_images.CopyFrom(_tensor(bytes(b * 64), [b, 8, 8]))
     else:  # oversize: over the 2 MiB request limit of the test server, under the transport limit
-        b, size = rng.randint(33, 48), 256
+        b, size = rng.randint(33, 40), 256  # 2.1-2.6 MB: over 2 MiB, under the transport limit (+1 MiB)
         req.images.CopyFrom(_tensor(bytes(b * size * size), [b, size, size]))
         del req.reports[:]
         req.reports.extend(["r"] * b)
@@ -416,3 +416,49 @@ def png_bomb(width: int, height: int, rows_per_chunk: int = 256) -> bytes:
     idat.append(z.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
+
+
+# --- large bodies over raw sockets ----------------------------------------------------------------
+
+
+def post_raw(
+    host: str, port: int, path: str, headers: dict[str, str], body_bytes: int, chunked: bool = False
+) -> tuple[int, bytes, int]:
+    """POST ``body_bytes`` of zeros, 1 MiB at a time, stopping when the server answers or hangs up.
+    Returns (status, response body, bytes of the body sent before the answer)."""
+    import select
+    import socket
+
+    head = [f"POST {path} HTTP/1.1", f"host: {host}:{port}", "content-type: application/json"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head.append("transfer-encoding: chunked" if chunked else f"content-length: {body_bytes}")
+    piece, sent, answer = bytes(1 << 20), 0, b""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        while sent < body_bytes and not answer:
+            if select.select([sock], [], [], 0)[0]:
+                answer = sock.recv(65536)
+                break
+            data = piece[: body_bytes - sent]
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            except OSError:  # the server answered and closed while we were still sending
+                break
+            sent += len(data)
+        if chunked and sent >= body_bytes and not answer:
+            sock.sendall(b"0\r\n\r\n")
+        answer += _read_response(sock)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return status, answer.partition(b"\r\n\r\n")[2], sent
+
+
+def _read_response(sock) -> bytes:
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+            if b"\r\n\r\n" in out and out.endswith(b"}"):
+                break
+    except OSError:
+        pass
+    return out

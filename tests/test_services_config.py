@@ -69,7 +69,7 @@ def test_load_config_binds_loopback_and_overrides_ports():
     data = load_config(CONFIG_DIR / "serve-cpu.yaml", "127.0.0.1", 18000, 19000)
     assert data["http_options"] == {"host": "127.0.0.1", "port": 18000}
     assert data["grpc_options"]["port"] == 19000
-    assert grpc_message_limit(data) == 2 * (64 << 20) + (1 << 20)
+    assert grpc_message_limit(data) == (64 << 20) + (1 << 20)  # the one message limit + framing
 
 
 def test_busy_port_is_reported_before_starting_ray():
