@@ -8,7 +8,6 @@ CLIP tokenizer). The default-world checkpoints live in ``cxrl/assets/default/<mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -19,19 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxrl.infra.fileio import atomic_write_bytes
+from cxrl.infra.hashing import sha256_file
 
 DEFAULT_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 HALF_MIN_NUMEL = 1024  # tensors at least this big are stored in float16
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def compact_state(state: dict[str, torch.Tensor], half: bool = True) -> dict[str, torch.Tensor]:
@@ -79,7 +71,11 @@ def write_checkpoint(
 
 
 def read_checkpoint(directory: str | Path, model_name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load ``(float32 state dict, manifest)`` from a checkpoint directory, checking the model name."""
+    """Load ``(float32 state dict, manifest)`` from a checkpoint directory.
+
+    Checks the model name and every file's sha256 against the manifest (a tampered or corrupted
+    file is refused with a ValueError that names it).
+    """
     path = Path(directory)
     weights, manifest_path = path / WEIGHTS_FILE, path / MANIFEST_FILE
     if not weights.is_file() or not manifest_path.is_file():
@@ -90,8 +86,27 @@ def read_checkpoint(directory: str | Path, model_name: str) -> tuple[dict[str, t
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("model") != model_name:
         raise ValueError(f"{path} holds a {manifest.get('model')!r} checkpoint, expected {model_name!r}")
+    verify_files(path, manifest)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(weights)).items()}
     return state, manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose files differ from the sha256 its manifest records (or lack one)."""
+    files = manifest.get("files") or {}
+    if WEIGHTS_FILE not in files:
+        raise ValueError(f"{directory}/{MANIFEST_FILE} records no sha256 for {WEIGHTS_FILE}; rewrite it")
+    for name, want in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise ValueError(f"{file} is listed in {MANIFEST_FILE} but missing; restore the checkpoint")
+        got = sha256_file(file)
+        if got != want:
+            raise ValueError(
+                f"{file} has sha256 {got[:16]}..., but {MANIFEST_FILE} records {want[:16]}...: the file "
+                "was changed after the checkpoint was written; restore it (e.g. `git checkout` the "
+                "committed assets) or rebuild it with the manifest's `command`"
+            )
 
 
 def weights_hash(directory: str | Path) -> str:
