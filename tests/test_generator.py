@@ -167,8 +167,8 @@ def test_fp16_base_keeps_adapters_and_log_probs_in_fp32(tmp_path):
 def test_committed_default_generator_matches_its_manifest():
     import json
 
+    from cxrl.infra.hashing import sha256_file as sha256
     from cxrl.models.generator import DEFAULT_DIR
-    from cxrl.models.pretrain_generator import sha256
 
     manifest = json.loads((DEFAULT_DIR / "manifest.json").read_text())
     for name, digest in manifest["files"].items():

@@ -9,9 +9,10 @@ import torch
 from transformers import CLIPTokenizer
 
 from cxrl import imaging
+from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import Policy, load_pipeline, tiny_arch
 from cxrl.models.generator_tokenizer import train_tokenizer
-from cxrl.models.pretrain_generator import register_pretrain, sha256
+from cxrl.models.pretrain_generator import register_pretrain
 
 REPORTS = [
     "Small left pleural effusion.",
@@ -73,7 +74,7 @@ def test_pretrain_command_writes_a_loadable_pipeline(dataset, tmp_path):
     assert manifest["steps"] == {"vae": 3, "unet": 3} and manifest["seed"] == 0
     assert manifest["command"].startswith("cxrl ")
     for name, digest in manifest["files"].items():
-        assert sha256(out / name) == digest
+        assert sha256_file(out / name) == digest
     assert "unet/diffusion_pytorch_model.safetensors" in manifest["files"]
     grid = imaging.load_image(out / "samples.png")
     assert grid.shape == (1, 4 * 32, 8 * 32)  # real, reconstructed, two sample rows; 8 reports

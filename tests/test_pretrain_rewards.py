@@ -8,6 +8,7 @@ import torch
 
 from cxrl.cli import main
 from cxrl.imaging import load_image
+from cxrl.infra.hashing import sha256_file
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
 from cxrl.models.pretrain_clip import (
     augment_images,
@@ -20,7 +21,6 @@ from cxrl.models.pretrain_clip import (
     shuffle_sentences,
 )
 from cxrl.models.pretrain_rewards import split_by_report
-from cxrl.models.reward_assets import sha256_file
 from cxrl.reports.labeler import label_findings
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
 from cxrl.world.dataset import load_records

@@ -42,7 +42,8 @@ def test_build_scorers_random_and_config_errors():
 
 
 def test_default_world_checkpoints_load_and_record_their_quality(tiny_world):
-    from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint, sha256_file
+    from cxrl.infra.hashing import sha256_file
+    from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint
     from cxrl.world.dataset import load_records
 
     posture, diagnostic, consistency = build_scorers(RewardModelsConfig())

@@ -17,7 +17,6 @@ training images; below: samples for the same reports, 20 DDIM steps).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from cxrl import imaging
 from cxrl.config import ConfigModel
+from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline
 from cxrl.models.generator_tokenizer import train_tokenizer
 
@@ -232,14 +232,6 @@ def _quiet_diffusers():
         dlog.set_verbosity(level)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pretrain(
     data_dir: Path, out_dir: Path, cfg: PretrainConfig, command: str = "", init: Path | None = None
 ) -> dict:
@@ -281,12 +273,12 @@ def pretrain(
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
         "train_images": len(images),
-        "data_metadata_sha256": sha256(Path(data_dir) / "metadata.csv"),
+        "data_metadata_sha256": sha256_file(Path(data_dir) / "metadata.csv"),
         "init": None if init is None else json.loads((Path(init) / "manifest.json").read_text()),
         "steps": {"vae": len(vae_losses), "unet": len(unet_losses)},
         "final_loss": {"vae": _tail_mean(vae_losses), "unet": _tail_mean(unet_losses)},
         "minutes": round((time.time() - t0) / 60, 1),
-        "files": {str(p.relative_to(tmp)): sha256(p) for p in files},
+        "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
         "size_bytes": sum(p.stat().st_size for p in files),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))

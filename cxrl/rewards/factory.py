@@ -19,9 +19,10 @@ import torch
 from pydantic import Field, model_validator
 
 from cxrl.config import ConfigModel
+from cxrl.infra.hashing import sha256_file
 from cxrl.models.cxr_clip import ClipConfig, CXRClip, load_release
 from cxrl.models.posture import PostureConfig, PostureNet
-from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint, sha256_file, weights_hash
+from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint, weights_hash
 from cxrl.models.text_tokenizer import char_tokenizer, load_tokenizer
 from cxrl.models.xrv_classifier import (
     DiagnosticConfig,
