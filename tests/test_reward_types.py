@@ -57,3 +57,75 @@ def test_combine_errors():
     with pytest.raises(ValueError, match="no rewards"):
         combine(policy, policy, {})
     assert torch.equal(combine(policy, None, {"align": 1.0}), torch.zeros(2))
+
+
+# -- batch operations ---------------------------------------------------------------------------
+def _batch(b: int, offset: float = 0.0) -> Components:
+    psi = torch.arange(b * 5, dtype=torch.float32).reshape(b, 5) + offset  # [b, 5]
+    return Components(psi=psi, r_align=psi[:, 0] * -0.1, diag_acc=torch.full((b,), 0.5 + offset))
+
+
+def test_concat_then_split_gives_the_parts_back_in_order():
+    a, b = _batch(2), _batch(3, offset=100.0)
+    both = Components.concat([a, b])
+    assert both.num_rows == 5 and both.consistency is None
+    assert both.psi[2, 0] == 100.0  # b's first row follows a's last
+    back = both.split([2, 3])
+    for got, want in zip(back, (a, b), strict=True):
+        assert set(got.present()) == {"psi", "r_align", "diag_acc"}
+        for name, value in want.present().items():
+            assert torch.equal(getattr(got, name), value), name
+    with pytest.raises(ValueError, match=r"add up to 4, not 5"):
+        both.split([2, 2])
+
+
+def test_concat_keeps_only_fields_every_part_has_and_of_nothing_is_empty():
+    out = Components.concat([_batch(2), Components(psi=torch.zeros(1, 5))])
+    assert out.psi.shape == (3, 5) and out.r_align is None and out.diag_acc is None
+    assert Components.concat([]).present() == {} and Components.concat([]).num_rows == 0
+
+
+def test_take_positions_in_any_order_and_merge_of_models():
+    a = _batch(4)
+    picked = a.take([3, 1, 3])
+    assert torch.equal(picked.psi, a.psi[[3, 1, 3]]) and torch.equal(picked.diag_acc, a.diag_acc[[3, 1, 3]])
+    assert torch.equal(a.take(torch.tensor([0])).r_align, a.r_align[:1])
+    merged = Components.merge([Components(psi=a.psi), Components(consistency=torch.ones(4))])
+    assert merged.psi is a.psi and merged.consistency.shape == (4,) and merged.diag_acc is None
+
+
+def test_num_rows_refuses_fields_of_different_lengths():
+    with pytest.raises(ValueError, match="disagree"):
+        _ = Components(r_align=torch.zeros(2), diag_acc=torch.zeros(3)).num_rows
+
+
+def test_rows_are_json_with_a_number_per_scalar_and_a_list_per_vector_and_round_trip_exactly():
+    import json
+
+    g = torch.Generator().manual_seed(0)
+    a = Components(
+        psi=torch.randn(3, 5, generator=g),
+        r_align=torch.randn(3, generator=g),
+        diag_probs=torch.rand(3, 18, generator=g),
+        consistency=torch.randn(3, generator=g),
+    )
+    rows = json.loads(json.dumps(a.to_rows()))
+    assert len(rows) == 3 and set(rows[0]) == {"psi", "r_align", "diag_probs", "consistency"}
+    assert isinstance(rows[1]["r_align"], float) and len(rows[1]["psi"]) == 5
+    assert rows[2]["consistency"] == a.consistency[2].item()
+    back = Components.from_rows(rows)
+    for name, value in a.present().items():
+        assert getattr(back, name).dtype == torch.float32 and torch.equal(getattr(back, name), value), name
+    assert back.diag_acc is None
+
+
+def test_from_rows_sets_a_field_only_when_every_row_has_it_and_refuses_bad_rows():
+    out = Components.from_rows([{"r_align": -0.5, "diag_acc": 1.0}, {"r_align": 0.25}])
+    assert torch.equal(out.r_align, torch.tensor([-0.5, 0.25])) and out.diag_acc is None
+    assert Components.from_rows([]).present() == {}
+    with pytest.raises(ValueError, match="'r_align' must be a number per row"):
+        Components.from_rows([{"r_align": [-0.5]}])  # a one-element list is not a scalar
+    with pytest.raises(ValueError, match="'psi' must be a list of numbers"):
+        Components.from_rows([{"psi": 1.0}])
+    with pytest.raises(ValueError, match="unknown component names"):
+        Components.from_rows([{"r_algn": 1.0}])

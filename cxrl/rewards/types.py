@@ -12,6 +12,7 @@ The RLCF combination follows the CXRL paper (Han et al., MICCAI 2024, Sec. 2.3):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,17 +31,107 @@ class ModelInfo:
     name: str  # e.g. "posture-resnet18"
     version: str  # e.g. "default-world-v1" or the checkpoint file name
     weights_hash: str  # sha256 of the weights file(s), hex
+    unscored_labels: tuple[str, ...] = ()  # diagnostic labels the model has no calibrated output for
+
+
+COMPONENT_FIELDS: tuple[str, ...] = ("psi", "r_align", "diag_acc", "diag_probs", "consistency")
+VECTOR_FIELDS: frozenset[str] = frozenset({"psi", "diag_probs"})  # [B, K]; the others are [B]
+
+Row = dict[
+    str, float | list[float]
+]  # one image's components as JSON: a float per [B] field, a list per [B, K]
 
 
 @dataclass
 class Components:
-    """Per-image reward components of one image batch (policy or anchor). Absent = not computed."""
+    """Per-image reward components of one image batch (policy or anchor). Absent = not computed.
+
+    The batch operations keep every present field's rows aligned: :meth:`concat`, :meth:`take`,
+    :meth:`split`, :meth:`merge` (fields of different models over the same rows), and the one JSON
+    row format of the score cache and the anchor cache, :meth:`to_rows` / :meth:`from_rows`
+    (float32 values survive the round trip exactly).
+    """
 
     psi: torch.Tensor | None = None  # [B, 5] (sx, sy, tx, ty, theta)
     r_align: torch.Tensor | None = None  # [B]
     diag_acc: torch.Tensor | None = None  # [B] in [0, 1]
     diag_probs: torch.Tensor | None = None  # [B, 18] calibrated: 0.5 = operating point
     consistency: torch.Tensor | None = None  # [B] cosine in [-1, 1]
+
+    def present(self) -> dict[str, torch.Tensor]:
+        """The computed fields, by name, in field order."""
+        return {name: value for name in COMPONENT_FIELDS if (value := getattr(self, name)) is not None}
+
+    @property
+    def num_rows(self) -> int:
+        """Images in the batch (0 when nothing was computed); fields that disagree are an error."""
+        sizes = {name: int(value.shape[0]) for name, value in self.present().items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"components disagree on the number of images: {sizes}")
+        return next(iter(sizes.values()), 0)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Components]) -> Components:
+        """Batches one after another; a field is kept only when every part has it."""
+        out = cls()
+        for name in COMPONENT_FIELDS:
+            values = [getattr(p, name) for p in parts]
+            if values and all(v is not None for v in values):
+                setattr(out, name, torch.cat(values, dim=0))
+        return out
+
+    def take(self, index: slice | Sequence[int] | torch.Tensor) -> Components:
+        """Rows ``index`` (a slice, or positions in any order, repeats allowed) of every present field."""
+        if not isinstance(index, slice):
+            index = torch.as_tensor(index, dtype=torch.long)
+        return Components(**{name: value[index] for name, value in self.present().items()})
+
+    def split(self, sizes: Sequence[int]) -> list[Components]:
+        """Consecutive parts of ``sizes`` rows; the sizes must add up to the batch."""
+        if sum(sizes) != self.num_rows:
+            raise ValueError(f"split sizes {list(sizes)} add up to {sum(sizes)}, not {self.num_rows} rows")
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [self.take(slice(s, s + n)) for s, n in zip(starts, sizes, strict=True)]
+
+    @classmethod
+    def merge(cls, parts: Sequence[Components]) -> Components:
+        """Union of the fields of several models' Components over the same rows (later parts win)."""
+        out = cls()
+        for part in parts:
+            for name, value in part.present().items():
+                setattr(out, name, value)
+        return out
+
+    def to_rows(self) -> list[Row]:
+        """One JSON-able dict per image: ``{"r_align": -0.1, "psi": [1.0, ...], ...}``, computed fields only."""
+        n = self.num_rows
+        rows: list[Row] = [{} for _ in range(n)]
+        for name, value in self.present().items():
+            for row, v in zip(rows, value.detach().to("cpu", torch.float32).tolist(), strict=True):
+                row[name] = v
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row]) -> Components:
+        """Inverse of :meth:`to_rows`; a field is set only when every row has it."""
+        out = cls()
+        unknown = {k for r in rows for k in r} - set(COMPONENT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown component names {sorted(unknown)}; known: {COMPONENT_FIELDS}")
+        for name in COMPONENT_FIELDS:
+            if rows and all(name in r for r in rows):
+                try:
+                    value = torch.tensor([r[name] for r in rows], dtype=torch.float32)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"component {name!r} has rows of different shapes: {exc}") from None
+                want = 2 if name in VECTOR_FIELDS else 1
+                if value.ndim != want:
+                    kind = "a list of numbers" if want == 2 else "a number"
+                    raise ValueError(
+                        f"component {name!r} must be {kind} per row, got shape {list(value.shape)}"
+                    )
+                setattr(out, name, value)
+        return out
 
 
 @dataclass
