@@ -11,7 +11,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import load_preset
 from trainer.evaluate import Evaluator, eval_seed
-from trainer.scoring import direct_total
+from cxrl.rl.anchor import direct_total
 
 REPORTS = ["small left pleural effusion.", "no acute cardiopulmonary process.", "mild cardiomegaly."]
 

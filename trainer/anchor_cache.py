@@ -8,7 +8,8 @@ anchor's sampling and its reward calls.
 Key: ``{prefix}:anchor:<sha256(anchor_version, report, seed)>``, where ``anchor_version`` names
 everything the anchor image depends on (generator weights, sampling settings, reward models).
 Value: a hash with ``png`` (8-bit greyscale PNG of the image) and ``components`` (JSON of the
-per-image reward components).
+per-image reward components). Every entry is validated when read: one that does not decode or
+holds a non-finite value (a poisoned or damaged cache) is a miss, deleted and logged.
 
 With a :class:`~cxrl.infra.redis_guard.RedisGuard`, Redis failing never fails a call: a read answers
 "not cached" for every pair and a write is dropped, so the trainer goes on uncached until Redis is back.
@@ -19,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
@@ -29,42 +30,10 @@ import torch
 from cxrl import imaging
 from cxrl.infra.redis_guard import RedisGuard
 from cxrl.rewards.types import Components
+from cxrl.rl.anchor import COMPONENT_FIELDS, AnchorEntry, component_rows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-COMPONENT_FIELDS = ("psi", "r_align", "diag_acc", "diag_probs", "consistency")
-
-
-@dataclass
-class AnchorEntry:
-    """One cached anchor sample."""
-
-    image: torch.Tensor  # [1, H, W] float in [0, 1] (8-bit precision)
-    components: dict[str, float | list[float]]  # per-image slice of Components; absent = not computed
-
-
-def component_rows(components: Components, n: int) -> list[dict[str, float | list[float]]]:
-    """Split batch Components ([B] / [B, k] tensors) into ``n`` per-image JSON-able dicts."""
-    rows: list[dict[str, float | list[float]]] = [{} for _ in range(n)]
-    for name in COMPONENT_FIELDS:
-        value = getattr(components, name)
-        if value is None:
-            continue
-        if value.shape[0] != n:
-            raise ValueError(f"component {name} has {value.shape[0]} rows for {n} images")
-        for i, row in enumerate(value.detach().cpu().float().tolist()):
-            rows[i][name] = row
-    return rows
-
-
-def stack_components(rows: Sequence[dict[str, float | list[float]]]) -> Components:
-    """Per-image dicts -> batch Components; a field is set only when every row has it."""
-    out = Components()
-    for name in COMPONENT_FIELDS:
-        if rows and all(name in r for r in rows):
-            setattr(out, name, torch.tensor([r[name] for r in rows], dtype=torch.float32))
-    return out
 
 
 class AnchorCache:
@@ -97,8 +66,13 @@ class AnchorCache:
         ).hexdigest()
         return f"{self.prefix}:anchor:{digest}"
 
-    def get_many(self, reports: Sequence[str], seeds: Sequence[int]) -> list[AnchorEntry | None]:
-        """One entry per (report, seed); ``None`` where not cached. Counts hits and misses."""
+    def get_many(
+        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
+    ) -> list[AnchorEntry | None]:
+        """One entry per (report, seed); ``None`` where not cached (or invalid: then deleted).
+
+        ``count`` adds the lookups to :attr:`hits` / :attr:`misses`.
+        """
         if len(reports) != len(seeds):
             raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
         pipe = self.r.pipeline()
@@ -108,14 +82,19 @@ class AnchorCache:
         if found is None:  # Redis down: nothing is cached
             found = [(None, None)] * len(reports)
         out: list[AnchorEntry | None] = []
-        for png, comps in found:
-            if png is None or comps is None:
-                out.append(None)
-                continue
-            out.append(AnchorEntry(image=imaging.decode_png(png), components=json.loads(comps)))
-        n_hit = sum(e is not None for e in out)
-        self.hits += n_hit
-        self.misses += len(out) - n_hit
+        bad: list[str] = []
+        for report, seed, (png, comps) in zip(reports, seeds, found, strict=True):
+            entry = None if png is None or comps is None else _decode(png, comps)
+            if entry is None and png is not None:
+                bad.append(self.key(report, seed))
+            out.append(entry)
+        if bad:
+            log.warning("anchor cache: %d invalid entr(ies) deleted and sampled again: %s", len(bad), bad[:3])
+            self._run("anchor cache delete", lambda: self.r.delete(*bad), None)
+        if count:
+            n_hit = sum(e is not None for e in out)
+            self.hits += n_hit
+            self.misses += len(out) - n_hit
         return out
 
     def put_many(
@@ -146,3 +125,24 @@ class AnchorCache:
 
     def reset_stats(self) -> None:
         self.hits = self.misses = 0
+
+
+def _decode(png: bytes, comps: bytes) -> AnchorEntry | None:
+    """A stored entry, or None when anything in it is malformed or not finite."""
+    try:
+        row = json.loads(comps)
+        if not isinstance(row, dict) or not set(row) <= set(COMPONENT_FIELDS) or not row:
+            return None
+        if not all(_finite(v) for v in row.values()):
+            return None
+        image = imaging.decode_png(png)
+    except Exception:  # garbage of any kind is a miss, never a crash
+        return None
+    return AnchorEntry(image=image, components=row)
+
+
+def _finite(v: object) -> bool:
+    values = v if isinstance(v, list) else [v]
+    return bool(values) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values
+    )

@@ -34,11 +34,10 @@ from cxrl.eval.bootstrap import mean_ci
 from cxrl.infra.retry import call_with_retries
 from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, RewardBackend
+from cxrl.rl.anchor import FrozenAnchor, direct_total
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.sampler import sample_images
-from trainer.anchor_ahead import FrozenAnchor
 from trainer.report import EvalGrid
-from trainer.scoring import direct_total
 
 log = logging.getLogger(__name__)
 

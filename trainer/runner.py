@@ -28,21 +28,22 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from cxrl import imaging
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.redis_guard import RedisGuard
 from cxrl.models.generator import DEFAULT_DIR, Policy
 from cxrl.rewards.types import RewardBackend
-from cxrl.rl import checkpoint as ckpt
+from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
 from cxrl.rl.config import CXRLConfig
-from cxrl.rl.ddpo import make_policy
-from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
+from cxrl.rl.engine import Engine
+from cxrl.rl.plan import SeedBank
+from cxrl.rl.policy import fitting_reports, make_policy
+from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
 from trainer.evaluate import Evaluator
-from trainer.loop import TrainLoop
 from trainer.prompts import choose, choose_held_out, split_reports
 from trainer.report import EvalGrid, write_report
-from trainer.scoring import anchor_version
 from trainer.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class RunResult:
 
 
 def build_backend(settings: RewardClientSettings, weights: dict[str, float]) -> RewardBackend:
-    """The reward backend in direct mode (the loop forms RLCF totals itself)."""
+    """The reward backend in direct mode (the engine forms RLCF totals itself)."""
     if settings.url == "inprocess":
         from cxrl.rewards.backend import InProcessRewards
         from cxrl.rewards.factory import build_scorers
@@ -91,15 +92,6 @@ def generator_id(name: str) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def fitting(reports: list[str], policy: Policy, max_tokens: int) -> list[str]:
-    """Reports of at most M tokens under the generator's tokenizer (the paper's M <= 74)."""
-    tok = policy.pipe.tokenizer
-    kept = [r for r in reports if r.strip() and len(tok(r, verbose=False).input_ids) - 2 <= max_tokens]
-    if len(kept) < len(reports):
-        log.info("%d of %d reports fit the generator's %d tokens", len(kept), len(reports), max_tokens)
-    return kept
 
 
 def save_grid(run_dir: Path, grid: EvalGrid) -> None:
@@ -149,8 +141,8 @@ def run_training(
     policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
     train, test = prompts or split_reports(rl.data)
-    train = choose(fitting(train, policy, rl.max_report_tokens), cfg.train_prompts, rl.seed)
-    test = fitting(test, policy, rl.max_report_tokens)
+    train = choose(fitting_reports(policy, train, rl.max_report_tokens), cfg.train_prompts, rl.seed)
+    test = fitting_reports(policy, test, rl.max_report_tokens)
     held_out = choose_held_out(test, cfg.eval.prompts, cfg.eval.with_findings, cfg.eval.seed)
     log.info(
         "run %s in %s: %d training reports, %d held-out reports", run_id, run_dir, len(train), len(held_out)
@@ -169,21 +161,27 @@ def run_training(
     progress = cfg.progress and os.isatty(2)
     r = cfg.rewards
     retries = 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
-    loop = TrainLoop(
-        rl, policy, backend, train, run_dir, run_id, cfg.seed_bank, cache, store,
-        r.max_in_flight, retries, r.backoff_s, progress,
+    sinks: list[Sink] = [LogLine(rl.epochs), HistoryFile(run_dir / "history.jsonl")]
+    if store is not None:
+        sinks.append(RedisMetrics(store, run_id))
+    engine = Engine(
+        rl, policy, backend, SeedBank(train, rl.sampling, rl.seed, cfg.seed_bank), run_dir, cache, sinks,
+        r.max_in_flight, retries, r.backoff_s,
     )  # fmt: skip
     frozen = FrozenAnchor(policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
         policy, backend, held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed, cfg.eval.grid_prompts,
         retries, r.backoff_s, cfg.eval.samples_per_report, frozen,
     )  # fmt: skip
-    ahead = AnchorAhead(loop, frozen, evaluator) if frozen is not None else None
+    if frozen is not None:
+        engine.ahead = AnchorAhead(
+            engine.plan, frozen, backend, cache, rl.sampling, engine.spec, evaluator.anchor
+        )
     if store:
         store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
     try:
         with logging_redirect_tqdm():
-            result = _train_and_evaluate(cfg, rl, loop, evaluator, run_dir, run_id, ahead)
+            result = _train_and_evaluate(cfg, rl, engine, evaluator, run_dir, run_id, progress)
     except KeyboardInterrupt:
         if store:
             store.set_status(run_id, "interrupted")
@@ -193,68 +191,87 @@ def run_training(
             store.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        if ahead is not None:
-            ahead.stop(timeout=10.0)  # after Ctrl-C, do not wait for a half-done evaluation anchor
-        loop.close()
+        engine.close()
     if store:
         store.set_status(run_id, "finished")
     return result
 
 
+class RedisMetrics(Sink):
+    """The run's metrics stream in Redis (one entry per epoch)."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+
+    def epoch(self, metrics: dict[str, Any]) -> None:
+        self.store.add_metrics(self.run_id, metrics["epoch"], metrics)
+
+
+class GridSnapshots(Sink):
+    """Held-out policy vs anchor grids: at the start, every ``every`` epochs, and at the end."""
+
+    def __init__(
+        self, run_dir: Path, evaluator: Evaluator, n: int, every: int, epochs: int, sinks: list[Sink]
+    ):
+        self.run_dir, self.evaluator, self.n, self.every, self.epochs = run_dir, evaluator, n, every, epochs
+        self.sinks = sinks  # also shown by the sinks that show images (TensorBoard)
+        self.grids = load_grids(run_dir)
+
+    def snapshot(self, epoch: int) -> None:
+        if self.n and not any(g.epoch == epoch for g in self.grids):
+            grid = self.evaluator.grid(epoch)
+            save_grid(self.run_dir, grid)
+            self.grids.append(grid)
+            anchor = torch.stack([imaging.decode_png(b) for b in grid.anchor_png])
+            policy = torch.stack([imaging.decode_png(b) for b in grid.policy_png])
+            for sink in self.sinks:
+                sink.grid(epoch, grid.reports, anchor, policy)
+
+    def epoch(self, metrics: dict[str, Any]) -> None:
+        done = metrics["epoch"] + 1
+        if self.every and done % self.every == 0 and done < self.epochs:
+            self.snapshot(done)
+
+
 def _train_and_evaluate(
     cfg: TrainConfig,
     rl: CXRLConfig,
-    loop: TrainLoop,
+    engine: Engine,
     evaluator: Evaluator,
     run_dir: Path,
     run_id: str,
-    ahead: AnchorAhead | None = None,
+    progress: bool,
 ) -> RunResult:
-    ckpt.remove_partial(run_dir / "checkpoints")
-    loop.ddpo.resume()
-    reconcile_history(run_dir, loop.history)  # without a checkpoint: no epoch is done, none logged
+    engine.resume()
+    reconcile_history(run_dir, engine.history)  # without a checkpoint: no epoch is done, none logged
     eval_settings = cfg.eval.model_dump(mode="json")
-    done = _finished(run_dir, loop.epoch, rl.epochs, eval_settings)
+    done = _finished(run_dir, engine.epoch, rl.epochs, eval_settings)
     if done is not None:
         log.info("run %s has done its %d epochs and was evaluated: nothing to do", run_id, rl.epochs)
-        return RunResult(run_id, run_dir, loop.history, done, run_dir / "report.html", load_grids(run_dir))
-    grids = load_grids(run_dir)
-    every = cfg.eval.every
-
-    def snapshot(epoch: int) -> None:
-        if cfg.eval.grid_prompts and not any(g.epoch == epoch for g in grids):
-            grid = evaluator.grid(epoch)
-            save_grid(run_dir, grid)
-            grids.append(grid)
-
-    snapshot(loop.epoch)
-
-    def on_epoch(m: dict[str, Any]) -> None:
-        done = m["epoch"] + 1
-        if every and done % every == 0 and done < rl.epochs:
-            snapshot(done)
-
+        return RunResult(run_id, run_dir, engine.history, done, run_dir / "report.html", load_grids(run_dir))
+    board = TensorBoard(run_dir / "tensorboard")
+    grids = GridSnapshots(run_dir, evaluator, cfg.eval.grid_prompts, cfg.eval.every, rl.epochs, [board])
+    engine.sinks += [board, grids, ProgressBar(rl.epochs, engine.epoch, f"CXRL {run_id}", progress)]
+    grids.snapshot(engine.epoch)
     t0 = time.perf_counter()
-    if ahead is not None:
-        ahead.start()
-    loop.run(on_epoch)
+    engine.run()
     train_s = time.perf_counter() - t0
-    snapshot(loop.epoch)
+    grids.snapshot(engine.epoch)
     t0 = time.perf_counter()
     evaluation = evaluator.evaluate(bootstrap=cfg.eval.bootstrap, seed=cfg.eval.seed)
     evaluation["eval_seconds"] = time.perf_counter() - t0
     evaluation["train_seconds"] = train_s
-    if ahead is not None:
-        evaluation["anchor_ahead_sampled"] = ahead.sampled
-    evaluation["epochs"] = loop.epoch
+    if engine.ahead is not None:
+        evaluation["anchor_ahead_sampled"] = engine.ahead.sampled
+    evaluation["epochs"] = engine.epoch
     evaluation["eval_settings"] = eval_settings
     atomic_write_bytes(run_dir / "eval.json", json.dumps(evaluation, indent=1).encode())
     final = {k: evaluation[k] for k in ("anchor", "cxrl")}
     report = write_report(
         run_dir / "report.html",
         title=f"CXRL run {run_id}",
-        history=loop.history,
-        grids=sorted(grids, key=lambda g: g.epoch),
+        history=engine.history,
+        grids=sorted(grids.grids, key=lambda g: g.epoch),
         final=final,
         meta={
             "run": run_id,
@@ -269,7 +286,7 @@ def _train_and_evaluate(
         },
     )
     log.info("report: %s", report)
-    return RunResult(run_id, run_dir, loop.history, evaluation, report, grids)
+    return RunResult(run_id, run_dir, engine.history, evaluation, report, grids.grids)
 
 
 def reconcile_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

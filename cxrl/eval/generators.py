@@ -148,7 +148,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
     """The (untrained) CXRL policy a run config describes, on ``base`` (default: cfg.generator) and ``device``."""
-    from cxrl.rl.ddpo import make_policy
+    from cxrl.rl.policy import make_policy
 
     update = {"device": device} | ({"generator": str(base)} if base else {})
     return make_policy(cfg.model_copy(update=update))

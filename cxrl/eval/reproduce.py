@@ -9,7 +9,8 @@ For each seed, starting from the same anchor (the frozen base generator):
 Table 1 also gets a row the paper does not have: the real test images of the prompts, scored by
 the same models (the ceiling of r_align, AUROC and CXR-CLIP similarity in this world).
 
-Each variant is trained with the RL loop (:class:`cxrl.rl.ddpo.DDPOTrainer`, in-process rewards)
+Each variant is trained with the one epoch engine (:class:`cxrl.rl.engine.Engine`, fresh noise each
+epoch, in-process rewards)
 and evaluated with :class:`cxrl.eval.evaluate.Evaluator` on the seed's held-out reports and noise,
 together with the anchor. Rows are aggregated over seeds (mean ± sd; the per-seed rows and
 intervals are kept in the JSON). Every finished (variant, seed) leaves ``runs/<slug>-seed<s>/eval.json``;
@@ -137,14 +138,23 @@ class Reproduction:
         run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
 
         def make() -> Row:
-            from cxrl.rl.ddpo import DDPOTrainer
+            from cxrl.rl.anchor import MemoryAnchorStore
+            from cxrl.rl.engine import Engine
+            from cxrl.rl.plan import FreshNoise
+            from cxrl.rl.sinks import LogLine
 
             rl = self._rl_config(variant, seed)
             policy = policy_from_config(rl, device=self.cfg.device)
-            trainer = DDPOTrainer(rl, policy, self._backend(rl), prompts, run_dir=run_dir)
+            plan = FreshNoise(list(prompts), rl.sampling, rl.seed)
+            trainer = Engine(
+                rl, policy, self._backend(rl), plan, run_dir, MemoryAnchorStore(), [LogLine(rl.epochs)]
+            )
             trainer.resume()
             t0, c0 = time.perf_counter(), time.process_time()
-            trainer.run()
+            try:
+                trainer.run()
+            finally:
+                trainer.close()
             train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
             row = evaluator.evaluate(PolicySource(variant.label, policy, evaluator.cfg.sampling()))
             last = trainer.history[-1] if trainer.history else {}
@@ -152,7 +162,7 @@ class Reproduction:
                 train_s=round(train_s, 2),
                 train_cpu_s=round(train_cpu_s, 2),
                 epochs=trainer.epoch,
-                final_reward_mean=last.get("reward_mean"),
+                final_reward_mean=last.get("policy/total"),
             )
             return row
 
@@ -190,7 +200,7 @@ class Reproduction:
             diagnostic if "diag" in w else None,
             consistency if "consist" in w else None,
             weights=w,
-            rlcf=rl.rewards.rlcf,
+            rlcf=False,  # direct mode: the engine forms the RLCF total against its anchors
         )
 
     @staticmethod

@@ -242,7 +242,7 @@ class AnchorAhead:
         plan: Plan,
         anchor: FrozenAnchor,
         backend: RewardBackend,
-        store: AnchorStore,
+        store: AnchorStore | None,
         sampling: SamplingSettings,
         spec: RewardSpec,
         after: Callable[[], object] | None = None,
@@ -274,7 +274,7 @@ class AnchorAhead:
 
     def _run(self, first: int, last: int) -> None:
         try:
-            if self.spec.needs_anchor:
+            if self.spec.needs_anchor and self.store is not None:
                 for epoch in range(first, last):
                     if self._stop.is_set():
                         return

@@ -337,7 +337,7 @@ def load_trained_policy(directory: str | Path, generator: str | Path | None = No
     The base pipeline is the run's ``generator`` (from the checkpoint's config) unless given.
     """
     from cxrl.rl.config import CXRLConfig
-    from cxrl.rl.ddpo import make_policy
+    from cxrl.rl.policy import make_policy
 
     directory = Path(directory)
     if not (directory / "state.json").is_file():
