@@ -24,12 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 
 import grpc
 import torch
 
 from cxrl import imaging
+from cxrl.labels import XRV_PATHOLOGIES
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.types import Components, ModelInfo, RewardResult
@@ -42,7 +42,6 @@ RETRYABLE = frozenset(
 DTYPES = {"uint8": pb.DTYPE_UINT8, "float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
 TOKEN_ENV = "CXRL_API_TOKEN"
 MIN_PIPELINE_CHUNK = 16  # smaller batches go as one request
-_FIELDS = tuple(f.name for f in fields(Components))
 
 
 class RewardServiceError(RuntimeError):
@@ -152,7 +151,7 @@ class RewardClient:
         return self._server_info
 
     def info(self) -> list[ModelInfo]:
-        return [ModelInfo(m.name, m.version, m.weights_hash) for m in self.server_info().models]
+        return [_model_info(m) for m in self.server_info().models]
 
     # -- scoring -----------------------------------------------------------------------------
     def _images(self, images: torch.Tensor, what: str = "images") -> pb.ImageBatch:
@@ -228,8 +227,8 @@ class RewardClient:
                 images=self._images(images[s : s + step]), reports=reports[s : s + step]
             )
             response = self._call(self.models.Predict, request, application)
-            parts.append(decode_components(list(response.results)))
-        return _cat(parts)
+            parts.append(decode_components(list(response.results), list(response.diag_labels)))
+        return Components.concat(parts)
 
     def close(self) -> None:
         self.channel.close()
@@ -241,8 +240,12 @@ class RewardClient:
         self.close()
 
 
-def decode_components(items: Sequence[pb.Components]) -> Components:
-    """Proto Components per image -> batched Components (a field only when every image has it)."""
+def decode_components(items: Sequence[pb.Components], diag_labels: Sequence[str] = ()) -> Components:
+    """Proto Components per image -> batched Components (a field only when every image has it).
+
+    ``diag_probs`` comes back as ``[B,18]`` in XRV_PATHOLOGIES order from the response's
+    ``diag_labels``; a label the model does not score (not sent) is NaN, the library's "no output".
+    """
     out = Components()
     if not items:
         return out
@@ -252,25 +255,33 @@ def decode_components(items: Sequence[pb.Components]) -> Components:
         if all(c.HasField(name) for c in items):
             setattr(out, name, torch.tensor([getattr(c, name) for c in items], dtype=torch.float32))  # [B]
     if all(len(c.diag_probs) for c in items):
-        out.diag_probs = torch.tensor([list(c.diag_probs) for c in items], dtype=torch.float32)  # [B,18]
+        sent = torch.tensor([list(c.diag_probs) for c in items], dtype=torch.float32)  # [B,K]
+        out.diag_probs = _diag_columns(sent, list(diag_labels))  # [B,18]
     return out
 
 
 def decode_score_responses(responses: Sequence[pb.ScoreResponse]) -> RewardResult:
     """One or more ScoreResponses (chunks of one batch, in order) -> RewardResult."""
     results = [r for resp in responses for r in resp.results]
-    policy = decode_components([r.policy for r in results])
+    labels = list(responses[0].diag_labels) if responses else []
+    policy = decode_components([r.policy for r in results], labels)
     comparative = all(resp.comparative for resp in responses)
-    anchor = decode_components([r.anchor for r in results]) if comparative else None
+    anchor = decode_components([r.anchor for r in results], labels) if comparative else None
     total = torch.tensor([r.total for r in results], dtype=torch.float32)  # [B]
-    models = [ModelInfo(m.name, m.version, m.weights_hash) for m in responses[0].models] if responses else []
+    models = [_model_info(m) for m in responses[0].models] if responses else []
     return RewardResult(policy=policy, anchor=anchor, total=total, models=models)
 
 
-def _cat(parts: Sequence[Components]) -> Components:
-    out = Components()
-    for name in _FIELDS:
-        values = [getattr(p, name) for p in parts]
-        if values and all(v is not None for v in values):
-            setattr(out, name, torch.cat(values))
+def _model_info(m: pb.ModelInfo) -> ModelInfo:
+    return ModelInfo(m.name, m.version, m.weights_hash, tuple(m.unscored_labels))
+
+
+def _diag_columns(sent: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """``[B,K]`` probabilities for ``labels`` -> ``[B,18]`` in XRV_PATHOLOGIES order, NaN where not sent."""
+    if not labels or labels == list(XRV_PATHOLOGIES):
+        return sent
+    if len(labels) != sent.shape[1] or not set(labels) <= set(XRV_PATHOLOGIES):
+        raise ValueError(f"diag_labels {labels} do not match {sent.shape[1]} diag_probs per image")
+    out = torch.full((sent.shape[0], len(XRV_PATHOLOGIES)), float("nan"))
+    out[:, [XRV_PATHOLOGIES.index(name) for name in labels]] = sent
     return out

@@ -21,6 +21,14 @@ DTYPE_NAMES = {pb.DTYPE_UINT8: "uint8", pb.DTYPE_FLOAT32: "float32", pb.DTYPE_FL
 DIAG_LABELS: tuple[str, ...] = XRV_PATHOLOGIES  # order of Components.diag_probs
 
 
+def diag_columns(models) -> tuple[list[int], tuple[str, ...]]:
+    """The diag_probs columns a response carries and their labels: those no model declares unscored
+    (an unscored label is never sent as NaN; ModelInfo.unscored_labels names it)."""
+    unscored = {label for m in models for label in m.unscored_labels}
+    keep = [j for j, label in enumerate(DIAG_LABELS) if label not in unscored]
+    return keep, tuple(DIAG_LABELS[j] for j in keep)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may hold; every limit is checked before any image is decoded."""
@@ -211,8 +219,9 @@ def decode_predict_request(
     return images, decode_reports(req.reports, images.shape[0])
 
 
-def encode_components(c: Components, i: int) -> pb.Components:
-    """Row ``i`` of a batch's Components -> one proto Components (unset where not computed)."""
+def encode_components(c: Components, i: int, diag_keep: list[int] | None = None) -> pb.Components:
+    """Row ``i`` of a batch's Components -> one proto Components (unset where not computed);
+    ``diag_keep``: the diag_probs columns to send (default all)."""
     out = pb.Components()
     if c.psi is not None:
         out.psi.extend(c.psi[i].tolist())
@@ -221,39 +230,47 @@ def encode_components(c: Components, i: int) -> pb.Components:
     if c.diag_acc is not None:
         out.diag_acc = float(c.diag_acc[i])
     if c.diag_probs is not None:
-        out.diag_probs.extend(c.diag_probs[i].tolist())
+        row = c.diag_probs[i] if diag_keep is None else c.diag_probs[i, diag_keep]
+        out.diag_probs.extend(row.tolist())
     if c.consistency is not None:
         out.consistency = float(c.consistency[i])
     return out
 
 
 def encode_model_info(info: ModelInfo) -> pb.ModelInfo:
-    return pb.ModelInfo(name=info.name, version=info.version, weights_hash=info.weights_hash)
+    return pb.ModelInfo(
+        name=info.name,
+        version=info.version,
+        weights_hash=info.weights_hash,
+        unscored_labels=info.unscored_labels,
+    )
 
 
 def encode_score_response(
     request_id: str, result: RewardResult, weights: dict[str, float]
 ) -> pb.ScoreResponse:
     n = result.total.shape[0]
+    keep, labels = diag_columns(result.models)
     out = pb.ScoreResponse(
         request_id=request_id,
         weights=weights,
         comparative=result.anchor is not None,
         models=[encode_model_info(m) for m in result.models],
-        diag_labels=DIAG_LABELS if result.policy.diag_probs is not None else (),
+        diag_labels=labels if result.policy.diag_probs is not None else (),
     )
     for i in range(n):
         item = out.results.add(total=float(result.total[i]))
-        item.policy.CopyFrom(encode_components(result.policy, i))
+        item.policy.CopyFrom(encode_components(result.policy, i, keep))
         if result.anchor is not None:
-            item.anchor.CopyFrom(encode_components(result.anchor, i))
+            item.anchor.CopyFrom(encode_components(result.anchor, i, keep))
     return out
 
 
 def encode_predict_response(request_id: str, c: Components, n: int, info: ModelInfo) -> pb.PredictResponse:
+    keep, labels = diag_columns([info])
     return pb.PredictResponse(
         request_id=request_id,
-        results=[encode_components(c, i) for i in range(n)],
+        results=[encode_components(c, i, keep) for i in range(n)],
         model=encode_model_info(info),
-        diag_labels=DIAG_LABELS if c.diag_probs is not None else (),
+        diag_labels=labels if c.diag_probs is not None else (),
     )

@@ -30,7 +30,6 @@ from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
 from services import codec
-from services import components as comp
 from services.grpc_servicer import handle_rpc, parse, server_token
 from services.models import DEPLOYMENT_NAMES
 
@@ -134,13 +133,13 @@ class Gateway:
         for kind, (out, info) in zip(kinds, outputs, strict=True):
             models.append(info)
             if kind in paired:  # [2B] rows: policy then anchors
-                p, a = comp.split(out, [b, b])
+                p, a = out.split([b, b])
                 policy_parts.append(p)
                 anchor_parts.append(a)
             else:
                 policy_parts.append(out)
-        policy = comp.merge(policy_parts)
-        anchor = comp.merge(anchor_parts) if anchor_parts else None
+        policy = Components.merge(policy_parts)
+        anchor = Components.merge(anchor_parts) if anchor_parts else None
         total = combine(policy, anchor, inputs.weights, rlcf=anchor is not None)  # [B]
         return RewardResult(policy=policy, anchor=anchor, total=total, models=models)
 
@@ -148,7 +147,7 @@ class Gateway:
         (p, info), (a, _) = await asyncio.gather(
             self.handle(kind).score.remote(images, reports), self.handle(kind).score.remote(anchors, reports)
         )
-        return comp.cat([p, a]), info
+        return Components.concat([p, a]), info
 
     async def info(self) -> list[ModelInfo]:
         return list(await asyncio.gather(*[self.handle(k).model_info.remote() for k in self.args.apps]))
@@ -161,10 +160,11 @@ class Gateway:
         return codec.encode_score_response(request.request_id, result, inputs.weights)
 
     async def info_message(self) -> pb.InfoResponse:
+        infos = await self.info()
         return pb.InfoResponse(
-            models=[codec.encode_model_info(m) for m in await self.info()],
+            models=[codec.encode_model_info(m) for m in infos],
             default_weights=self.args.weights,
-            diag_labels=codec.DIAG_LABELS,
+            diag_labels=codec.diag_columns(infos)[1],
             max_request_bytes=self.args.max_request_bytes,
             max_batch_images=self.args.max_batch_images,
         )

@@ -25,7 +25,6 @@ from cxrl.rewards import factory
 from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import Components, ModelInfo
 from services import codec
-from services import components as comp
 from services.cache import ScoreCache, content_hash
 from services.grpc_servicer import handle_rpc, parse, server_token
 
@@ -178,9 +177,7 @@ class ModelServer:
                 for n in members:
                     results[n] = await self._score_alone(*items[n])
                 continue
-            for n, part in zip(
-                members, comp.split(out, [items[n][0].shape[0] for n in members]), strict=True
-            ):
+            for n, part in zip(members, out.split([items[n][0].shape[0] for n in members]), strict=True):
                 results[n] = part
         return results
 
@@ -202,7 +199,7 @@ class ModelServer:
         for part in parts:
             if isinstance(part, ItemFailed):
                 raise part.exc
-        return comp.cat(parts)
+        return Components.concat(parts)
 
     async def score(self, images: torch.Tensor, reports: list[str]) -> tuple[Components, ModelInfo]:
         """images ``[B,1,H,W]`` (one size; float in [0,1] or uint8), B reports -> (Components ``[B,...]``, model)."""
@@ -220,13 +217,13 @@ class ModelServer:
         cached = await asyncio.to_thread(self.cache.get, self.info, keys)
         miss = [i for i, row in enumerate(cached) if row is None]
         if not miss:
-            return _rows(cached)
+            return Components.from_rows(cached)
         fresh = await self._score_uncached(images[miss], [reports[i] for i in miss])
-        fresh_rows = [comp.row_to_dict(fresh, j) for j in range(len(miss))]
+        fresh_rows = fresh.to_rows()
         await asyncio.to_thread(self.cache.put, self.info, [keys[i] for i in miss], fresh_rows)
         for j, i in enumerate(miss):
             cached[i] = fresh_rows[j]
-        return _rows(cached)
+        return Components.from_rows(cached)
 
     def model_info(self):
         return self.info
@@ -239,7 +236,7 @@ class ModelServer:
     async def info_message(self) -> pb.InfoResponse:
         return pb.InfoResponse(
             models=[codec.encode_model_info(self.info)],
-            diag_labels=codec.DIAG_LABELS if self.kind == "diagnostic" else (),
+            diag_labels=codec.diag_columns([self.info])[1] if self.kind == "diagnostic" else (),
             max_request_bytes=self.args.max_request_bytes,
             max_batch_images=0,
         )
@@ -266,12 +263,6 @@ class ModelServer:
 
 
 RewardModel = serve.deployment(max_ongoing_requests=64)(serve.ingress()(ModelServer))
-
-
-def _rows(rows: list[dict]) -> Components:
-    """Cached rows -> Components ``[B, ...]``."""
-    shapes = {name: ((len(v),) if name in comp.VECTOR_FIELDS else ()) for name, v in rows[0].items()}
-    return comp.from_row_dicts(rows, shapes)
 
 
 def model_app(kind: str, args: dict | None) -> serve.Application:

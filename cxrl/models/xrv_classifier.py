@@ -103,6 +103,22 @@ def predict_probs(model: xrv.models.DenseNet, images: torch.Tensor, size: int) -
     return probs
 
 
+def unscored_labels(model: torch.nn.Module) -> tuple[str, ...]:
+    """The XRV_PATHOLOGIES ``model`` cannot score: no output for the label, or no operating point.
+
+    Released xrv weights trained on one dataset have empty targets for labels it lacks (e.g.
+    ``densenet121-res224-nih`` has 4); their columns of :func:`predict_probs` are NaN inside the
+    library and are left out of API responses, which declare them instead.
+    """
+    threshs = getattr(model, "op_threshs", None)
+    scored = {
+        name
+        for k, name in enumerate(model_targets(model))
+        if name in XRV_PATHOLOGIES and threshs is not None and not torch.isnan(threshs[k])
+    }
+    return tuple(n for n in XRV_PATHOLOGIES if n not in scored)
+
+
 def logits(model: xrv.models.DenseNet, x: torch.Tensor) -> torch.Tensor:
     """Raw classifier logits ``[B,K]`` for xrv-range inputs ``x`` (no sigmoid, no op_norm): for training."""
     return model.classifier(model.features2(x))

@@ -5,7 +5,9 @@
 - countable: the 18 classifier pathologies the report states as positive (1) or negative (0);
   uncertain (-1) and unmentioned labels do not count, except that a report labelled
   "No Finding" = 1 states every pathology it does not mention as negative;
-- labels for which the classifier has no operating point (NaN output) do not count;
+- labels for which the classifier has no output or no operating point do not count: they are
+  NaN in ``diag_probs`` here and listed in the scorer's ``info.unscored_labels``; API responses
+  leave them out of ``diag_labels``/``diag_probs`` and declare them in the model's info;
 - the classifier says positive when its calibrated output is >= 0.5 (its operating point);
 - a report with no countable label gives acc = 1 (nothing to get wrong; the RLCF difference
   to the anchor is then 0).
@@ -15,12 +17,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
 
 from cxrl.labels import NEGATIVE, NO_FINDING, POSITIVE, XRV_PATHOLOGIES
-from cxrl.models.xrv_classifier import predict_probs
+from cxrl.models.xrv_classifier import predict_probs, unscored_labels
 from cxrl.rewards.types import Components, ModelInfo, check_images_reports
 
 Labeler = Callable[[str], dict[str, int]]
@@ -68,7 +71,7 @@ class DiagnosticScorer:
         max_batch: int = 64,
     ):
         self.model = model.to(device).eval()
-        self.info = info
+        self.info = dataclasses.replace(info, unscored_labels=unscored_labels(model))  # declared in Info
         self.input_size = input_size
         self.labeler = labeler
         self.device = device
