@@ -1,10 +1,10 @@
 """Redis score cache: one entry per (model, image content, report).
 
-Key: ``cxrl:score:v1:<model name>:<version>:<weights hash>:<content hash>``, where
+Key: ``cxrl:score:v2:<model name>:<version>:<weights hash>:<content hash>``, where
 the content hash is a BLAKE2b digest of the image tensor (shape + float32 bytes)
 and, for models that read it, the report text. A new checkpoint therefore never
-serves stale scores. Values are the image's Components row as JSON (float32
-values survive the round trip exactly).
+serves stale scores. Values are the image's Components row as JSON
+(:meth:`cxrl.rewards.types.Components.to_rows`, the anchor cache's row format too).
 
 The cache is optional: without ``REDIS_URL``, or when Redis cannot be reached,
 scoring goes on uncached; Redis calls go through the shared outage guard
@@ -27,7 +27,7 @@ from cxrl.rewards.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
-PREFIX = "cxrl:score:v1"
+PREFIX = "cxrl:score:v2"  # v2: rows in Components.to_rows format (a number per [B] field)
 
 
 def content_hash(image: torch.Tensor, report: str | None) -> str:

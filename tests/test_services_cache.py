@@ -36,11 +36,11 @@ def test_content_hash_depends_on_pixels_shape_and_report():
 def test_put_then_get_returns_rows_and_misses(redis_url):
     cache = ScoreCache(redis_url, ttl_s=60)
     assert cache.enabled
-    rows = [{"psi": [1.0, 2.0, 3.0, 4.0, 5.0], "r_align": [-0.25]}]
+    rows = [{"psi": [1.0, 2.0, 3.0, 4.0, 5.0], "r_align": -0.25}]
     cache.put(INFO, ["h1"], rows)
     assert cache.get(INFO, ["h1", "h2"]) == [rows[0], None]
-    keys = redis.Redis.from_url(redis_url).keys("cxrl:score:v1:*")
-    assert [k.decode() for k in keys] == [f"cxrl:score:v1:posture-resnet18:v1:{'ab' * 32}:h1"]
+    keys = redis.Redis.from_url(redis_url).keys("cxrl:score:v2:*")
+    assert [k.decode() for k in keys] == [f"cxrl:score:v2:posture-resnet18:v1:{'ab' * 32}:h1"]
     assert 0 < redis.Redis.from_url(redis_url).ttl(keys[0]) <= 60
 
 

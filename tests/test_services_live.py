@@ -316,11 +316,11 @@ def test_scores_are_cached_per_model_and_reused(service, reference):
     r = redis.Redis.from_url(service.redis_url)
     with RewardClient(service.grpc_target, token=TOKEN) as client:
         first = client.score(x, REPORTS[:3], a)
-        keys = {k.decode() for k in r.keys("cxrl:score:v1:*")}
+        keys = {k.decode() for k in r.keys("cxrl:score:v2:*")}
         hits = r.info("stats")["keyspace_hits"]
         second = client.score(x, REPORTS[:3], a)
     for model in ("posture-resnet18", "xrv-densenet-small", "cxr-clip-small"):
-        assert any(k.startswith(f"cxrl:score:v1:{model}:random-seed0:") for k in keys), model
+        assert any(k.startswith(f"cxrl:score:v2:{model}:random-seed0:") for k in keys), model
     assert r.info("stats")["keyspace_hits"] >= hits + 3 + 6 + 6  # posture: 3 images; others: 3 + 3 anchors
     _assert_same(second, first)
     _assert_same(second, reference.score(x, REPORTS[:3], a))
