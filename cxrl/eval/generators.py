@@ -157,7 +157,7 @@ def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
 def load_policy_checkpoint(path: str | Path, base: str | None = None, device: str = "cpu"):
     """Rebuild the policy a checkpoint was trained with (LoRA rank/targets, ACE) and load its weights.
 
-    Like :func:`cxrl.rl.checkpoint.load_trained_policy`, but also accepts a run directory and
+    ``path`` is a checkpoint directory or a run directory (its latest checkpoint); the policy
     samples on ``device`` whatever device the run trained on.
     """
     from cxrl.rl.checkpoint import load_ace, load_lora

@@ -22,7 +22,6 @@ never skipped silently (training from an older epoch or from scratch is the user
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
 from safetensors.torch import load_file, save_file
 
+from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import Policy
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,6 @@ TMP_PREFIXES = (".tmp-epoch-", ".latest-")
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, altered or unreadable; the message says which and what to do."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_manifest(directory: Path) -> None:
@@ -329,24 +321,3 @@ def load_checkpoint(
     if rng_state is not None:
         restore_rng(rng_state, generator)
     return state, tracker
-
-
-def load_trained_policy(directory: str | Path, generator: str | Path | None = None) -> Policy:
-    """A policy (base pipeline + LoRA + ACE) restored from a checkpoint, for sampling or evaluation.
-
-    The base pipeline is the run's ``generator`` (from the checkpoint's config) unless given.
-    """
-    from cxrl.rl.config import CXRLConfig
-    from cxrl.rl.policy import make_policy
-
-    directory = Path(directory)
-    if not (directory / "state.json").is_file():
-        raise ValueError(f"{directory} is not a CXRL checkpoint (no state.json)")
-    verify_checkpoint(directory, ["state.json", LORA_FILE, ACE_FILE])
-    cfg = CXRLConfig.model_validate(_read(directory, "state.json", _read_json)["config"])
-    if generator is not None:
-        cfg.generator = str(generator)
-    policy = make_policy(cfg)
-    load_lora(policy, directory, verify=False)
-    load_ace(policy, directory, verify=False)
-    return policy.eval()
