@@ -16,12 +16,16 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cxrl.infra.procs import FateShare
+from services import exposure
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,12 @@ def register_serve(subparsers) -> None:
         help="without REDIS_URL, start a private redis-server for the score cache (default: no cache)",
     )
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the applications")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="start without CXRL_API_TOKEN / Ray token auth although ports listen on every interface "
+        "(only on a machine nobody else can reach; also CXRL_ALLOW_UNAUTHENTICATED=1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -118,9 +128,23 @@ def grpc_message_limit(config: dict[str, Any]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    exposure.enable_ray_token_auth()  # before Ray reads its config
     config = load_config(args.config, args.host, args.http_port, args.grpc_port)
+    try:
+        warnings = exposure.check_tokens(
+            config["http_options"]["host"],
+            config["grpc_options"].get("port", 9000),
+            args.allow_unauthenticated,
+        )
+    except exposure.ExposureError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
+    for warning in warnings:
+        print(f"cxrl serve: {warning}", flush=True)
     check_ports_free(config)
     with contextlib.ExitStack() as stack:
+        # everything started from here on (Ray's processes, redis-server) dies with us, even on SIGKILL
+        stack.enter_context(FateShare())
         if args.local_redis and not os.environ.get("REDIS_URL"):
             from cxrl.infra.redis_local import LocalRedis
 
@@ -130,7 +154,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault(GRPC_SIZE_ENV, str(grpc_message_limit(config)))
     stop = threading.Event()
@@ -176,7 +199,8 @@ def _serve(config: dict[str, Any], ready_timeout: float, stop: threading.Event) 
     http, grpc_ = schema.http_options, schema.grpc_options
     names = [a.name for a in schema.applications]
     print(
-        f"cxrl serve: gRPC on {http.host}:{grpc_.port} (metadata application = {', '.join(names)})",
+        f"cxrl serve: gRPC on [::]:{grpc_.port}, every interface (Ray Serve's gRPC proxy cannot bind one "
+        f"address; metadata application = {', '.join(names)})",
         flush=True,
     )
     print(f"cxrl serve: HTTP on http://{http.host}:{http.port} (OpenAPI docs at /docs)", flush=True)

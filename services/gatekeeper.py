@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 JSON_OVERHEAD_BYTES = 1 << 20  # reports, field names and JSON syntax on top of the base64 payload
 PUBLIC_SUFFIXES = ("/healthz", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect")
-PUBLIC_PARTS = ("/docs-assets/",)  # the docs page's own scripts and styles (services/docs.py)
+DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served (fastapi-offline)
+PUBLIC_PARTS = (DOCS_ASSETS + "/",)
 
 
 def http_body_limit(max_request_bytes: int) -> int:

@@ -20,12 +20,13 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from cxrl.reward.v1 import reward_pb2 as pb
-from services.gatekeeper import Gatekeeper, http_body_limit
+from services.gatekeeper import DOCS_ASSETS, Gatekeeper, http_body_limit
 from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized, transient_status
 
 HTTP_STATUS = {grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503}
@@ -177,7 +178,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_model_app(model, token: str) -> FastAPI:
     """FastAPI routes of one model application (``services.models.RewardModel``)."""
-    app = FastAPI(title=f"cxrl {model.kind} reward model", version="v1")
+    app = FastAPIOffline(title=f"cxrl {model.kind} reward model", version="v1", static_url=DOCS_ASSETS)
     install_error_handlers(app)
     app.add_middleware(Gatekeeper, token=token, max_body_bytes=http_body_limit(model.args.max_request_bytes))
 
@@ -200,7 +201,8 @@ def create_model_app(model, token: str) -> FastAPI:
 
 def create_app(gateway, token: str) -> FastAPI:
     """FastAPI routes over a ``services.gateway.Gateway``."""
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,  # /docs and /redoc load their scripts from the package, not a CDN
         title="cxrl reward gateway",
         version="v1",
         description="Comparative rewards (posture, diagnostic, CXR-CLIP consistency) for generated chest X-rays.",

@@ -113,3 +113,14 @@ def test_only_docs_and_health_are_public():
     assert not is_public("POST", "/docs") and not is_public("GET", "/v1/info")
     assert not is_public("GET", "/posture/v1/info") and not is_public("POST", "/v1/score")
     assert http_body_limit(0) == 0 and http_body_limit(3 << 20) == (4 << 20) + (1 << 20)
+
+
+def test_docs_load_their_assets_from_the_package_not_a_cdn(server):
+    _, port = server
+    url = f"http://127.0.0.1:{port}"
+    page = httpx.get(f"{url}/docs").text
+    assert "cdn" not in page.lower() and "/docs-assets/swagger-ui-bundle.js" in page
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        r = httpx.get(f"{url}/docs-assets/{asset}")  # public: a browser sends no token
+        assert r.status_code == 200 and len(r.content) > 100_000, asset
+    assert "/docs-assets/redoc.standalone.js" in httpx.get(f"{url}/redoc").text
