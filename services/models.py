@@ -57,6 +57,10 @@ class ModelAppArgs(ConfigModel):
     tokenizer_dir: str | None = Field(
         None, description="local tokenizer directory (consistency, source cxr-clip)"
     )
+    sha256: str | None = Field(
+        None,
+        description="pinned sha256 of a release file (torchxrayvision / cxr-clip), checked before reading",
+    )
     seed: int = Field(0, description="seed of random-weight models")
     device: str = Field("cpu", description="torch device; 'cuda' when the replica has num_gpus")
     num_threads: int = Field(1, ge=1, description="torch intra-op threads per replica")
@@ -85,6 +89,8 @@ def build_scorer(kind: str, args: ModelAppArgs):
         model_args["weights"] = args.weights
     if args.tokenizer_dir is not None:
         model_args["tokenizer_dir"] = args.tokenizer_dir
+    if args.sha256 is not None and kind != "posture":
+        model_args["sha256"] = args.sha256
     cfg = MODEL_CONFIGS[kind](**model_args)
     if cfg.source == "random":
         index = ("posture", "diagnostic", "consistency").index(kind)
@@ -94,10 +100,10 @@ def build_scorer(kind: str, args: ModelAppArgs):
         return factory.load_posture(cfg.path or default, args.device)
     if kind == "diagnostic":
         if cfg.source == "torchxrayvision":
-            return factory.load_xrv_diagnostic(cfg.weights, cfg.path, args.device)
+            return factory.load_xrv_diagnostic(cfg.weights, cfg.path, args.device, sha256=cfg.sha256)
         return factory.load_diagnostic(cfg.path or default, args.device)
     if cfg.source == "cxr-clip":
-        return factory.load_cxr_clip_release(cfg.path, cfg.tokenizer_dir, args.device)
+        return factory.load_cxr_clip_release(cfg.path, cfg.tokenizer_dir, args.device, cfg.sha256)
     return factory.load_consistency(cfg.path or default, args.device)
 
 

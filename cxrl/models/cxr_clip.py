@@ -38,6 +38,7 @@ from transformers import BertConfig, BertModel
 
 from cxrl import imaging
 from cxrl.config import ConfigModel
+from cxrl.models.safe_load import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +317,17 @@ def release_config(
     )
 
 
-def load_release(checkpoint: str | Path, tokenizer_dir: str | Path | None = None) -> CXRClip:
-    """Load a kakaobrain CXR-CLIP checkpoint file (``{"config", "model"}``) into our CXRClip."""
+def load_release(
+    checkpoint: str | Path, tokenizer_dir: str | Path | None = None, sha256: str | None = None
+) -> CXRClip:
+    """Load a kakaobrain CXR-CLIP checkpoint file (``{"config", "model"}``) into our CXRClip.
+    Read weights-only after checking the pinned ``sha256`` if given (``cxrl.models.safe_load``)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise ValueError(
             f"CXR-CLIP checkpoint {path} not found; give the local r50_mcc.tar (or r50_m/r50_mc)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_weights(path, "CXR-CLIP checkpoint", (), sha256)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path} is not a CXR-CLIP checkpoint: expected a dict with 'config' and 'model'")
     state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}

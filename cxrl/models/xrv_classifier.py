@@ -25,6 +25,7 @@ from sklearn.metrics import roc_curve
 from cxrl import imaging
 from cxrl.config import ConfigModel
 from cxrl.labels import XRV_PATHOLOGIES
+from cxrl.models.safe_load import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,45 @@ def xrv_weights_path(weights: str, cache_dir: str | Path) -> Path:
     return Path(os.path.expanduser(str(cache_dir))) / os.path.basename(url)
 
 
-def load_xrv_densenet(weights: str, cache_dir: str | Path) -> xrv.models.DenseNet:
-    """Load released torchxrayvision DenseNet weights from a local ``cache_dir``; never downloads."""
+# The classes a torchxrayvision release file (a whole pickled DenseNet) may hold; nothing else is built.
+XRV_ALLOWED_CLASSES = (
+    xrv.models.DenseNet,
+    xrv.models._DenseBlock,
+    xrv.models._DenseLayer,
+    xrv.models._Transition,
+    torch.nn.Sequential,
+    torch.nn.Conv2d,
+    torch.nn.BatchNorm2d,
+    torch.nn.ReLU,
+    torch.nn.MaxPool2d,
+    torch.nn.AvgPool2d,
+    torch.nn.Linear,
+)
+
+
+def load_xrv_densenet(weights: str, cache_dir: str | Path, sha256: str | None = None) -> xrv.models.DenseNet:
+    """Load released torchxrayvision DenseNet weights from a local ``cache_dir``; never downloads.
+
+    The file (a pickled DenseNet) is read weights-only, building only ``XRV_ALLOWED_CLASSES``, after
+    its ``sha256`` is checked when one is pinned (``cxrl.models.safe_load``); the model is then set
+    up as ``xrv.models.DenseNet(weights=...)`` sets it up (labels, operating points, resolution).
+    """
     path = xrv_weights_path(weights, cache_dir)
+    meta = xrv.models.model_urls[weights]
     if not path.is_file():
-        url = xrv.models.model_urls[weights]["weights_url"]
         raise ValueError(
             f"torchxrayvision weights {weights!r} not found at {path}; "
-            f"download {url} there on a machine with internet access"
+            f"download {meta['weights_url']} there on a machine with internet access"
         )
-    model = xrv.models.DenseNet(weights=weights, cache_dir=str(path.parent))
+    saved = load_weights(path, "torchxrayvision weights", XRV_ALLOWED_CLASSES, sha256)
+    state = saved.state_dict() if isinstance(saved, torch.nn.Module) else saved
+    model = xrv.models.DenseNet(num_classes=len(meta["labels"]))
+    model.load_state_dict(state)
+    model.weights, model.targets, model.pathologies = weights, meta["labels"], meta["labels"]
+    if "op_threshs" in meta:
+        model.op_threshs = torch.tensor(meta["op_threshs"])
+    if "input_resolution" in meta:
+        model.input_resolution = meta["input_resolution"]
     return model.eval()
 
 

@@ -65,6 +65,11 @@ class DiagnosticModelConfig(_Source):
     weights: str = Field(
         "densenet121-res224-all", description="torchxrayvision weights name (source torchxrayvision)"
     )
+    sha256: str | None = Field(
+        None,
+        description="pinned sha256 of the release file, checked before it is read (source torchxrayvision); "
+        "unpinned, it is read weights-only",
+    )
 
 
 class ConsistencyModelConfig(_Source):
@@ -77,6 +82,11 @@ class ConsistencyModelConfig(_Source):
         None, description="checkpoint dir, or the kakaobrain .tar file (source cxr-clip)"
     )
     tokenizer_dir: str | None = Field(None, description="local Bio_ClinicalBERT directory (source cxr-clip)")
+    sha256: str | None = Field(
+        None,
+        description="pinned sha256 of the release file, checked before it is read (source cxr-clip); "
+        "unpinned, it is read weights-only",
+    )
 
     @model_validator(mode="after")
     def _tokenizer_given(self):
@@ -125,9 +135,13 @@ def load_diagnostic(
 
 
 def load_xrv_diagnostic(
-    weights: str, cache_dir: str | Path, device: str = "cpu", labeler: Labeler | None = None
+    weights: str,
+    cache_dir: str | Path,
+    device: str = "cpu",
+    labeler: Labeler | None = None,
+    sha256: str | None = None,
 ) -> DiagnosticScorer:
-    model = load_xrv_densenet(weights, cache_dir)
+    model = load_xrv_densenet(weights, cache_dir, sha256)
     info = ModelInfo("xrv-densenet121", weights, sha256_file(xrv_weights_path(weights, cache_dir)))
     return DiagnosticScorer(
         model, info, int(getattr(model, "input_resolution", 224)), labeler=labeler, device=device
@@ -144,9 +158,9 @@ def load_consistency(directory: str | Path, device: str = "cpu") -> ConsistencyS
 
 
 def load_cxr_clip_release(
-    checkpoint: str | Path, tokenizer_dir: str | Path, device: str = "cpu"
+    checkpoint: str | Path, tokenizer_dir: str | Path, device: str = "cpu", sha256: str | None = None
 ) -> ConsistencyScorer:
-    model = load_release(checkpoint, tokenizer_dir)
+    model = load_release(checkpoint, tokenizer_dir, sha256)
     info = ModelInfo("cxr-clip-r50", Path(checkpoint).name, sha256_file(checkpoint))
     return ConsistencyScorer(model, load_tokenizer(tokenizer_dir), info, device=device)
 
@@ -205,13 +219,13 @@ def build_scorers(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> Sc
     if d.source == "random":
         diagnostic = rand[1]
     elif d.source == "torchxrayvision":
-        diagnostic = load_xrv_diagnostic(d.weights, d.path, dev, labeler)
+        diagnostic = load_xrv_diagnostic(d.weights, d.path, dev, labeler, d.sha256)
     else:
         diagnostic = load_diagnostic(d.path or DEFAULT_ASSETS / "diagnostic", dev, labeler)
     if c.source == "random":
         consistency = rand[2]
     elif c.source == "cxr-clip":
-        consistency = load_cxr_clip_release(c.path, c.tokenizer_dir, dev)
+        consistency = load_cxr_clip_release(c.path, c.tokenizer_dir, dev, c.sha256)
     else:
         consistency = load_consistency(c.path or DEFAULT_ASSETS / "clip", dev)
     return posture, diagnostic, consistency
