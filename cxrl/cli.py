@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # Each entry: a module with register(subparsers). Add a line when a command is done.
 COMMANDS: list[str] = [
     "cxrl.reports.label_cli",
-    "cxrl.pretrain_cli",
+    "cxrl.pretrain.cli",
     "services.cli",
     "trainer.cli",
     "cxrl.eval.cli",

@@ -12,7 +12,7 @@ from cxrl import imaging
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import Policy, load_pipeline, tiny_arch
 from cxrl.models.generator_tokenizer import train_tokenizer
-from cxrl.models.pretrain_generator import register_pretrain
+from cxrl.pretrain.generator import register_pretrain
 
 REPORTS = [
     "Small left pleural effusion.",

@@ -10,7 +10,7 @@ from cxrl.cli import main
 from cxrl.imaging import load_image
 from cxrl.infra.hashing import sha256_file
 from cxrl.labels import LABELS, XRV_PATHOLOGIES
-from cxrl.models.pretrain_clip import (
+from cxrl.pretrain.clip import (
     augment_images,
     drop_sentences,
     droppable_sentences,
@@ -20,7 +20,7 @@ from cxrl.models.pretrain_clip import (
     sentences,
     shuffle_sentences,
 )
-from cxrl.models.pretrain_rewards import split_by_report
+from cxrl.pretrain.common import split_by_report
 from cxrl.reports.labeler import label_findings
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
 from cxrl.world.dataset import load_records

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from cxrl.models.pretrain_clip import pair_auroc
-from cxrl.models.pretrain_diagnostic import auroc_table, masked_bce
-from cxrl.models.pretrain_posture import quality
+from cxrl.pretrain.clip import pair_auroc
+from cxrl.pretrain.diagnostic import auroc_table, masked_bce
+from cxrl.pretrain.posture import quality
 
 
 def psi_with_tx(tx):

@@ -28,8 +28,8 @@ from scipy.stats import spearmanr
 
 from cxrl import imaging
 from cxrl.models.posture import PSI_NAMES, warp
-from cxrl.models.pretrain_posture import true_psi
-from cxrl.models.pretrain_rewards import load_split
+from cxrl.pretrain.common import load_split
+from cxrl.pretrain.posture import true_psi
 from cxrl.rewards.types import r_align
 
 

@@ -11,10 +11,10 @@ import importlib
 
 # Add a line when a model's training command is done.
 PRETRAIN_COMMANDS: list[str] = [
-    "cxrl.models.pretrain_posture",
-    "cxrl.models.pretrain_diagnostic",
-    "cxrl.models.pretrain_clip",
-    "cxrl.models.pretrain_generator",
+    "cxrl.pretrain.posture",
+    "cxrl.pretrain.diagnostic",
+    "cxrl.pretrain.clip",
+    "cxrl.pretrain.generator",
 ]
 
 

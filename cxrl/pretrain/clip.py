@@ -44,9 +44,9 @@ from sklearn.metrics import roc_auc_score
 
 from cxrl import imaging
 from cxrl.labels import LABELS, UNCERTAIN
-from cxrl.models import pretrain_rewards as common
 from cxrl.models.cxr_clip import ClipConfig, CXRClip, clip_loss, sigmoid_loss
 from cxrl.models.text_tokenizer import train_wordpiece
+from cxrl.pretrain import common, fit
 from cxrl.reports.labeler import label_findings
 from cxrl.world.posture import affine_matrix, warp
 
@@ -217,55 +217,37 @@ def train(args: argparse.Namespace) -> int:
         with torch.no_grad():
             model.logit_scale.fill_(float(np.log(10.0)))
         params.append(bias)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
-    n_batches = len(common.batches(len(records), args.batch, g))
-    total = (
-        n_batches * args.epochs if args.max_steps is None else min(args.max_steps, n_batches * args.epochs)
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
+    total = fit.total_steps(len(records), args.batch, args.epochs, args.max_steps, g)
+    opt, sched = fit.one_cycle(params, args.lr, 0.05, total, pct_start=0.1)
     text_rng = np.random.default_rng([args.seed, 7])
     droppable = {t: droppable_sentences(t) for t in set(reports)} if args.drop_sentences > 0 else {}
-    step = 0
-    for epoch in range(args.epochs):
-        model.train()
-        losses = []
-        for idx in common.batches(len(records), args.batch, g):
-            x = augment_images(imaging.from_uint8(images[idx]), g, args.augment)
-            texts = [reports[i] for i in idx.tolist()]
-            if args.drop_sentences > 0:
-                texts = [drop_sentences(t, droppable[t], text_rng, args.drop_sentences) for t in texts]
-            texts = [shuffle_sentences(t, text_rng, args.shuffle_sentences) for t in texts]
-            img_emb = model.encode_image(x)
-            tokens = mask_tokens(
-                _tokens(tokenizer, texts, cfg),
-                tokenizer.mask_token_id,
-                tokenizer.all_special_ids,
-                args.mask_tokens,
-                g,
-            )
-            txt_emb = model.encode_text(tokens)
-            pos = positives_matrix([keys[i] for i in idx.tolist()])
-            if bias is None:
-                loss = clip_loss(img_emb, txt_emb, model.logit_scale, pos)
-            else:
-                loss = sigmoid_loss(img_emb, txt_emb, model.logit_scale, bias, pos)
-            if head is not None:
-                y = targets[idx]
-                bce = torch.nn.functional.binary_cross_entropy_with_logits
-                loss = loss + args.label_weight * 0.5 * (bce(head(img_emb), y) + bce(head(txt_emb), y))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if step >= total:
-                break
-        log.info("epoch %d step %d loss %.4f", epoch, step, float(np.mean(losses)))
-        if step >= total:
-            break
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        x = augment_images(imaging.from_uint8(images[idx]), g, args.augment)
+        texts = [reports[i] for i in idx.tolist()]
+        if args.drop_sentences > 0:
+            texts = [drop_sentences(t, droppable[t], text_rng, args.drop_sentences) for t in texts]
+        texts = [shuffle_sentences(t, text_rng, args.shuffle_sentences) for t in texts]
+        img_emb = model.encode_image(x)
+        tokens = _tokens(tokenizer, texts, cfg)
+        tokens = mask_tokens(tokens, tokenizer.mask_token_id, tokenizer.all_special_ids, args.mask_tokens, g)
+        txt_emb = model.encode_text(tokens)
+        pos = positives_matrix([keys[i] for i in idx.tolist()])
+        if bias is None:
+            loss = clip_loss(img_emb, txt_emb, model.logit_scale, pos)
+        else:
+            loss = sigmoid_loss(img_emb, txt_emb, model.logit_scale, bias, pos)
+        if head is not None:
+            y = targets[idx]
+            bce = torch.nn.functional.binary_cross_entropy_with_logits
+            loss = loss + args.label_weight * 0.5 * (bce(head(img_emb), y) + bce(head(txt_emb), y))
+        return loss
+
+    model.train()
+    batches = fit.epoch_batches(len(records), args.batch, g, args.epochs)
+    result = fit.fit(loss_fn, batches, opt, sched, total, name="clip")
     test_images, test_records = common.load_split(args.data, "test", args.size, args.limit)
-    figures = {**pair_auroc(model, tokenizer, test_images, test_records, args.seed), "steps": step}
+    figures = {**pair_auroc(model, tokenizer, test_images, test_records, args.seed), "steps": result.steps}
     for key, value in figures.items():
         print(f"clip {key}: {value:.4f}" if isinstance(value, float) else f"clip {key}: {value}")
     out = Path(args.out)

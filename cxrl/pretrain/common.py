@@ -1,7 +1,7 @@
 """Shared pieces of the reward-model training commands (`cxrl pretrain posture|diagnostic|clip`).
 
-Each model's command lives in its own module (pretrain_posture, pretrain_diagnostic,
-pretrain_clip); this one holds what they share: reading a dataset once into an in-memory
+Each model's command lives in its own module (:mod:`.posture`, :mod:`.diagnostic`,
+:mod:`.clip`); this one holds what they share: reading a dataset once into an in-memory
 uint8 tensor, the deterministic validation split by report, common CLI arguments, and the
 checkpoint + manifest write.
 """
@@ -82,13 +82,6 @@ def split_by_report(records: list, fraction: float, seed: int) -> tuple[list[int
             f"validation split of {fraction} left one side empty ({len(train)} train, {len(val)} val)"
         )
     return train, val
-
-
-def batches(n: int, batch: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled epoch of index batches (the last partial batch is dropped when n > batch)."""
-    order = torch.randperm(n, generator=generator)
-    usable = n - n % batch if n > batch else n
-    return list(order[:usable].split(batch))
 
 
 def data_seed(data_dir: str | Path) -> int | None:

@@ -22,8 +22,8 @@ from sklearn.metrics import roc_auc_score
 
 from cxrl import imaging
 from cxrl.labels import XRV_PATHOLOGIES
-from cxrl.models import pretrain_rewards as common
 from cxrl.models.xrv_classifier import DiagnosticConfig, build_densenet, logits, youden_thresholds
+from cxrl.pretrain import common, fit
 from cxrl.rewards.diagnostic import report_targets
 
 log = logging.getLogger(__name__)
@@ -80,35 +80,19 @@ def train(args: argparse.Namespace) -> int:
     pos_weight = (neg / pos.clamp(min=1)).clamp(1.0, 20.0).sqrt()  # soften rare-label imbalance
     cfg = DiagnosticConfig(input_size=args.size, **_arch(args))
     model = build_densenet(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    n_batches = len(common.batches(len(fit_idx), args.batch, g))
-    total = (
-        n_batches * args.epochs if args.max_steps is None else min(args.max_steps, n_batches * args.epochs)
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.15
-    )
-    step = 0
-    for epoch in range(args.epochs):
-        model.train()
-        losses = []
-        for b in common.batches(len(fit_idx), args.batch, g):
-            idx = fit_idx_t[b]
-            x = imaging.from_uint8(images[idx])
-            if args.flip:  # left-right flips keep the labels (laterality is not a target)
-                x = torch.where(torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)
-            loss = masked_bce(logits(model, imaging.to_xrv(x, size=None)), targets[idx], pos_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if step >= total:
-                break
-        log.info("epoch %d step %d bce %.4f", epoch, step, float(np.mean(losses)))
-        if step >= total:
-            break
+    total = fit.total_steps(len(fit_idx), args.batch, args.epochs, args.max_steps, g)
+    opt, sched = fit.one_cycle(model.parameters(), args.lr, 1e-4, total, pct_start=0.15)
+
+    def loss_fn(b: torch.Tensor) -> torch.Tensor:
+        idx = fit_idx_t[b]
+        x = imaging.from_uint8(images[idx])
+        if args.flip:  # left-right flips keep the labels (laterality is not a target)
+            x = torch.where(torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5, x.flip(-1), x)
+        return masked_bce(logits(model, imaging.to_xrv(x, size=None)), targets[idx], pos_weight)
+
+    model.train()
+    batches = fit.epoch_batches(len(fit_idx), args.batch, g, args.epochs)
+    result = fit.fit(loss_fn, batches, opt, sched, total, name="diagnostic bce")
     val_scores = sigmoid_scores(model, images[torch.tensor(val_idx)])
     threshs = youden_thresholds(val_scores, targets[torch.tensor(val_idx)].numpy())
     model.op_threshs = torch.tensor(threshs, dtype=torch.float32)
@@ -122,7 +106,7 @@ def train(args: argparse.Namespace) -> int:
         "n_fit": len(fit_idx),
         "n_val": len(val_idx),
         "n_test": len(test_records),
-        "steps": step,
+        "steps": result.steps,
     }
     for name, auc in table["auroc"].items():
         print(f"diagnostic auroc {name}: {auc:.4f}")

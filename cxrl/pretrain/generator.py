@@ -36,6 +36,7 @@ from cxrl.config import ConfigModel
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline
 from cxrl.models.generator_tokenizer import train_tokenizer
+from cxrl.pretrain import fit
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +85,22 @@ def load_world(data_dir: Path, resolution: int) -> tuple[torch.Tensor, list[str]
     return torch.cat(images), reports
 
 
-def _lr_lambda(warmup: int):
-    return lambda step: min(1.0, (step + 1) / max(1, warmup))
-
-
 def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, gen: torch.Generator) -> list[float]:
     """Stage 2a: KL autoencoder on [N, 1, R, R] images. Returns the loss history."""
     vae.requires_grad_(True).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
+    opt, sched = fit.warmup(vae.parameters(), cfg.vae_lr, 0.0, cfg.warmup_steps)
     channels = vae.config.in_channels
-    losses = []
-    for _ in tqdm(range(cfg.vae_steps), desc="vae", disable=None):
-        idx = torch.randint(len(images), (cfg.batch_size,), generator=gen)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         x = imaging.to_diffusion(_crop(images[idx], cfg.vae_crop, gen), channels)  # [b, C, c, c] in [-1, 1]
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
-        loss = F.l1_loss(rec, x) + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        _log_progress("vae", len(losses), cfg.vae_steps, losses)
+        return F.l1_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+
+    batches = fit.random_batches(len(images), cfg.batch_size, gen)
+    result = fit.fit(loss_fn, batches, opt, sched, cfg.vae_steps, clip_norm=1.0, name="vae")
     vae.requires_grad_(False).eval()
-    return losses
+    return result.losses
 
 
 def _crop(images: torch.Tensor, size: int | None, gen: torch.Generator) -> torch.Tensor:
@@ -168,17 +159,11 @@ def train_denoiser(
     params = list(unet.parameters()) + list(text.parameters())
     for m in (unet, text):
         m.requires_grad_(True).train()
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
+    opt, lr_sched = fit.warmup(params, cfg.unet_lr, 1e-2, cfg.warmup_steps)
     ema = EMA(params, cfg.ema_decay)
     alphas = sched.alphas_cumprod  # [T_train]
-    losses = []
-    deadline = time.monotonic() + 60 * cfg.unet_minutes if cfg.unet_minutes else None
-    for step in tqdm(range(cfg.unet_steps), desc="unet", disable=None):
-        if deadline is not None and time.monotonic() > deadline:
-            log.info("unet: time budget reached after %d steps", step)
-            break
-        idx = torch.randint(len(latents), (cfg.batch_size,), generator=gen)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         z0 = latents[idx]  # [b, 4, h, w]
         batch_ids = ids[idx].clone()
         drop = torch.rand(len(idx), generator=gen) < cfg.uncond_prob
@@ -188,19 +173,18 @@ def train_denoiser(
         a = alphas[t].reshape(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(zt, t, encoder_hidden_states=text(batch_ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr_sched.step()
-        ema.update(step)
-        losses.append(loss.item())
-        _log_progress("unet", len(losses), cfg.unet_steps, losses)
+        return F.mse_loss(pred, noise)
+
+    batches = fit.random_batches(len(latents), cfg.batch_size, gen)
+    budget = 60 * cfg.unet_minutes if cfg.unet_minutes else None
+    result = fit.fit(
+        loss_fn, batches, opt, lr_sched, cfg.unet_steps,
+        clip_norm=1.0, after_step=ema.update, time_budget_s=budget, name="unet",
+    )  # fmt: skip
     ema.copy_to_params()
     for m in (unet, text):
         m.requires_grad_(False).eval()
-    return losses
+    return result.losses
 
 
 @torch.no_grad()
@@ -287,11 +271,6 @@ def pretrain(
     os.replace(tmp, out_dir)
     log.info("wrote %s (%.1f MB) in %.1f min", out_dir, manifest["size_bytes"] / 1e6, manifest["minutes"])
     return manifest
-
-
-def _log_progress(stage: str, done: int, total: int, losses: list[float], every: int = 100) -> None:
-    if done % every == 0:
-        log.info("%s: step %d/%d, loss %.4f", stage, done, total, _tail_mean(losses, every))
 
 
 def _tail_mean(values: list[float], n: int = 50) -> float | None:

@@ -25,13 +25,12 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import spearmanr
 
 from cxrl import imaging
-from cxrl.models import pretrain_rewards as common
 from cxrl.models.posture import PSI_NAMES, PostureConfig, PostureNet, alignment_loss
+from cxrl.pretrain import common, fit
 from cxrl.rewards.types import r_align
 
 log = logging.getLogger(__name__)
@@ -86,38 +85,23 @@ def train(args: argparse.Namespace) -> int:
         raise ValueError("--aux-supervised needs ground-truth posture in the dataset (the default world)")
     cfg = PostureConfig(input_size=args.size)
     model = PostureNet(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps_per_epoch = len(common.batches(images.shape[0], args.batch, g))
-    total = (
-        steps_per_epoch * args.epochs
-        if args.max_steps is None
-        else min(args.max_steps, steps_per_epoch * args.epochs)
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.1)
-    step = 0
-    for epoch in range(args.epochs):
-        model.train()
-        losses = []
-        for idx in common.batches(images.shape[0], args.batch, g):
-            x = imaging.from_uint8(images[idx])  # [b,1,L,L]
-            psi = model(imaging.resize(x, args.size))  # [b,5] from the net's [b,1,S,S] view
-            loss = alignment_loss(x, psi, canonical)
-            if args.aux_supervised > 0:
-                loss = loss + args.aux_supervised * (psi - psi_true[idx]).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if step >= total:
-                break
-        log.info("epoch %d step %d alignment loss %.5f", epoch, step, float(np.mean(losses)))
-        if step >= total:
-            break
+    total = fit.total_steps(images.shape[0], args.batch, args.epochs, args.max_steps, g)
+    opt, sched = fit.one_cycle(model.parameters(), args.lr, 1e-4, total, pct_start=0.1)
+
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        x = imaging.from_uint8(images[idx])  # [b,1,L,L]
+        psi = model(imaging.resize(x, args.size))  # [b,5] from the net's [b,1,S,S] view
+        loss = alignment_loss(x, psi, canonical)
+        if args.aux_supervised > 0:
+            loss = loss + args.aux_supervised * (psi - psi_true[idx]).pow(2).mean()
+        return loss
+
+    model.train()
+    batches = fit.epoch_batches(images.shape[0], args.batch, g, args.epochs)
+    result = fit.fit(loss_fn, batches, opt, sched, total, name="posture alignment")
     test_images, test_records = common.load_split(data, "test", args.size, args.limit)
     test_truth = true_psi(test_records)
-    figures = {"steps": step, "final_train_loss": float(np.mean(losses))}
+    figures = {"steps": result.steps, "final_train_loss": result.epoch_losses[-1]}
     if test_truth is not None:
         figures.update(quality(predict(model, test_images), test_truth))
     figures["aux_supervised"] = args.aux_supervised
