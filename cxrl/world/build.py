@@ -38,12 +38,12 @@ from cxrl.labels import LABELS, UNCERTAIN, column_name
 from cxrl.reports.labeler import label_findings
 from cxrl.world.corpus import load_iu_reports
 from cxrl.world.posture import PSI_NAMES, PostureRanges
+from cxrl.world.records import SPLITS
 from cxrl.world.render import Draw, Renderer, side_of
 from cxrl.world.sampling import OVERSAMPLE, plan_split, split_reports
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
 CANONICAL_N = 500
 METADATA_COLUMNS: tuple[str, ...] = (
     ("id", "split", "image", "report", "view", "report_id", "repeat")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,22 +21,9 @@ from torch.utils.data import Dataset
 from cxrl.imaging import load_image, resize
 from cxrl.labels import LABELS, column_name, validate_labels
 from cxrl.world.posture import PSI_NAMES
+from cxrl.world.records import SPLITS, Record
 
-SPLITS = ("train", "test")
 REQUIRED_COLUMNS = ("id", "split", "image", "report", "view")
-
-
-@dataclass
-class Record:
-    """One image-report pair."""
-
-    id: str
-    split: str  # "train" | "test"
-    report: str
-    view: str  # "PA" | "AP"
-    labels: dict[str, int]  # label -> 1 / 0 / -1; absent = not mentioned
-    image_path: Path
-    posture: tuple[float, ...] | None  # (sx, sy, tx, ty, theta) or None for real data
 
 
 def _parse_row(row: dict[str, str], base: Path, where: str) -> Record:
@@ -87,7 +73,7 @@ def load_records(data_dir: str | Path, split: str | None = None) -> list[Record]
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     meta = data_dir / "metadata.csv"
     if not meta.is_file():
-        from cxrl.world import mimic
+        from cxrl.world import mimic  # pandas and PIL only when a MIMIC root is read
 
         if mimic.is_mimic_root(data_dir):
             records = mimic.select_records(data_dir, mimic.MimicSelection())

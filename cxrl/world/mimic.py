@@ -34,8 +34,8 @@ from PIL import Image
 
 from cxrl.labels import LABELS, column_name
 from cxrl.reports.sections import MAX_TOKENS, count_tokens, impression
-from cxrl.world.dataset import Record
 from cxrl.world.posture import PSI_NAMES
+from cxrl.world.records import Record
 
 PREFIX = "mimic-cxr-2.0.0-"
 TABLES = {
