@@ -68,3 +68,17 @@ def test_default_world_checkpoints_load_and_record_their_quality(tiny_world):
     reports = [r.report for r in records]
     result = InProcessRewards(posture, diagnostic, consistency).score(images, reports, images.flip(-1))
     assert result.total.shape == (4,) and torch.isfinite(result.total).all()
+
+
+def test_scorers_from_yaml_reads_the_config_and_sets_the_device(tmp_path):
+    from cxrl.rewards.factory import scorers_from_yaml
+
+    path = tmp_path / "rewards.yaml"
+    path.write_text(
+        "seed: 3\nposture: {source: random}\ndiagnostic: {source: random}\nconsistency: {source: random}\n"
+    )
+    got = scorers_from_yaml(path, device="cpu")
+    want = random_scorers(3)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got[0](x).psi, want[0](x).psi)  # the YAML's seed, not the default's
+    assert not torch.equal(got[0](x).psi, random_scorers(0)[0](x).psi)

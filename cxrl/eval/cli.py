@@ -103,19 +103,12 @@ def _register_reproduce(subparsers) -> None:
     p.set_defaults(func=run_reproduce)
 
 
-def load_scorers(rewards: str | None, device: str):
-    from cxrl.rewards.factory import RewardModelsConfig, build_scorers
-
-    cfg = RewardModelsConfig.from_yaml(rewards) if rewards else RewardModelsConfig()
-    cfg.device = device
-    return build_scorers(cfg)
-
-
 def run_evaluate(args) -> int:
     from pathlib import Path
 
     from cxrl.eval.evaluate import EvalConfig, Evaluator, select_prompts
     from cxrl.eval.generators import RealSource, parse_spec
+    from cxrl.rewards.factory import scorers_from_yaml
 
     cfg = EvalConfig(
         prompts=args.prompts, samples_per_prompt=args.samples, seed=args.seed, num_steps=args.steps,
@@ -127,7 +120,7 @@ def run_evaluate(args) -> int:
     if len(set(names)) != len(names):
         raise ValueError(f"two generators share a label in {names}; name them with LABEL=SPEC")
     evaluator = Evaluator(
-        cfg, load_scorers(args.rewards, cfg.device), select_prompts(args.data, cfg.prompts, cfg.seed)
+        cfg, scorers_from_yaml(args.rewards, cfg.device), select_prompts(args.data, cfg.prompts, cfg.seed)
     )
     rows = []
     for source in sources:

@@ -250,8 +250,8 @@ def reproduce(
     device: str = "cpu",
 ) -> str:
     """`cxrl reproduce`: read the dataset, build the reward models, run everything, return the markdown."""
-    from cxrl.eval.cli import load_scorers
     from cxrl.eval.evaluate import select_prompts
+    from cxrl.rewards.factory import scorers_from_yaml
     from cxrl.world.dataset import load_records
 
     cfg = load_config(preset, data=data, seeds=seeds, variants=variants, rewards=rewards, device=device)
@@ -260,4 +260,4 @@ def reproduce(
     eval_prompts = {s: select_prompts(cfg.data, cfg.eval.prompts, s) for s in cfg.seeds}
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out) / "config.yaml", cfg.to_yaml())
-    return Reproduction(cfg, out, load_scorers(cfg.rewards, cfg.device)).run(train, eval_prompts)
+    return Reproduction(cfg, out, scorers_from_yaml(cfg.rewards, cfg.device)).run(train, eval_prompts)

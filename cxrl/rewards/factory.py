@@ -231,5 +231,12 @@ def build_scorers(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> Sc
     return posture, diagnostic, consistency
 
 
+def scorers_from_yaml(path: str | Path | None, device: str = "cpu") -> Scorers:
+    """The scorers a ``RewardModelsConfig`` YAML names (without one: the default world's), on ``device``."""
+    cfg = RewardModelsConfig.from_yaml(path) if path else RewardModelsConfig()
+    cfg.device = device
+    return build_scorers(cfg)
+
+
 def _sources(cfg: RewardModelsConfig) -> set[str]:
     return {cfg.posture.source, cfg.diagnostic.source, cfg.consistency.source}
