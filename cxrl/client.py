@@ -9,6 +9,9 @@ in-process scorers (``grpc://host:9000``).
   request fits both the client's limit and the server's (``Info``: max_request_bytes,
   max_batch_images); a policy image and its anchor always travel together;
 - images travel as raw uint8 tensors by default (``cxrl.imaging.to_raw``);
+- TLS with ``grpcs://host:port`` (or ``tls=TLS(...)``): the server's CA (system roots by default),
+  a client certificate for mutual TLS, all from ``TLS.from_env`` (``CXRL_TLS_*``) for the trainer;
+  a bearer token sent in clear text to a host beyond loopback is logged as a warning;
 - a large batch goes as ``pipeline`` requests in flight at once, so encoding the next
   part overlaps the server scoring the previous one (the server micro-batches them).
 
@@ -17,6 +20,7 @@ Needs the generated stubs (``make protos``).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
@@ -24,6 +28,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import torch
@@ -53,12 +59,57 @@ class RewardServiceError(RuntimeError):
 
 
 def parse_target(url: str) -> str:
-    """``grpc://host:port`` or ``host:port`` -> ``host:port``."""
-    target = url.removeprefix("grpc://")
+    """``grpc://host:port``, ``grpcs://host:port`` (TLS) or ``host:port`` -> ``host:port``."""
+    target = url.removeprefix("grpcs://").removeprefix("grpc://")
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"reward server address {url!r} must look like grpc://HOST:PORT or HOST:PORT")
+        raise ValueError(
+            f"reward server address {url!r} must look like grpc://HOST:PORT, grpcs://HOST:PORT or HOST:PORT"
+        )
     return target
+
+
+@dataclass(frozen=True)
+class TLS:
+    """Transport security of the channel (PEM files)."""
+
+    ca_cert: str | None = None  # CA that signed the server's certificate (None: the system's roots)
+    client_cert: str | None = None  # this client's certificate, for servers that require mutual TLS
+    client_key: str | None = None  # its private key
+    server_name: str | None = None  # name to check the certificate against, if not the target's host
+
+    @classmethod
+    def from_env(cls) -> TLS:
+        """From ``CXRL_TLS_CA``, ``CXRL_TLS_CERT``, ``CXRL_TLS_KEY`` and ``CXRL_TLS_SERVER_NAME``."""
+        env = {
+            k: os.environ.get(f"CXRL_TLS_{k.upper()}") or None for k in ("ca", "cert", "key", "server_name")
+        }
+        return cls(env["ca"], env["cert"], env["key"], env["server_name"])
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("mutual TLS needs both client_cert and client_key (CXRL_TLS_CERT, CXRL_TLS_KEY)")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca_cert),
+            private_key=_read(self.client_key),
+            certificate_chain=_read(self.client_cert),
+        )
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ValueError(f"TLS file {path} not found; give a PEM file")
+    return Path(path).read_bytes()
+
+
+def _is_loopback(target: str) -> bool:
+    host = target.rpartition(":")[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RewardClient:
@@ -77,6 +128,7 @@ class RewardClient:
         dtype: str = "uint8",
         application: str = "reward",
         pipeline: int = 3,
+        tls: TLS | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -91,13 +143,9 @@ class RewardClient:
         self.dtype = dtype
         self.application = application
         self.pipeline = pipeline  # requests of one batch in flight at once
-        self.channel = grpc.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self.channel = _channel(self.target, tls, max_message_bytes)
+        if self.token and tls is None and not _is_loopback(self.target):
+            log.warning("the bearer token goes to %s in clear text; use grpcs:// (TLS)", self.target)
         self.rewards = pb_grpc.RewardServiceStub(self.channel)
         self.models = pb_grpc.ModelServiceStub(self.channel)
         self._server_info: pb.InfoResponse | None = None
@@ -106,6 +154,9 @@ class RewardClient:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RewardClient:
+        """``grpc://`` plain, ``grpcs://`` TLS (``TLS.from_env()`` unless ``tls`` is given)."""
+        if url.startswith("grpcs://"):
+            kwargs.setdefault("tls", TLS.from_env())
         return cls(parse_target(url), **kwargs)
 
     # -- calls -------------------------------------------------------------------------------
@@ -285,3 +336,15 @@ def _diag_columns(sent: torch.Tensor, labels: list[str]) -> torch.Tensor:
     out = torch.full((sent.shape[0], len(XRV_PATHOLOGIES)), float("nan"))
     out[:, [XRV_PATHOLOGIES.index(name) for name in labels]] = sent
     return out
+
+
+def _channel(target: str, tls: TLS | None, max_message_bytes: int) -> grpc.Channel:
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.secure_channel(target, tls.credentials(), options=options)
