@@ -43,6 +43,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check cxrl services trainer tests bench deploy
 	$(BIN)/ruff format --check cxrl services trainer tests bench deploy
+	$(BIN)/lint-imports  # layer contracts: [tool.importlinter] in pyproject.toml
 
 demo: setup
 	$(BIN)/cxrl demo --out out/demo

@@ -34,15 +34,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "serve-cpu.yaml"
 GRPC_SIZE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 
 
-def register(subparsers) -> None:
-    """Adds `cxrl serve` and its client-side companion `cxrl score`."""
-    from cxrl.score_cli import register_score
-
-    register_serve(subparsers)
-    register_score(subparsers)
-
-
 def register_serve(subparsers) -> None:
+    """Adds `cxrl serve` (found through the ``cxrl.commands`` entry point ``services``)."""
     p = subparsers.add_parser(
         "serve",
         help="run the reward services (Ray Serve: gRPC :9000, HTTP :8000) locally",

@@ -33,3 +33,21 @@ def test_each_command_has_help(name):
 def test_no_command_prints_usage_and_fails(capsys):
     assert cli.main([]) == 2
     assert "usage: cxrl" in capsys.readouterr().out
+
+
+def test_the_apps_commands_come_from_entry_points():
+    assert {"serve", "train", "runs", "demo"} <= set(registered_commands()), (
+        "the cxrl.commands entry points are missing: reinstall the package (make setup)"
+    )
+
+
+def test_the_library_cli_imports_no_app_without_their_entry_points():
+    code = (
+        "import sys, cxrl.cli as c\n"
+        "c.entry_points = lambda group: []\n"
+        "sub = next(a for a in c.build_parser()._actions if a.dest == 'command')\n"
+        "apps = sorted(m for m in sys.modules if m.split('.')[0] in ('services', 'trainer'))\n"
+        "print(sorted(sub.choices), apps)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['evaluate', 'label', 'pretrain', 'reproduce', 'score', 'world'] []"
