@@ -2,7 +2,7 @@
 
     python -m bench.bench_trainer --out out/bench [--backends inprocess [grpc]] [--repeats 2] [--threads 1]
 
-Times real :class:`trainer.loop.TrainLoop` epochs (the cpu-small preset with 16 images in four
+Times real :class:`cxrl.rl.engine.Engine` epochs, wired as the trainer service wires them, (the cpu-small preset with 16 images in four
 sub-batches of 4, 10 DDIM steps, the default-world generator and reward models, a private Redis
 for the anchor cache). Each backend runs in its own process, so that process's max RSS is the
 trainer's peak memory: ``inprocess`` holds the reward models, ``grpc`` scores through a
@@ -12,7 +12,7 @@ trainer's peak memory: ``inprocess`` holds the reward models, ``grpc`` scores th
 
 Per backend, ``--repeats`` times: epoch 0 with an empty anchor cache (cold: anchors sampled,
 scored and stored), then the same epoch 0 again (same reports and seeds) with the cache now warm.
-Reported, from the loop's own phase timings (``trainer.loop.PHASES``):
+Reported, from the engine's own phase timings (``cxrl.rl.sinks.PHASES``):
 
 - overlap efficiency = epoch wall time / (policy sampling + anchor sampling + training +
   checkpoint): 1.0 means every reward call was hidden behind sampling; the serial bound (nothing
@@ -23,7 +23,7 @@ Reported, from the loop's own phase timings (``trainer.loop.PHASES``):
   wall time outside the anchor phase (what a warm cache could at best leave).
 
 Then, ``--repeats`` times, the same ``AHEAD_EPOCHS`` epochs from an empty cache with the anchor
-sampled in line and sampled ahead on a background thread (:mod:`trainer.anchor_ahead`), with a
+sampled in line and sampled ahead on a background thread (:class:`cxrl.rl.anchor.AnchorAhead`), with a
 seed bank wide enough that every epoch needs new anchors: ahead/in line = the ratio of their
 wall times (medians).
 
@@ -61,7 +61,7 @@ AHEAD_SEED_BANK = 1000  # a wide bank: every epoch needs new anchors, as early i
 
 
 def overlap(phases: dict[str, float], wall_s: float) -> dict[str, float]:
-    """Overlap figures of one epoch from its phase seconds (keys of trainer.loop.PHASES)."""
+    """Overlap figures of one epoch from its phase seconds (keys of cxrl.rl.sinks.PHASES)."""
     compute = sum(phases.get(k, 0.0) for k in COMPUTE)
     if compute <= 0 or wall_s <= 0:
         raise ValueError(f"need positive compute ({compute}) and wall time ({wall_s}) to form ratios")
@@ -132,13 +132,14 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from bench.common import REPORTS
     from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
+    from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
     from cxrl.rl.config import load_preset
-    from cxrl.rl.ddpo import make_policy
-    from trainer.anchor_ahead import AnchorAhead, FrozenAnchor
+    from cxrl.rl.engine import Engine
+    from cxrl.rl.plan import SeedBank
+    from cxrl.rl.policy import make_policy
+    from cxrl.rl.sinks import PHASES
     from trainer.anchor_cache import AnchorCache
-    from trainer.loop import PHASES, TrainLoop
     from trainer.runner import generator_id
-    from trainer.scoring import anchor_version
 
     setup_logging("WARNING")
     torch.set_num_threads(threads)
@@ -157,11 +158,12 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     with LocalRedis() as redis_url, tempfile.TemporaryDirectory(prefix="cxrl-bench-trainer-") as tmp:
         client = redis.Redis.from_url(redis_url)
 
+        def engine(cfg_, name: str, cache, bank: int) -> Engine:
+            plan = SeedBank(list(REPORTS), cfg_.sampling, cfg_.seed, bank)
+            return Engine(cfg_, policy, backend, plan, Path(tmp) / name, cache)
+
         def epoch(name: str, cfg_, cache) -> dict:
-            loop = TrainLoop(
-                cfg_, policy, backend, REPORTS, Path(tmp) / name, name, seed_bank=SEED_BANK,
-                cache=cache, progress=False,
-            )  # fmt: skip
+            loop = engine(cfg_, name, cache, SEED_BANK)
             try:
                 start, cpu = time.perf_counter(), time.process_time()
                 m = loop.run_epoch()
@@ -186,24 +188,22 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                     f"{row['cache_hit_rate']:.0%}, overlap efficiency {row['overlap_efficiency']:.3f}",
                     flush=True,
                 )
-        # anchor ahead (trainer.anchor_ahead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
+        # anchor ahead (cxrl.rl.anchor.AnchorAhead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
         # new anchors every epoch
         ahead_cfg = load_preset("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
         for r in range(repeats):
             for kind in ("inline", "ahead"):
                 cache = AnchorCache(client, version, prefix=f"bench-ahead-{kind}-{r}")
-                loop = TrainLoop(
-                    ahead_cfg, policy, backend, REPORTS, Path(tmp) / f"{kind}-{r}", kind,
-                    seed_bank=AHEAD_SEED_BANK, cache=cache, progress=False,
-                )  # fmt: skip
-                thread = AnchorAhead(loop, FrozenAnchor(policy)).start() if kind == "ahead" else None
+                loop = engine(ahead_cfg, f"{kind}-{r}", cache, AHEAD_SEED_BANK)
+                if kind == "ahead":
+                    loop.ahead = AnchorAhead(
+                        loop.plan, FrozenAnchor(policy), backend, cache, ahead_cfg.sampling, loop.spec
+                    )
                 try:
                     start = time.perf_counter()
-                    history = [loop.run_epoch() for _ in range(AHEAD_EPOCHS)]
+                    history = loop.run(AHEAD_EPOCHS)
                     wall = time.perf_counter() - start
                 finally:
-                    if thread is not None:
-                        thread.stop()
                     loop.close()
                 anchor_s = sum(m["time/anchor"] for m in history)
                 ahead_runs.append({"kind": kind, "wall_s": wall, "anchor_s": anchor_s})

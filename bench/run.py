@@ -17,10 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-QUICK = ("bench_labeler", "bench_world", "bench_epoch", "bench_trainer", "bench_services")
+QUICK = ("bench_labeler", "bench_world", "bench_engine", "bench_trainer", "bench_services")
 
 # (measure, benchmark, key path in its JSON, what the number means)
 HEADLINE = (
+    ("engine epoch / 1-thread compute floor, default generator, 1 thread, batching on", "bench_engine",
+     "settings.default/1t/on.epoch_over_floor_1thread", "reference config; target <= 1.05"),
+    ("engine epoch / 1-thread compute floor, default generator, 2 threads, batching on", "bench_engine",
+     "settings.default/2t/on.epoch_over_floor_1thread", "target <= 1.05: 2 threads no slower than 1"),
+    ("engine epoch / 1-thread compute floor, RGB SD pipeline, 2 threads, batching on", "bench_engine",
+     "settings.rgb/2t/on.epoch_over_floor_1thread", "small SD-shaped pipeline with an RGB VAE"),
+    ("timestep batching speed-up, default generator, 2 threads", "bench_engine", "batching_speedup.default/2t",
+     "epoch off / on (timesteps_per_call 1 vs 20); target >= 1.4"),
+    ("timestep batching speed-up, default generator, 1 thread", "bench_engine", "batching_speedup.default/1t",
+     "epoch off / on at 1 thread (flat per-sample cost: ~1 expected)"),
     ("reward service overhead: gateway over gRPC / in-process", "bench_services", "ratio",
      "median time to score 81 policy/anchor pairs (162 images, 256 px); target <= 1.15"),
     ("replica scaling: throughput 2 replicas / 1 replica", "bench_services", "replica_scaling",
@@ -42,7 +52,7 @@ HEADLINE = (
      "backends.inprocess.cold_without_anchor_share", "within the cold epoch: the best a warm cache can leave"),
     ("anchor sampled ahead / in line, 4 epochs wall time, in-process", "bench_trainer",
      "backends.inprocess.anchor_ahead.ahead_over_inline",
-     "background thread with its own generator copy (trainer.anchor_ahead); empty cache each"),
+     "background thread with its own generator copy (cxrl.rl.anchor.AnchorAhead); empty cache each"),
     ("anchor cache: warm / cold epoch time, gRPC", "bench_services",
      "trainer_grpc.warm_over_cold", "as above, rewards from `cxrl serve`"),
     ("anchor cache: warm / cold trainer CPU time, gRPC", "bench_services",

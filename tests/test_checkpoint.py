@@ -213,3 +213,32 @@ def test_remove_partial_clears_what_an_interrupted_save_leaves(tmp_path):
     assert sorted(p.name for p in removed) == [".latest-xyz", ".tmp-epoch-000002-abc123"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-000001", "latest"]
     assert ckpt.remove_partial(tmp_path / "nowhere") == []
+
+
+def test_every_file_and_directory_is_fsynced_before_the_latest_pointer_moves(tmp_path, monkeypatch):
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path, _, _ = write(trained_policy(), tmp_path, epoch=3)
+    moved = events.index(("replace", str(tmp_path / ckpt.LATEST)))
+    synced = {name for kind, name in events[:moved] if kind == "fsync"}
+    tmp_dirs = {
+        os.path.dirname(n) for n in synced if os.path.basename(os.path.dirname(n)).startswith(".tmp-epoch-")
+    }
+    assert len(tmp_dirs) == 1  # the files were flushed where they were written, before the rename
+    (tmp_dir,) = tmp_dirs
+    assert {f"{tmp_dir}/{p.name}" for p in path.iterdir()} <= synced  # every file of the checkpoint
+    assert str(tmp_path) in synced  # the directory entry of the renamed checkpoint
+    assert ("fsync", str(tmp_path)) in events[moved + 1 :]  # and the pointer's own rename after it

@@ -238,11 +238,11 @@ def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def _kill_mid_epoch(config: Path, run_dir: Path) -> tuple[int, float]:
-    """Start `cxrl train`, SIGKILL it once the first checkpoint is written and the next epoch runs."""
+def _kill_mid_epoch(config: Path, run_dir: Path, sig: int = signal.SIGKILL, stderr=subprocess.DEVNULL):
+    """Start `cxrl train`, send ``sig`` once the first checkpoint is written and the next epoch runs."""
     proc = subprocess.Popen(
         _train_cmd(config, run_dir.name), cwd=ROOT, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
     )  # fmt: skip
     latest = run_dir / "checkpoints" / ckpt.LATEST
     t0 = time.perf_counter()
@@ -253,8 +253,9 @@ def _kill_mid_epoch(config: Path, run_dir: Path) -> tuple[int, float]:
             time.sleep(0.01)
         time.sleep(0.3)  # an epoch takes seconds here: this lands inside the second epoch
         assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=30)
+        assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), code
         return proc.pid, time.perf_counter() - t0
     finally:
         if proc.poll() is None:
@@ -340,6 +341,29 @@ def test_trainer_killed_mid_epoch_resumes_exactly(train_config, caplog):
         "max |diff| %s",
         killed_after, epoch_at_kill, ref_s, resumed_s, diffs,
     )  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_sigterm_stops_the_run_cleanly_and_it_resumes(train_config, tmp_path):
+    """A Kubernetes eviction: SIGTERM mid-epoch ends `cxrl train` with 143 and a resumable run."""
+    runs = Path(yaml.safe_load(train_config.read_text())["out_dir"])
+    victim = runs / "terminated"
+    err = tmp_path / "stderr.log"
+    with open(err, "w") as fh:
+        _, after = _kill_mid_epoch(train_config, victim, signal.SIGTERM, stderr=fh)
+    text = err.read_text()
+    assert "stopped by signal SIGTERM" in text and "run the same command again to resume" in text
+    ckpt_root = victim / "checkpoints"
+    done = int(ckpt.latest_checkpoint(ckpt_root).name.split("-")[1])
+    assert ckpt.remove_partial(ckpt_root) == []  # nothing half-written was left behind
+    lines = (victim / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == list(range(done))  # exactly the checkpointed epochs
+    resumed = _train(train_config, "terminated")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ckpt_root / f'epoch-{done:06d}'}" in resumed.stderr
+    history = [json.loads(x) for x in (victim / "history.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in history] == [0, 1, 2]
+    log.info("SIGTERM after %.1f s at checkpoint epoch %d", after, done)
 
 
 # -- a corrupt checkpoint met by the automatic resume --------------------------------------------------

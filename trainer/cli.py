@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,7 @@ def load_config(name: str, sets: list[str], extra: dict[str, Any] | None = None)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from trainer.runner import run_training
+    from trainer.runner import Stopped, run_training
 
     extra = {}
     if args.run_name:
@@ -78,7 +80,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out_dir:
         extra["out_dir"] = args.out_dir
     cfg = load_config(args.config, args.set, extra)
-    result = run_training(cfg)
+    try:
+        result = run_training(cfg)
+    except Stopped as exc:
+        print(f"{exc}; the last checkpoint is kept: run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM  # the conventional status of a process ended by SIGTERM
     print(format_table(result.evaluation))
     print(f"report: {result.report}")
     return 0

@@ -16,11 +16,15 @@ and delays the metrics stream, never the run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,27 @@ from trainer.report import EvalGrid, write_report
 from trainer.store import RunStore
 
 log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """SIGTERM arrived (e.g. a Kubernetes eviction): the run stops; its last checkpoint resumes it exactly."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Stopped` in the main thread while training (else leave signals alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -180,11 +205,14 @@ def run_training(
     if store:
         store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
     try:
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm(), stop_on_sigterm():
             result = _train_and_evaluate(cfg, rl, engine, evaluator, run_dir, run_id, progress)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as exc:
+        # the epoch in progress is abandoned: the last checkpoint resumes the run exactly
+        log.warning("run %s %s at epoch %d; run the same command again to resume", run_id,
+                    "stopped" if isinstance(exc, Stopped) else "interrupted", engine.epoch)  # fmt: skip
         if store:
-            store.set_status(run_id, "interrupted")
+            store.set_status(run_id, "stopped" if isinstance(exc, Stopped) else "interrupted")
         raise
     except BaseException as exc:
         if store:

@@ -30,7 +30,7 @@ from cxrl.infra.redis_guard import RedisGuard
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STATUSES = ("running", "finished", "failed", "interrupted")
+STATUSES = ("running", "finished", "failed", "interrupted", "stopped")
 
 
 def connect(url: str | None, timeout_s: float = 2.0) -> redis.Redis | None:

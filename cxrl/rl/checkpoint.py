@@ -38,6 +38,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
 from safetensors.torch import load_file, save_file
 
+from cxrl.infra.fileio import fsync_dir, fsync_tree
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import Policy
 
@@ -108,9 +109,11 @@ def save_checkpoint(
         (tmp / "stat_tracker.json").write_text(json.dumps(stat_tracker_state))
         (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1))
         _write_manifest(tmp)
+        fsync_tree(tmp)  # every file on disk before the directory is renamed and the pointer moves
         if final.exists():  # re-writing the same epoch (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(tmp, final)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -123,7 +126,10 @@ def _write_pointer(root: Path, name: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
     with os.fdopen(fd, "w") as fh:
         fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, root / LATEST)
+    fsync_dir(root)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
