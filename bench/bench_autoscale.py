@@ -237,6 +237,7 @@ def summarise(timeline: list[dict], tally: Tally, plan: Plan, deployment: str, o
         return None if start is None or end is None else round(end - start, 1)
 
     load_start, cool_start = first("load"), first("cooldown")
+    decided_at = first("load", lambda r: r["running"] + r["starting"] > 1)
     up_at = first("load", lambda r: r["running"] >= plan.min_replicas)
     down_at = first("cooldown", lambda r: (r["running"], r["starting"], r["stopping"]) == (1, 0, 0))
     ok, failed = tally.totals()
@@ -247,6 +248,7 @@ def summarise(timeline: list[dict], tally: Tally, plan: Plan, deployment: str, o
         "replicas_before": timeline[0]["running"] if timeline else None,
         "replicas_peak": max((r["running"] for r in timeline), default=0),
         "replicas_end": timeline[-1]["running"] if timeline else None,
+        "seconds_to_upscale_decision": span(load_start, decided_at),  # load began -> a replica starting
         "seconds_to_scale_up": span(load_start, up_at),  # load began -> min_replicas running
         "seconds_to_scale_down": span(cool_start, down_at),  # load ended -> 1 running, none starting/stopping
         "requests_ok": ok,
@@ -283,7 +285,8 @@ def format_timeline(result: dict) -> str:
 def format_summary(result: dict) -> str:
     return (
         f"{result['deployment']}: replicas {result['replicas_before']} -> peak {result['replicas_peak']} -> "
-        f"{result['replicas_end']}; up {result['seconds_to_scale_up']} s after the load began, back to 1 "
+        f"{result['replicas_end']}; scale-up decided {result['seconds_to_upscale_decision']} s and "
+        f"replicas running {result['seconds_to_scale_up']} s after the load began, back to 1 "
         f"{result['seconds_to_scale_down']} s after it ended; requests {result['requests_ok']} OK, "
         f"{result['requests_failed']} failed; other deployments' peak replicas "
         f"{result['other_deployments_peak_replicas']}"
