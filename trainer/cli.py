@@ -31,6 +31,8 @@ def register(subparsers) -> None:
                         "--set rl.epochs=3 (VALUE is read as YAML)")  # fmt: skip
     p.add_argument("--run-name", default=None, help="run id (reuse one to resume it)")
     p.add_argument("--out-dir", default=None, help="where runs go (default from the config)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-parallel training workers on Ray Train (overrides scaling.workers)")  # fmt: skip
     p.set_defaults(func=run_train)
 
     r = subparsers.add_parser("runs", help="list training runs with their status and latest metrics")
@@ -79,9 +81,16 @@ def run_train(args: argparse.Namespace) -> int:
         extra["run_name"] = args.run_name
     if args.out_dir:
         extra["out_dir"] = args.out_dir
+    if args.workers:
+        extra["scaling"] = {"workers": args.workers}
     cfg = load_config(args.config, args.set, extra)
     try:
-        result = run_training(cfg)
+        if cfg.scaling.workers > 1:
+            from trainer.distributed import train_distributed
+
+            result = train_distributed(cfg)
+        else:
+            result = run_training(cfg)
     except Stopped as exc:
         print(f"{exc}; the last checkpoint is kept: run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGTERM  # the conventional status of a process ended by SIGTERM

@@ -81,6 +81,22 @@ class EvalSettings(ConfigModel):
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over held-out reports for intervals")
 
 
+class ScalingSettings(ConfigModel):
+    """Data-parallel training on Ray Train (`cxrl train --workers N`)."""
+
+    workers: int = Field(
+        1, ge=1, description="training workers; > 1 runs the engine under Ray Train's TorchTrainer"
+    )
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (NCCL when > 0, else gloo on CPUs)")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per worker (fractions allowed)")
+    max_failures: int = Field(
+        2, ge=-1, description="worker-group restarts after a failure, each resuming from the last checkpoint"
+    )
+    address: str | None = Field(
+        None, description="Ray cluster address (ray://... or auto); None = start a local Ray for this run"
+    )
+
+
 class TrainConfig(ConfigModel):
     """A trainer run: RL settings, reward backend, Redis, outputs, evaluation."""
 
@@ -100,10 +116,11 @@ class TrainConfig(ConfigModel):
     anchor_ahead: bool = Field(
         True,
         description="sample the frozen anchor for coming epochs and for the evaluation on a background "
-        "thread with its own copy of the generator (trainer.anchor_ahead); same results, less wall time "
+        "thread with its own copy of the generator (cxrl.rl.anchor.AnchorAhead); same results, less wall time "
         "when a core or the GPU has room; costs one more copy of the generator's weights",
     )
     progress: bool = Field(True, description="tqdm progress bars (off when stderr is not a terminal)")
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings, description="data-parallel workers")
     rewards: RewardClientSettings = Field(default_factory=RewardClientSettings, description="reward backend")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="held-out evaluation")

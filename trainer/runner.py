@@ -40,6 +40,7 @@ from cxrl.rewards.types import RewardBackend
 from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
+from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import SeedBank
 from cxrl.rl.policy import fitting_reports, make_policy
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
@@ -146,21 +147,46 @@ def load_grids(run_dir: Path) -> list[EvalGrid]:
     return grids
 
 
-def run_training(
+@dataclass
+class Run:
+    """Everything a training run is built from (the same in every data-parallel worker)."""
+
+    cfg: TrainConfig
+    rl: CXRLConfig
+    run_id: str
+    run_dir: Path
+    policy: Policy
+    backend: RewardBackend
+    train: list[str]  # training reports
+    held_out: list[str]  # evaluation reports
+    guard: RedisGuard | None
+    store: RunStore | None
+    cache: AnchorCache | None
+
+    @property
+    def retries(self) -> int:
+        r = self.cfg.rewards
+        return 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
+
+
+def run_id_of(cfg: TrainConfig) -> str:
+    return cfg.run_name or f"{Path(cfg.preset).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def prepare(
     cfg: TrainConfig,
     policy: Policy | None = None,
     backend: RewardBackend | None = None,
     prompts: tuple[list[str], list[str]] | None = None,
     gen_id: str | None = None,
-) -> RunResult:
-    """Train (or resume), evaluate on held-out reports, write the report. Objects may be injected (tests)."""
+) -> Run:
+    """Policy, reward backend, reports, Redis stores of a run. Objects may be injected (tests)."""
     rl = cfg.rl_config()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_id = cfg.run_name or f"{Path(cfg.preset).stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    run_id = run_id_of(cfg)
     run_dir = Path(cfg.out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
     guard = RedisGuard.open(cfg.redis.resolved_url(), retry_s=cfg.redis.retry_s)
     store = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
     policy = policy or make_policy(rl)
@@ -169,9 +195,6 @@ def run_training(
     train = choose(fitting_reports(policy, train, rl.max_report_tokens), cfg.train_prompts, rl.seed)
     test = fitting_reports(policy, test, rl.max_report_tokens)
     held_out = choose_held_out(test, cfg.eval.prompts, cfg.eval.with_findings, cfg.eval.seed)
-    log.info(
-        "run %s in %s: %d training reports, %d held-out reports", run_id, run_dir, len(train), len(held_out)
-    )
     cache = None
     if guard is not None:
         s = rl.sampling
@@ -183,30 +206,56 @@ def run_training(
         cache = AnchorCache(
             guard.client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s, guard=guard
         )
-    progress = cfg.progress and os.isatty(2)
-    r = cfg.rewards
-    retries = 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
-    sinks: list[Sink] = [LogLine(rl.epochs), HistoryFile(run_dir / "history.jsonl")]
-    if store is not None:
-        sinks.append(RedisMetrics(store, run_id))
-    engine = Engine(
-        rl, policy, backend, SeedBank(train, rl.sampling, rl.seed, cfg.seed_bank), run_dir, cache, sinks,
-        r.max_in_flight, retries, r.backoff_s,
+    return Run(cfg, rl, run_id, run_dir, policy, backend, train, held_out, guard, store, cache)
+
+
+def build_engine(run: Run, group: Local = LOCAL) -> Engine:
+    """The engine of a run: seed-bank plan, Redis anchor cache, log line, history file, metrics stream."""
+    sinks: list[Sink] = [LogLine(run.rl.epochs), HistoryFile(run.run_dir / "history.jsonl")]
+    if run.store is not None:
+        sinks.append(RedisMetrics(run.store, run.run_id))
+    r = run.cfg.rewards
+    plan = SeedBank(run.train, run.rl.sampling, run.rl.seed, run.cfg.seed_bank)
+    return Engine(
+        run.rl, run.policy, run.backend, plan, run.run_dir, run.cache, sinks, r.max_in_flight, run.retries,
+        r.backoff_s, group,
     )  # fmt: skip
-    frozen = FrozenAnchor(policy) if cfg.anchor_ahead else None
+
+
+def run_training(
+    cfg: TrainConfig,
+    policy: Policy | None = None,
+    backend: RewardBackend | None = None,
+    prompts: tuple[list[str], list[str]] | None = None,
+    gen_id: str | None = None,
+) -> RunResult:
+    """Train (or resume), evaluate on held-out reports, write the report. Objects may be injected (tests).
+
+    After data-parallel workers trained the epochs (:func:`trainer.distributed.train_distributed`),
+    this resumes at the last epoch and only evaluates and reports.
+    """
+    cfg = cfg.model_copy(update={"run_name": run_id_of(cfg)})
+    run = prepare(cfg, policy, backend, prompts, gen_id)
+    atomic_write_bytes(run.run_dir / "config.yaml", cfg.to_yaml().encode())
+    rl, run_id, store = run.rl, run.run_id, run.store
+    log.info("run %s in %s: %d training reports, %d held-out reports", run_id, run.run_dir, len(run.train),
+             len(run.held_out))  # fmt: skip
+    progress = cfg.progress and os.isatty(2)
+    engine = build_engine(run)
+    frozen = FrozenAnchor(run.policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
-        policy, backend, held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed, cfg.eval.grid_prompts,
-        retries, r.backoff_s, cfg.eval.samples_per_report, frozen,
+        run.policy, run.backend, run.held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed,
+        cfg.eval.grid_prompts, run.retries, cfg.rewards.backoff_s, cfg.eval.samples_per_report, frozen,
     )  # fmt: skip
     if frozen is not None:
         engine.ahead = AnchorAhead(
-            engine.plan, frozen, backend, cache, rl.sampling, engine.spec, evaluator.anchor
+            engine.plan, frozen, run.backend, run.cache, rl.sampling, engine.spec, evaluator.anchor
         )
     if store:
-        store.register(run_id, str(run_dir), cfg.model_dump(mode="json"))
+        store.register(run_id, str(run.run_dir), cfg.model_dump(mode="json"))
     try:
         with logging_redirect_tqdm(), stop_on_sigterm():
-            result = _train_and_evaluate(cfg, rl, engine, evaluator, run_dir, run_id, progress)
+            result = _train_and_evaluate(cfg, rl, engine, evaluator, run.run_dir, run_id, progress)
     except (KeyboardInterrupt, Stopped) as exc:
         # the epoch in progress is abandoned: the last checkpoint resumes the run exactly
         log.warning("run %s %s at epoch %d; run the same command again to resume", run_id,
