@@ -37,8 +37,9 @@ browser:
 test: setup browser
 	$(BIN)/python -m pytest -q
 
+# Every fast unit test: no servers, no end-to-end runs, nothing heavy, no browser (marks: pyproject.toml).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not service and not e2e and not slow"
+	$(BIN)/python -m pytest -q -m "not service and not e2e and not slow and not browser"
 
 lint: setup
 	$(BIN)/ruff check cxrl services trainer tests bench deploy

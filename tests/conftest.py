@@ -2,6 +2,9 @@
 
 ``tiny_world``: a default world of 48 training and 16 test images at 64 px, built once per
 test session with the real builder (IU reports, real lung masks, the report labeler).
+
+A test that uses a fixture which builds a world (``WORLD_FIXTURES``) is marked ``slow`` here, test by
+test, so `make test-fast` leaves it out; every other heavy test carries its own ``slow`` mark.
 """
 
 from __future__ import annotations
@@ -10,6 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+
+WORLD_FIXTURES = frozenset({"tiny_world", "unseen_world"})  # each builds a synthetic world
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,7 @@ def test_release_preprocessing_pinned_on_a_known_image():
     assert ClipConfig().preprocess.mean == (0.485, 0.456, 0.406)  # committed default-world manifest
 
 
+@pytest.mark.slow  # a ResNet-50 and a BERT
 def test_release_checkpoint_loads_and_embeds_like_the_reference(tmp_path):
     torch.manual_seed(0)
     bert_cfg = write_bert_dir(tmp_path / "Bio_ClinicalBERT")

@@ -118,6 +118,7 @@ def test_fid_on_features_separates_shifted_images(tiny_densenet):
     assert ref.distance(ext(same)) < ref.distance(ext(bright))
 
 
+@pytest.mark.slow  # the 224 px DenseNet-121
 def test_released_architecture_gives_1024_features():
     # densenet121-res224-all's architecture (random weights here): 1024 pooled features at 224 px
     net = xrv.models.DenseNet(weights=None).eval()

@@ -103,7 +103,6 @@ def _images(n: int) -> torch.Tensor:
     return torch.linspace(0, 1, n * 16 * 16).reshape(n, 1, 16, 16)  # [n, 1, 16, 16]
 
 
-@pytest.mark.service
 def test_cache_and_store_survive_a_restart_at_the_same_address(caplog):
     caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
     port = free_port()
@@ -148,7 +147,6 @@ def test_cache_and_store_survive_a_restart_at_the_same_address(caplog):
         second.stop()
 
 
-@pytest.mark.service
 def test_unreachable_at_start_is_picked_up_later(caplog):
     caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")
     port = free_port()

@@ -8,8 +8,6 @@ import redis
 from cxrl.infra.ports import free_port
 from cxrl.infra.redis_local import LocalRedis, redis_server_binary
 
-pytestmark = pytest.mark.service
-
 
 def test_binary_is_the_environments_redis_server():
     path = redis_server_binary()

@@ -1,4 +1,4 @@
-"""End to end: `cxrl pretrain posture|diagnostic|clip` on the tiny world, a few steps each."""
+"""`cxrl pretrain posture|diagnostic|clip` end to end on the tiny world (a few steps each), and its helpers."""
 
 import json
 
@@ -25,8 +25,6 @@ from cxrl.reports.labeler import label_findings
 from cxrl.rewards.factory import load_consistency, load_diagnostic, load_posture
 from cxrl.world.dataset import load_records
 
-pytestmark = pytest.mark.e2e
-
 
 def run(model: str, tiny_world, out, *extra: str) -> dict:
     argv = ["pretrain", model, "--data", str(tiny_world), "--out", str(out), "--size", "32", "--epochs", "1",
@@ -44,6 +42,7 @@ def images(n: int = 3) -> torch.Tensor:
     return torch.rand(n, 1, 48, 48, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.e2e
 def test_pretrain_posture_writes_a_loadable_checkpoint_with_quality(tiny_world, tmp_path, capsys):
     manifest = run("posture", tiny_world, tmp_path / "posture")
     q = manifest["quality"]
@@ -54,6 +53,7 @@ def test_pretrain_posture_writes_a_loadable_checkpoint_with_quality(tiny_world, 
     assert out.psi.shape == (3, 5) and torch.isfinite(out.r_align).all()
 
 
+@pytest.mark.e2e
 def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_size(
     tiny_world, tmp_path, caplog
 ):
@@ -66,6 +66,7 @@ def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_s
     assert "--loss-size 16 is below --size 32" in caplog.text and not (tmp_path / "bad").exists()
 
 
+@pytest.mark.e2e
 def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
     manifest = run(
         "diagnostic", tiny_world, tmp_path / "diag", "--growth-rate", "4", "--block-config", "2", "2"
@@ -82,6 +83,7 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
     assert out.diag_probs.shape == (3, 18) and ((out.diag_acc >= 0) & (out.diag_acc <= 1)).all()
 
 
+@pytest.mark.e2e
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
     manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
                    "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",

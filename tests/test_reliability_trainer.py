@@ -369,6 +369,7 @@ def test_sigterm_stops_the_run_cleanly_and_it_resumes(train_config, tmp_path):
 # -- a corrupt checkpoint met by the automatic resume --------------------------------------------------
 
 
+@pytest.mark.slow  # several training runs
 def test_corrupt_latest_checkpoint_stops_resume_and_the_advice_works(tmp_path):
     out = tmp_path / "runs"
     policy, backend = _objects()

@@ -42,6 +42,7 @@ def _xrv_release(tmp_path, payload: Payload | None = None) -> pathlib.Path:
     return path
 
 
+@pytest.mark.slow  # the 224 px DenseNet-121
 def test_a_tampered_xrv_file_is_refused_and_never_runs_its_payload(tmp_path, no_download):
     marker = tmp_path / "pwned"
     path = _xrv_release(tmp_path, Payload(marker))
@@ -56,6 +57,7 @@ def test_a_tampered_xrv_file_is_refused_and_never_runs_its_payload(tmp_path, no_
     assert not marker.exists()
 
 
+@pytest.mark.slow  # the 224 px DenseNet-121
 def test_a_pinned_digest_is_checked_before_reading(tmp_path, no_download):
     path = _xrv_release(tmp_path)
     good = sha256_file(path)

@@ -121,6 +121,7 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
 
 
+@pytest.mark.browser
 def test_renders_in_headless_chromium(tmp_path):
     assert CHROMIUM, "needs Debian's chromium: `make browser` (apt-get install -y chromium) installs it"
     path = write_report(

@@ -105,6 +105,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tiny_world, tmp_path):
     assert _digest(again) == _digest(tiny_world)
 
 
+@pytest.mark.slow  # two world builds
 def test_other_seed_other_world(tmp_path):
     a = tmp_path / "a"
     build_world(a, WorldConfig(n_train=6, n_test=2, size=32, seed=1, workers=1), progress=False)

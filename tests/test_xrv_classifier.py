@@ -25,6 +25,7 @@ def no_download(monkeypatch):
     monkeypatch.setattr(xrv.utils, "download", refuse)
 
 
+@pytest.mark.slow  # the 224 px DenseNet-121
 def test_released_weights_load_through_torchxrayvision_from_a_local_cache_dir(tmp_path, no_download):
     # torchxrayvision stores a whole pickled DenseNet under the URL's file name
     torch.manual_seed(0)
