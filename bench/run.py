@@ -17,7 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-QUICK = ("bench_labeler", "bench_world", "bench_engine", "bench_trainer", "bench_services")
+QUICK = (
+    "bench_labeler",
+    "bench_world",
+    "bench_engine",
+    "bench_scaling",
+    "bench_trainer",
+    "bench_services",
+    "bench_autoscale",
+)
 
 # (measure, benchmark, key path in its JSON, what the number means)
 HEADLINE = (
@@ -29,6 +37,12 @@ HEADLINE = (
      "settings.rgb/2t/on.epoch_over_floor_1thread", "small SD-shaped pipeline with an RGB VAE"),
     ("timestep batching speed-up, default generator, 2 threads", "bench_engine", "batching_speedup.default/2t",
      "epoch off / on (timesteps_per_call 1 vs 20); target >= 1.4"),
+    ("data-parallel scaling: images/s 2 workers / 1 worker (1 thread each)", "bench_scaling",
+     "speedup_2_over_1", "the engine on Ray Train, reference epoch, default generator; target >= 1.5"),
+    ("reward services autoscaling: peak posture replicas under load", "bench_autoscale", "replicas_peak",
+     "Serve autoscaling 1-4 replicas; back to 1 after the load"),
+    ("reward services autoscaling: requests failed while scaling", "bench_autoscale", "requests_failed",
+     "every request sent once, no retries"),
     ("timestep batching speed-up, default generator, 1 thread", "bench_engine", "batching_speedup.default/1t",
      "epoch off / on at 1 thread (flat per-sample cost: ~1 expected)"),
     ("reward service overhead: gateway over gRPC / in-process", "bench_services", "ratio",

@@ -194,6 +194,7 @@ class Engine:
     def run_epoch(self) -> dict[str, Any]:
         """plan -> sample -> score -> advantages -> train -> checkpoint; returns the epoch's metrics."""
         epoch, g = self.epoch, self.group
+        start, comm0 = time.perf_counter(), self.update.comm_s
         timings = dict.fromkeys(PHASES, 0.0)
         hits0, misses0 = (self.store.hits, self.store.misses) if self.store else (0, 0)
         if self.ahead is not None:
@@ -204,6 +205,7 @@ class Engine:
         t0 = time.perf_counter()
         local = per_image(results, self.spec)
         images = gather_images(g.gather((owned, local)), len(plan))  # epoch order, all workers
+        timings["comm"] += time.perf_counter() - t0
         keep = np.isfinite(images["total"])
         if not keep.all():
             log.error(
@@ -222,8 +224,10 @@ class Engine:
         stats = self.update(
             traj, torch.from_numpy(adv[[owned[i] for i in mine]]), [owned[i] for i in mine], g
         )
-        timings["train"] += time.perf_counter() - t0
+        timings["comm"] += self.update.comm_s - comm0
+        timings["train"] += time.perf_counter() - t0 - timings["comm"]
         metrics = self._metrics(epoch, images, keep, stats, timings, retries, hits0, misses0)
+        metrics["time/epoch"] = time.perf_counter() - start
         self.history.append(dict(metrics))  # as checkpointed (time/checkpoint is known only after)
         self.epoch += 1
         if self.run_dir is not None and (

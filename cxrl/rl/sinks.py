@@ -8,7 +8,8 @@ Metric names (the same in history, Redis, TensorBoard and the run report):
 ``epoch``, ``global_step``; ``policy/<c>`` and ``anchor/<c>`` for c in r_align, diag_acc,
 consistency and total; ``reward_std``; ``loss``, ``approx_kl``, ``clipfrac``, ``kl`` (the
 regulariser's, 0 when off), ``grad_norm``; ``cache_hit_rate`` (with an anchor store);
-``reward_retries``; ``time/<phase>`` for the phases in :data:`PHASES`.
+``reward_retries``; ``time/<phase>`` for the phases in :data:`PHASES` (``comm``: gathering rewards
+and summing gradients across data-parallel workers) and ``time/epoch``, the epoch's wall time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
-PHASES = ("sample", "anchor", "score", "score_wait", "train", "checkpoint")
+PHASES = ("sample", "anchor", "score", "score_wait", "train", "comm", "checkpoint")
 COMPONENTS = ("total", "r_align", "diag_acc", "consistency")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +53,7 @@ class PPOUpdate:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # shuffles and step choice
         self.global_step = 0
         self.skipped_steps = 0
+        self.comm_s = 0.0  # seconds spent summing gradients and statistics across workers
 
     def __call__(
         self,
@@ -98,7 +100,9 @@ class PPOUpdate:
                             weights[key] += idx.numel() * j.shape[1]
                 if n % t.gradient_accumulation_steps == 0:
                     norms.append(self._optimizer_step(group))
+        t0 = time.perf_counter()
         totals = group.sum_(np.array([sums[k] for k in keys] + [weights[k] for k in keys]))
+        self.comm_s += time.perf_counter() - t0
         stats = {  # weighted means over every trained (image, step) pair; nan when none was trained
             k: float(totals[i] / totals[len(keys) + i]) if totals[len(keys) + i] else float("nan")
             for i, k in enumerate(keys)
@@ -148,7 +152,9 @@ class PPOUpdate:
 
     def _optimizer_step(self, group: Local) -> float:
         params = self.policy.trainable_parameters()
+        t0 = time.perf_counter()
         group.sum_grads(params)
+        self.comm_s += time.perf_counter() - t0
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm))
         if not math.isfinite(norm):
             self.skipped_steps += 1
