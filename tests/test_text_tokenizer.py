@@ -28,6 +28,7 @@ def test_tokenizer_uses_the_learnt_pieces():
     assert tok.convert_tokens_to_ids("[PAD]") == 0
 
 
+@pytest.mark.slow  # three fresh interpreters, each importing transformers
 def test_same_vocabulary_in_every_process():
     script = (
         "from cxrl.models.text_tokenizer import learn_wordpiece_vocab;"
