@@ -241,11 +241,17 @@ def epoch_config(images: int, steps: int, sample_batch: int, train_batch: int, d
 
 
 def run_paper_epoch(
-    cfg: Any, pipe: StableDiffusionPipeline, target: str, run_dir: Path | None, cuda: bool = False
+    cfg: Any,
+    pipe: StableDiffusionPipeline,
+    target: str,
+    run_dir: Path | None,
+    cuda: bool = False,
+    prepare: Any = None,
 ):
     """One engine epoch of ``cfg`` on ``pipe`` with rewards from the gateway at ``target`` (gRPC).
 
-    Returns (engine, metrics, timer); the caller closes the engine.
+    ``prepare(policy)`` runs before the epoch (e.g. gradient checkpointing). Returns
+    (engine, metrics, timer); the caller closes the engine.
     """
     from cxrl.client import RewardClient
     from cxrl.rl.engine import Engine
@@ -253,6 +259,8 @@ def run_paper_epoch(
     from cxrl.rl.policy import make_policy
 
     policy = make_policy(cfg, pipe)
+    if prepare is not None:
+        prepare(policy)
     timer = UnetTimer(policy.unet, cuda)
     backend = RewardClient(target, weights=dict(cfg.rewards.weights), timeout_s=3600.0)
     engine = Engine(cfg, policy, backend, FreshNoise(list(REPORTS), cfg.sampling, cfg.seed), run_dir)
