@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from cxrl.infra.hashing import sha256_file, sha256_json, sha256_tree
@@ -36,3 +38,5 @@ def test_json_digest_ignores_key_order_only():
     assert sha256_json({"a": 1, "b": [1, 2]}) == sha256_json({"b": [1, 2], "a": 1})
     assert sha256_json({"a": 1}) != sha256_json({"a": 1.5})
     assert sha256_json("abc") != ABC  # of the JSON text '"abc"', not of the raw string
+    # the anchor cache's keys hash exactly this text, so they stay what they were
+    assert sha256_json(["v1", "effusion.", 3]) == hashlib.sha256(b'["v1", "effusion.", 3]').hexdigest()

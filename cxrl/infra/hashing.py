@@ -43,6 +43,7 @@ def sha256_tree(directory: str | Path, suffixes: Iterable[str] | None = None) ->
 
 
 def sha256_json(value) -> str:
-    """Hex sha256 of ``value`` as canonical JSON (sorted keys, UTF-8): equal values, equal digests."""
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """Hex sha256 of ``value`` as JSON with sorted keys (``json.dumps`` spacing, UTF-8): equal values,
+    equal digests."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
