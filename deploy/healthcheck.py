@@ -4,6 +4,7 @@ container): exit 0 when every named endpoint answers, 1 with one line per failur
     healthcheck.py --grpc 127.0.0.1:9000 --http http://127.0.0.1:8000   # reward services
     healthcheck.py --from-env                                           # trainer: its dependencies
     healthcheck.py --from-env --wait 1800                               # wait until healthy
+    healthcheck.py --require-token                                      # refuse a weak API token
 
 Checks:
 - ``--grpc ADDR``: the ``Info`` RPC of every Serve application (``reward`` through
@@ -14,6 +15,9 @@ Checks:
 - ``--redis URL``: Redis answers PING.
 - ``--from-env``: ``--redis $REDIS_URL`` and ``--grpc $CXRL_REWARD_ADDRESS`` (each when set;
   a ``grpc://`` prefix is accepted).
+- ``--require-token``: ``$CXRL_API_TOKEN`` must hold at least 32 characters (the init
+  containers of deploy/ run this, so no pod serves or trains with an empty token); checked
+  first, never retried.
 Calls carry ``authorization: Bearer $CXRL_API_TOKEN`` when that variable is set.
 """
 
@@ -28,6 +32,16 @@ import urllib.error
 import urllib.request
 
 APPLICATIONS = ("reward", "posture", "diagnostic", "consistency")
+MIN_TOKEN_CHARS = 32
+
+
+def check_token(token: str) -> list[str]:
+    if len(token.strip()) < MIN_TOKEN_CHARS:
+        return [
+            f"CXRL_API_TOKEN holds {len(token.strip())} characters, needs at least {MIN_TOKEN_CHARS}: "
+            "set a random one in the Secret cxrl-api-token (deploy/secrets.sh writes one)"
+        ]
+    return []
 
 
 def check_grpc(address: str, apps: list[str], token: str, timeout: float) -> list[str]:
@@ -98,17 +112,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--apps", nargs="+", default=list(APPLICATIONS), help="Serve applications to ask")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
     parser.add_argument("--wait", type=float, default=0.0, help="retry until healthy for this many seconds")
+    parser.add_argument("--require-token", action="store_true", help="fail unless CXRL_API_TOKEN is strong")
     args = parser.parse_args(argv)
     if args.from_env:
         args.redis += [os.environ["REDIS_URL"]] if os.environ.get("REDIS_URL") else []
         args.grpc += [os.environ["CXRL_REWARD_ADDRESS"]] if os.environ.get("CXRL_REWARD_ADDRESS") else []
-    if not (args.grpc or args.http or args.redis):
+    if not (args.grpc or args.http or args.redis or args.require_token):
         parser.error("nothing to check: give --grpc, --http, --redis or --from-env with the variables set")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.require_token and (problems := check_token(os.environ.get("CXRL_API_TOKEN", ""))):
+        print(f"unhealthy: {problems[0]}", file=sys.stderr, flush=True)
+        return 1
     deadline = time.monotonic() + args.wait
     while True:
         problems = run_checks(args)

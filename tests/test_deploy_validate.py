@@ -1,6 +1,6 @@
 """Schema validation of what deploy/ renders, offline.
 
-- The RayService against KubeRay's CRD (tests/schemas/kuberay-ray.io_rayservices.yaml):
+- The RayService and the RayJob against KubeRay's CRDs (tests/schemas/kuberay-ray.io_*.yaml):
   jsonschema over the CRD version's ``openAPIV3Schema``, made strict the way
   ``kubectl apply`` (server-side field validation ``Strict``) treats CRDs: an unknown
   field is an error, not silently pruned.
@@ -27,10 +27,13 @@ import pydantic
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
-from test_deploy_render import DEPLOY, OVERLAYS, find, render
+from test_deploy_render import OVERLAYS, find, render_overlay
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO / "tests" / "schemas" / "kuberay-ray.io_rayservices.yaml"
+CRD_FILES = {
+    "RayService": REPO / "tests" / "schemas" / "kuberay-ray.io_rayservices.yaml",
+    "RayJob": REPO / "tests" / "schemas" / "kuberay-ray.io_rayjobs.yaml",
+}
 K8S_VERSIONS = ("1.29", "1.37")  # oldest and newest Kubernetes release we claim
 
 
@@ -51,17 +54,18 @@ def strict(schema: Any) -> Any:
 
 
 @functools.cache
-def crd_validator(api_version: str) -> jsonschema.Draft7Validator:
-    # the CRD is 1 MB of YAML: parse it once, with libyaml when PyYAML has it
-    crd = yaml.load(CRD_FILE.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+def crd_validator(kind: str, api_version: str) -> jsonschema.Draft7Validator:
+    # a CRD is 1 MB of YAML: parse it once, with libyaml when PyYAML has it
+    crd = yaml.load(CRD_FILES[kind].read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == kind
     version = api_version.rpartition("/")[2]
     (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    assert entry["served"], f"{api_version} RayService is not served by this KubeRay"
+    assert entry["served"], f"{api_version} {kind} is not served by this KubeRay"
     return jsonschema.Draft7Validator(strict(entry["schema"]["openAPIV3Schema"]))
 
 
 def crd_errors(obj: dict[str, Any]) -> list[str]:
-    validator = crd_validator(obj["apiVersion"])
+    validator = crd_validator(obj["kind"], obj["apiVersion"])
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
 
 
@@ -95,7 +99,7 @@ def nested_models(annotation: Any) -> list[type[pydantic.BaseModel]]:
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request) -> list[dict[str, Any]]:
-    return render(DEPLOY / "overlays" / request.param)
+    return render_overlay(request.param)
 
 
 # --- RayService against the KubeRay CRD ---------------------------------------------
@@ -108,10 +112,32 @@ def test_rayservice_is_valid_against_the_kuberay_crd(rendered):
     assert options["redisAddress"], "GCS fault tolerance needs the Redis address"
 
 
+def test_rayjob_is_valid_against_the_kuberay_crd():
+    rayjob = find(render_overlay("gpu-multinode"), "RayJob", "cxrl-trainer")
+    assert crd_errors(rayjob) == []
+
+
+@pytest.mark.parametrize(
+    "corrupt, field",
+    [
+        (lambda s: s.update(entryPoint="cxrl train"), "entryPoint"),
+        (lambda s: s["rayClusterSpec"]["authOptions"].update(mode="password"), "mode"),
+        (lambda s: s["rayClusterSpec"]["workerGroupSpecs"][0].update(replicas="4"), "replicas"),
+        (lambda s: s.update(shutdownAfterJobFinishes="yes"), "shutdownAfterJobFinishes"),
+    ],
+)
+def test_rayjob_crd_validation_catches_mistakes(corrupt, field):
+    rayjob = copy.deepcopy(find(render_overlay("gpu-multinode"), "RayJob", "cxrl-trainer"))
+    corrupt(rayjob["spec"])
+    errors = crd_errors(rayjob)
+    assert errors and any(field in error for error in errors), errors
+
+
 @pytest.mark.parametrize(
     "corrupt, field",
     [
         (lambda s: s["rayClusterConfig"].update(workerGroupSpec=[]), "workerGroupSpec"),
+        (lambda s: s["rayClusterConfig"]["authOptions"].update(mode="on"), "mode"),
         (lambda s: s["rayClusterConfig"]["workerGroupSpecs"][0].update(maxReplicas="4"), "maxReplicas"),
         (lambda s: s["rayClusterConfig"].pop("headGroupSpec"), "headGroupSpec"),
         (lambda s: s["rayClusterConfig"]["autoscalerOptions"].update(upscalingMode="Fast"), "upscalingMode"),
@@ -134,8 +160,14 @@ def test_crd_validation_catches_mistakes(rendered, corrupt, field):
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
 def test_native_objects_are_valid_kubernetes(rendered, k8s_version):
-    native = [o for o in rendered if o["kind"] != "RayService"]
-    assert {o["kind"] for o in native} >= {"Deployment", "Service", "Job", "Secret", "PersistentVolumeClaim"}
+    native = [o for o in rendered if o["kind"] not in CRD_FILES]
+    assert {o["kind"] for o in native} >= {
+        "Deployment",
+        "Service",
+        "Secret",
+        "PersistentVolumeClaim",
+        "NetworkPolicy",
+    }
     for obj in native:
         try:
             kv.validate(obj, k8s_version, strict=True)
@@ -143,7 +175,8 @@ def test_native_objects_are_valid_kubernetes(rendered, k8s_version):
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
 
 
-def test_native_validation_catches_mistakes(rendered):
+def test_native_validation_catches_mistakes():
+    rendered = render_overlay("cpu")
     job = copy.deepcopy(find(rendered, "Job", "cxrl-trainer"))
     job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
     with pytest.raises(kv.ValidationError, match="volumeMount"):
@@ -152,6 +185,10 @@ def test_native_validation_catches_mistakes(rendered):
     service["spec"]["ports"][0]["port"] = "six-three-seven-nine"
     with pytest.raises(kv.ValidationError):
         kv.validate(service, K8S_VERSIONS[-1], strict=True)
+    policy = copy.deepcopy(find(rendered, "NetworkPolicy", "cxrl-redis-clients"))
+    policy["spec"]["ingress"][0]["form"] = policy["spec"]["ingress"][0].pop("from")
+    with pytest.raises(kv.ValidationError, match="form"):
+        kv.validate(policy, K8S_VERSIONS[-1], strict=True)
 
 
 # --- serveConfigV2 through Ray Serve's schema -----------------------------------------
