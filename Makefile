@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup browser protos test test-fast lint demo bench clean
+.PHONY: setup browser protos test test-fast lint demo bench clean images compose-env compose-check
 
 # The venv is rebuilt only when pyproject.toml changes (a no-op when up to date).
 setup: $(STAMP) protos
@@ -54,3 +54,25 @@ bench: setup
 
 clean:
 	rm -rf out .pytest_cache
+
+# Container images and the compose stack (docs/deploy.md). `make images` gathers the pinned
+# wheels into build/wheelhouse and builds cxrl/cxrl:$(IMAGE_TAG)-$(VARIANT) offline from them.
+# Where Docker Hub cannot be reached: LOCAL_BASE=1 (Debian base built with debootstrap).
+# `make compose-check` is the pre-release check of the stack (minutes; not in `make test`).
+DOCKER ?= docker
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "$(CURDIR)/$(VENV)/lib/python3.11/site-packages/compose/docker-compose")
+VARIANT ?= cpu
+IMAGE_TAG ?= 0.1.0
+LOCAL_BASE ?= 0
+DOCKER_ENV = DOCKER="$(DOCKER)" COMPOSE="$(COMPOSE)" VARIANT=$(VARIANT) IMAGE_TAG=$(IMAGE_TAG) LOCAL_BASE=$(LOCAL_BASE)
+
+images: setup
+	$(DOCKER_ENV) deploy/docker/dockerd.sh
+	$(DOCKER_ENV) deploy/docker/images.sh
+
+compose-env:
+	@mkdir -p build; test -s build/compose.env || (umask 077; printf 'CXRL_API_TOKEN=%s\nCXRL_REDIS_PASSWORD=%s\n' \
+	  "$$(openssl rand -hex 32)" "$$(openssl rand -hex 32)" > build/compose.env); echo "secrets in build/compose.env"
+
+compose-check: setup
+	$(DOCKER_ENV) deploy/docker/compose-check.sh

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The pre-release check of the compose stack (`make compose-check`): on this machine, for real.
+#  1. a Docker engine (starts dockerd when none answers: DOCKERD_FLAGS, e.g. --storage-driver=vfs)
+#  2. the images (built only when missing: deploy/docker/images.sh)
+#  3. secrets in build/compose.env (random, 0600; kept between runs)
+#  4. `docker compose up -d --wait`: Redis and the reward services, healthy
+#  5. a real request scored from the host: `cxrl score` over gRPC :9000, the same images over
+#     HTTP :8000 (same totals), and both refused without the token
+#  6. the trainer service for one short epoch against the stack (profile "train")
+#  7. the run as the Redis run registry shows it (`cxrl runs` in the trainer image)
+#  8. `docker compose down --volumes`: no container, network or volume of the project left
+# Prints the wall time of every step and the disk the images and volumes take.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo"
+py="${PYTHON:-$repo/.venv/bin/python}"
+cxrl="${CXRL:-$repo/.venv/bin/cxrl}"
+compose_bin="${COMPOSE:-docker compose}"
+env_file="$repo/build/compose.env"
+work="$repo/build/compose-check"
+read -r -a compose <<< "$compose_bin"
+compose+=(--env-file "$env_file" --project-directory "$repo" -f "$repo/docker-compose.yml")
+t_start=$(date +%s)
+step_start=$t_start
+step() {  # step NAME: print the time the previous step took, then announce NAME
+  local now; now=$(date +%s)
+  [ -n "${step_name:-}" ] && printf 'compose-check: %-44s %5d s\n' "$step_name" $((now - step_start))
+  step_name="$1"; step_start=$now
+  [ -n "$1" ] && echo "compose-check: -- $1"
+  return 0
+}
+cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "compose-check: FAILED (exit $rc); logs of the stack:" >&2
+    "${compose[@]}" --profile train logs --no-color --tail 80 >&2 || true
+  fi
+  "${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60 >/dev/null 2>&1 || true
+}
+
+step "docker engine"
+"$repo/deploy/docker/dockerd.sh"
+
+step "images"
+# shellcheck disable=SC1091
+source <("$repo/deploy/docker/images.sh" --if-missing --print-env)
+export CXRL_IMAGE CXRL_REDIS_IMAGE
+
+step "secrets (build/compose.env)"
+mkdir -p "$repo/build" "$work"
+if [ ! -s "$env_file" ]; then
+  (umask 077; printf 'CXRL_API_TOKEN=%s\nCXRL_REDIS_PASSWORD=%s\n' \
+     "$("$py" -c 'import secrets; print(secrets.token_hex(32))')" \
+     "$("$py" -c 'import secrets; print(secrets.token_hex(32))')" > "$env_file")
+fi
+set -a; source "$env_file"; set +a
+
+trap cleanup EXIT
+step "compose up --wait (redis, rewards healthy)"
+"${compose[@]}" up -d --wait --wait-timeout "${WAIT_TIMEOUT:-900}"
+"${compose[@]}" ps
+
+step "score over gRPC :9000 and HTTP :8000"
+"$py" "$repo/deploy/docker/score_request.py" --out "$work"
+"$cxrl" score --images "$work/images" --reports "$work/reports.txt" --server 127.0.0.1:9000 \
+  --json "$work/grpc.json"
+"$py" "$repo/deploy/docker/score_request.py" --out "$work" --http http://127.0.0.1:8000 \
+  --compare "$work/grpc.json"
+if CXRL_API_TOKEN= "$cxrl" score --images "$work/images" --reports "$work/reports.txt" \
+     --server 127.0.0.1:9000 >"$work/no-token.log" 2>&1; then
+  echo "compose-check: gRPC scored a request without the token" >&2; exit 1
+fi
+grep -q UNAUTHENTICATED "$work/no-token.log" || { cat "$work/no-token.log" >&2; exit 1; }
+echo "compose-check: without the token, gRPC answers UNAUTHENTICATED"
+
+step "trainer: one epoch against the stack"
+"${compose[@]}" --profile train run --rm trainer \
+  cxrl train --config /config/check.yaml --run-name compose-check
+
+step "the run in Redis (cxrl runs)"
+"${compose[@]}" --profile train run --rm --no-deps trainer cxrl runs | tee "$work/runs.txt"
+grep -q "compose-check" "$work/runs.txt" && grep -q "finished" "$work/runs.txt" \
+  || { echo "compose-check: the run is not in Redis as finished" >&2; exit 1; }
+
+step "disk"
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
+docker system df
+
+step "compose down"
+trap - EXIT
+"${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60
+left="$(docker ps -aq --filter label=com.docker.compose.project=cxrl)$(docker network ls -q --filter label=com.docker.compose.project=cxrl)$(docker volume ls -q --filter label=com.docker.compose.project=cxrl)"
+[ -z "$left" ] || { echo "compose-check: left behind: $left" >&2; exit 1; }
+echo "compose-check: nothing of the project left (containers, networks, volumes)"
+step ""
+echo "compose-check: passed in $(( $(date +%s) - t_start )) s"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the images of the compose stack and deploy/: cxrl/cxrl:TAG-VARIANT (reward services and
+# trainer in one image) and, with LOCAL_BASE=1, local stand-ins for the two Docker Hub images.
+#
+#   deploy/docker/images.sh [--if-missing] [--print-env]
+#
+#   VARIANT=cpu|cuda      torch without / with CUDA libraries (default cpu)
+#   IMAGE_TAG=0.1.0       the image is cxrl/cxrl:$IMAGE_TAG-$VARIANT
+#   BASE_IMAGE=...        default python:3.11-slim-bookworm (pulled by the build)
+#   LOCAL_BASE=1          where Docker Hub cannot be reached: build the Python base with
+#                         debootstrap (base-image.sh) and a Redis image from Debian's redis-server
+#   DOCKER=docker         the docker client; the build needs BuildKit (buildx, or a client < 23)
+# --if-missing builds only images that are not there; --print-env prints CXRL_IMAGE= and
+# CXRL_REDIS_IMAGE= lines for docker compose (everything else goes to stderr).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$repo"
+docker="${DOCKER:-docker}"
+variant="${VARIANT:-cpu}"
+tag="${IMAGE_TAG:-0.1.0}"
+base="${BASE_IMAGE:-python:3.11-slim-bookworm}"
+redis_image="${CXRL_REDIS_IMAGE:-}"
+if_missing=0 print_env=0
+for arg in "$@"; do
+  case "$arg" in
+    --if-missing) if_missing=1 ;;
+    --print-env) print_env=1 ;;
+    *) echo "images.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+exec 3>&1 1>&2  # stdout is for --print-env only
+have() { "$docker" image inspect "$1" >/dev/null 2>&1; }
+
+if "$docker" buildx version >/dev/null 2>&1; then
+  build=("$docker" buildx build --load)
+elif [ "$("$docker" version -f '{{.Client.Version}}' 2>/dev/null | cut -d. -f1)" -lt 23 ] 2>/dev/null; then
+  build=(env DOCKER_BUILDKIT=1 "$docker" build)  # clients before 23 carry BuildKit themselves
+else
+  echo "images.sh: the build needs BuildKit: install the buildx plugin (Debian: docker-buildx)," \
+       "or set DOCKER to a docker client older than 23" >&2
+  exit 1
+fi
+
+if [ "${LOCAL_BASE:-0}" = 1 ]; then
+  base=cxrl/python:3.11-bookworm-debian
+  have "$base" || "$repo/deploy/docker/base-image.sh" "$base"
+  redis_image=cxrl/redis:7-bookworm-debian
+  if ! { [ "$if_missing" = 1 ] && have "$redis_image"; }; then
+    nice -n 10 "${build[@]}" -f deploy/docker/redis.Dockerfile --build-arg BASE_IMAGE="$base" \
+      -t "$redis_image" deploy/docker
+  fi
+fi
+
+image="cxrl/cxrl:$tag-$variant"
+if [ "$if_missing" = 1 ] && have "$image"; then
+  echo "images.sh: $image exists"
+else
+  "$repo/deploy/docker/wheelhouse.sh" "$variant"
+  start=$(date +%s)
+  nice -n 10 "${build[@]}" --build-arg BASE_IMAGE="$base" --build-arg VARIANT="$variant" -t "$image" .
+  echo "images.sh: built $image in $(( $(date +%s) - start )) s"
+  "$docker" image prune -f >/dev/null  # the previous build's image, now untagged
+fi
+"$docker" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
+if [ "$print_env" = 1 ]; then
+  echo "CXRL_IMAGE=$image" >&3
+  [ -z "$redis_image" ] || echo "CXRL_REDIS_IMAGE=$redis_image" >&3
+fi
