@@ -8,10 +8,11 @@ import pytest
 import torch
 from test_trainer_engine import PROMPTS, make_loop, rl_config
 
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, RewardSpec
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import sample
 from trainer.anchor_cache import AnchorCache
 from trainer.evaluate import Evaluator

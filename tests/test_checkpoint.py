@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rl import checkpoint as ckpt
+from cxrl.rl.policy import Policy
 from cxrl.rl.stat_tracker import PerPromptStatTracker
 
 PROMPTS = ["small left pleural effusion.", "cardiomegaly."]

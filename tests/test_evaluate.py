@@ -157,9 +157,10 @@ def test_too_few_prompts_raise(tmp_path, prompts, scorers):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """A tiny pipeline directory, a CXRL checkpoint on it (perturbed LoRA + ACE), random rewards YAML."""
-    from cxrl.models.generator import Policy, build_pipeline, load_pipeline, tiny_arch
+    from cxrl.models.generator import build_pipeline, load_pipeline, tiny_arch
     from cxrl.rl.checkpoint import save_checkpoint
     from cxrl.rl.config import CXRLConfig
+    from cxrl.rl.policy import Policy
 
     root = tmp_path_factory.mktemp("models")
     build_pipeline(tiny_arch()).save_pretrained(root / "pipe")

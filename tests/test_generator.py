@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import PNDMScheduler
 
-from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline, tiny_arch
+from cxrl.models.generator import GeneratorArch, build_pipeline, load_pipeline, tiny_arch
+from cxrl.rl.policy import Policy
 
 PROMPTS = ["small left pleural effusion.", "no acute cardiopulmonary process."]
 

@@ -10,9 +10,10 @@ from transformers import CLIPTokenizer
 
 from cxrl import imaging
 from cxrl.infra.hashing import sha256_file
-from cxrl.models.generator import Policy, load_pipeline, tiny_arch
+from cxrl.models.generator import load_pipeline, tiny_arch
 from cxrl.models.generator_tokenizer import train_tokenizer
 from cxrl.pretrain.generator import register_pretrain
+from cxrl.rl.policy import Policy
 
 REPORTS = [
     "Small left pleural effusion.",

@@ -34,11 +34,12 @@ from _serve import find_process, processes_with, random_config, rss_bytes, serve
 
 from cxrl import imaging
 from cxrl.client import RewardClient
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
+from cxrl.rl.policy import Policy
 from services.cli import CONFIG_DIR
 from services.grpc_servicer import parse, transient_status
 from trainer.config import TrainConfig

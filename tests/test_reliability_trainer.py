@@ -32,10 +32,11 @@ from safetensors.torch import load_file
 
 from cxrl.infra.ports import free_port
 from cxrl.infra.redis_local import LocalRedis
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl import checkpoint as ckpt
+from cxrl.rl.policy import Policy
 from trainer.config import TrainConfig, load_train_config
 from trainer.runner import run_training
 from trainer.store import RunStore, connect

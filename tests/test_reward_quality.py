@@ -15,9 +15,10 @@ import torch
 
 from cxrl.imaging import load_image
 from cxrl.labels import XRV_PATHOLOGIES
-from cxrl.models.generator import Policy, load_pipeline
+from cxrl.models.generator import load_pipeline
 from cxrl.models.reward_assets import DEFAULT_ASSETS
 from cxrl.rewards.factory import RewardModelsConfig, build_scorers
+from cxrl.rl.policy import Policy
 from cxrl.world.dataset import load_records
 
 UNSEEN_SEED = 11

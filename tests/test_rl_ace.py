@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cxrl.rl.ace import AdaptiveConditionEmbeddings
+from cxrl.rl.policy import AdaptiveConditionEmbeddings
 
 
 def test_prepends_learnable_tokens():

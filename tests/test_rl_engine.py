@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor import MemoryAnchorStore
@@ -14,7 +14,7 @@ from cxrl.rl.config import CXRLConfig, load_preset
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import FreshNoise, SeedBank, bank_seed
-from cxrl.rl.policy import fitting_reports, make_policy
+from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.sinks import HistoryFile, TensorBoard
 
 REPORTS = [

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import concat, sample, seeded_noise
 
 PROMPTS = ["small left pleural effusion.", "no acute disease.", "cardiomegaly."]

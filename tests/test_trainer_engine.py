@@ -10,12 +10,13 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.ports import free_port
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import load_preset
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import SeedBank
+from cxrl.rl.policy import Policy
 from cxrl.rl.sinks import HistoryFile, format_epoch_line
 from trainer.anchor_cache import AnchorCache
 from trainer.runner import RedisMetrics

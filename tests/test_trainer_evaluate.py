@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from cxrl.eval.bootstrap import mean_ci
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.config import load_preset
-from trainer.evaluate import Evaluator, eval_seed
 from cxrl.rl.anchor import direct_total
+from cxrl.rl.config import load_preset
+from cxrl.rl.policy import Policy
+from trainer.evaluate import Evaluator, eval_seed
 
 REPORTS = ["small left pleural effusion.", "no acute cardiopulmonary process.", "mild cardiomegaly."]
 

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from cxrl.infra.redis_local import LocalRedis
-from cxrl.models.generator import Policy, build_pipeline, tiny_arch
+from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
+from cxrl.rl.policy import Policy
 from trainer.cli import scan_run_dirs
 from trainer.config import TrainConfig
 from trainer.runner import load_grids, run_training

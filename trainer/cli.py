@@ -43,18 +43,6 @@ def register(subparsers) -> None:
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=run_runs)
 
-    d = subparsers.add_parser(
-        "demo",
-        help="the whole loop on the default world: Redis, reward services, CXRL training, evaluation, report",
-    )
-    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory")
-    d.add_argument("--config", default="demo", help="trainer config (default trainer/configs/demo.yaml)")
-    d.add_argument("--serve-config", default=None, help="reward services config (default the CPU profile)")
-    d.add_argument("--inprocess", action="store_true", help="score in this process instead of `cxrl serve`")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="trainer config override")
-    d.set_defaults(func=run_demo)
-
-
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["rl.epochs=3", "rewards.url=grpc://h:1"]`` -> ``{"rl.epochs": 3, ...}`` (values as YAML)."""
     out = {}
@@ -172,9 +160,3 @@ def scan_run_dirs(roots: list[str]) -> list[dict[str, Any]]:
                 "latest": latest,
             })  # fmt: skip
     return sorted(runs, key=lambda r: r["updated"], reverse=True)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from trainer.demo import run_demo as demo
-
-    return demo(args)

@@ -66,6 +66,20 @@ def summary_of(result, cfg) -> dict[str, Any]:
     }
 
 
+def register(subparsers) -> None:
+    """`cxrl demo` (an entry point of its own, so trainer.cli and this module do not import each other)."""
+    d = subparsers.add_parser(
+        "demo",
+        help="the whole loop on the default world: Redis, reward services, CXRL training, evaluation, report",
+    )
+    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory")
+    d.add_argument("--config", default="demo", help="trainer config (default trainer/configs/demo.yaml)")
+    d.add_argument("--serve-config", default=None, help="reward services config (default the CPU profile)")
+    d.add_argument("--inprocess", action="store_true", help="score in this process instead of `cxrl serve`")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="trainer config override")
+    d.set_defaults(func=run_demo)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from trainer.cli import format_table, load_config
     from trainer.runner import run_training

@@ -32,10 +32,10 @@ from cxrl import imaging
 from cxrl.eval.auroc import mean_auroc, report_targets
 from cxrl.eval.bootstrap import mean_ci
 from cxrl.infra.retry import call_with_retries
-from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, RewardBackend
 from cxrl.rl.anchor import FrozenAnchor, direct_total
 from cxrl.rl.config import SamplingSettings
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import sample_images
 from trainer.report import EvalGrid
 

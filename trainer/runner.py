@@ -35,14 +35,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from cxrl import imaging
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.redis_guard import RedisGuard
-from cxrl.models.generator import DEFAULT_DIR, Policy
+from cxrl.models.generator import DEFAULT_DIR
 from cxrl.rewards.types import RewardBackend
 from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import SeedBank
-from cxrl.rl.policy import fitting_reports, make_policy
+from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig

@@ -10,40 +10,21 @@ Two sources, one class:
 - a real pipeline (RoentGen or any Stable Diffusion 1.x/2.x directory in diffusers format), loaded
   from a local directory by :func:`load_pipeline`.
 
-:class:`Policy` is the CXRL policy (Han et al., MICCAI 2024, Sec. 2.2): the base UNet with LoRA
-adapters (Hu et al. 2022; peft) on its attention projections, and learnable adaptive condition
-embeddings (ACE, :mod:`cxrl.rl.ace`) prepended to the frozen text encoder output, ``c = [c_s, c_p]``.
-
-Condition length (paper, Sec. 2.2 (II) and Sec. 3: N = 3, M <= 74): the condition fits the text
-encoder's L = 77 positions, N + M = L. ``c_p`` is the first ``M = L - N`` positions of the encoder
-output (BOS, the report's tokens, EOS, padding); reports are tokenised with truncation at M
-positions so that their EOS is always inside ``c_p``. CLIP's text encoder is causal, so these M
-states are exactly what the encoder gives at length M: one encoding at L serves both the anchor
-(all L positions, RoentGen's own conditioning) and the policy (``[c_s, c_p[:M]]``, also L). The
-report filter of :mod:`cxrl.reports.sections` (M <= 74 word tokens) is the paper's dataset rule;
-this truncation is what guarantees the condition's length whatever the tokenizer.
-
-The anchor model is the same weights with adapters disabled and no ACE (:meth:`Policy.anchor`),
-so no second copy of the UNet is held.
+The CXRL policy on top of a pipeline (LoRA, ACE, the anchor) is :class:`cxrl.rl.policy.Policy`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from peft import LoraConfig
 from pydantic import Field, model_validator
-from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from cxrl.config import ConfigModel
-from cxrl.rl.ace import AdaptiveConditionEmbeddings
 
 log = logging.getLogger(__name__)
 
@@ -228,154 +209,3 @@ def freeze(pipe: StableDiffusionPipeline) -> None:
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.requires_grad_(False)
         module.eval()
-
-
-class Policy(nn.Module):
-    """The CXRL policy: base pipeline + LoRA on the UNet attention + ACE; :meth:`anchor` is the base.
-
-    Only LoRA and ACE parameters require gradients.
-    """
-
-    def __init__(
-        self,
-        pipe: StableDiffusionPipeline,
-        lora_rank: int = 4,
-        lora_alpha: float | None = None,
-        lora_targets: Sequence[str] = LORA_TARGETS,
-        ace_tokens: int = 3,
-        ace_init_std: float = 0.02,
-        seed: int = 0,
-    ):
-        super().__init__()
-        if lora_rank < 0 or ace_tokens < 0:
-            raise ValueError(f"lora_rank ({lora_rank}) and ace_tokens ({ace_tokens}) must be >= 0")
-        self.pipe = pipe
-        self.unet = pipe.unet
-        freeze(pipe)
-        torch.manual_seed(seed)
-        self.lora_rank = lora_rank
-        if lora_rank > 0:
-            pipe.unet.add_adapter(
-                LoraConfig(
-                    r=lora_rank,
-                    lora_alpha=lora_alpha or lora_rank,
-                    init_lora_weights="gaussian",
-                    target_modules=list(lora_targets),
-                )
-            )
-            for param in pipe.unet.parameters():  # train adapters in fp32 even on an fp16 base
-                if param.requires_grad:
-                    param.data = param.data.float()
-        width = pipe.text_encoder.config.hidden_size
-        self.ace = AdaptiveConditionEmbeddings(ace_tokens, width, ace_init_std) if ace_tokens > 0 else None
-        self.max_positions = int(pipe.tokenizer.model_max_length)  # L: the text encoder's window
-        self.report_positions = self.max_positions - ace_tokens  # M = L - N positions of c_p
-        if self.report_positions < 3:
-            raise ValueError(
-                f"{ace_tokens} ACE tokens leave {self.report_positions} of the tokenizer's "
-                f"{self.max_positions} positions for the report; use fewer ACE tokens"
-            )
-        self._is_anchor = False
-        self._uncond: torch.Tensor | None = None
-
-    # -- modes -------------------------------------------------------------------------------------
-    @contextmanager
-    def anchor(self) -> Iterator[Policy]:
-        """Inside this context the policy is the frozen anchor: adapters disabled, no ACE."""
-        if self._is_anchor:
-            raise RuntimeError("already in anchor mode")
-        self._is_anchor = True
-        if self.lora_rank > 0:
-            self.unet.disable_adapters()
-        try:
-            yield self
-        finally:
-            if self.lora_rank > 0:
-                self.unet.enable_adapters()
-            self._is_anchor = False
-
-    @property
-    def is_anchor(self) -> bool:
-        return self._is_anchor
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        """LoRA weights in peft naming (``...to_q.lora_A.weight``)."""
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(self.unet) if self.lora_rank > 0 else {}
-
-    # -- conditioning ------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Reports -> token ids ``[B, L]``: truncated at ``M = L - N`` positions (EOS kept), padded to L."""
-        tok = self.pipe.tokenizer
-        ids = tok(
-            list(prompts),
-            padding="max_length",
-            max_length=self.report_positions,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids  # [B, M]
-        pad = torch.full((ids.shape[0], self.max_positions - ids.shape[1]), tok.pad_token_id, dtype=ids.dtype)
-        return torch.cat([ids, pad], dim=1)  # [B, L]
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Reports -> frozen text-encoder output [B, L, d] (L = 77 for Stable Diffusion).
-
-        The same for policy and anchor; :meth:`condition` takes the policy's ``c_p`` (first M).
-        """
-        if len(prompts) == 0:
-            raise ValueError("no prompts given")
-        return self.pipe.text_encoder(self.tokenize(prompts).to(self.device))[0]  # [B, L, d]
-
-    def condition(self, prompt_embeds: torch.Tensor) -> torch.Tensor:
-        """Encoder output [B, L, d] -> ``c = [c_s, c_p]`` [B, N+M = L, d] (policy), or itself (anchor, no ACE)."""
-        if self.ace is None or self._is_anchor:
-            return prompt_embeds
-        return self.ace(prompt_embeds[:, : self.report_positions])  # [B, N+M, d]
-
-    def uncond_embeds(self) -> torch.Tensor:
-        """Encoder output of the empty report [1, M, d], cached (the encoder is frozen)."""
-        if self._uncond is None or self._uncond.device != self.device:
-            self._uncond = self.encode_prompts([""])
-        return self._uncond
-
-    def predict_noise(
-        self,
-        latents: torch.Tensor,  # [B, C, h, w]
-        timesteps: torch.Tensor,  # [] or [B]
-        prompt_embeds: torch.Tensor,  # [B, M, d] frozen c_p
-        guidance_scale: float,
-    ) -> torch.Tensor:
-        """Classifier-free guided UNet output [B, C, h, w] (float32) for the current mode.
-
-        ACE is prepended to the conditional and the unconditional branch alike, so both see the
-        same sequence length and the guidance difference isolates the report.
-        """
-        b, dtype = latents.shape[0], self.unet.dtype
-        latents = latents.to(dtype)  # the base may be fp16; LoRA, ACE and the result stay fp32
-        cond = self.condition(prompt_embeds.to(dtype))
-        t = timesteps.reshape(-1).expand(b)  # [B]
-        if guidance_scale == 1.0:
-            return self.unet(latents, t, encoder_hidden_states=cond).sample.float()
-        uncond = self.condition(self.uncond_embeds().to(dtype).expand(b, -1, -1))
-        out = self.unet(
-            torch.cat([latents, latents]),
-            torch.cat([t, t]),
-            encoder_hidden_states=torch.cat([uncond, cond]),
-        ).sample.float()
-        eps_uncond, eps_cond = out.chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, C, h, w] -> decoder pixels [B, 1|3, H, W] in about [-1, 1]."""
-        vae = self.pipe.vae
-        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample

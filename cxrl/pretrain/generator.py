@@ -34,9 +34,10 @@ from tqdm import tqdm
 from cxrl import imaging
 from cxrl.config import ConfigModel
 from cxrl.infra.hashing import sha256_file
-from cxrl.models.generator import GeneratorArch, Policy, build_pipeline, load_pipeline
+from cxrl.models.generator import GeneratorArch, build_pipeline, load_pipeline
 from cxrl.models.generator_tokenizer import train_tokenizer
 from cxrl.pretrain import fit
+from cxrl.rl.policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.retry import call_with_retries
-from cxrl.models.generator import Policy
 from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, combine
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.plan import Plan
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import Trajectory, sample_images
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from cxrl.infra.fileio import fsync_dir, fsync_tree
 from cxrl.infra.hashing import sha256_file
-from cxrl.models.generator import Policy
+from cxrl.rl.policy import Policy
 
 log = logging.getLogger(__name__)
 

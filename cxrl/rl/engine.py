@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrl.models.generator import Policy
 from cxrl.rewards.types import RewardBackend, RewardResult
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.anchor import AnchorAhead, AnchorStore, RewardSpec, SampledChunk, anchor_total, score_chunk
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import EpochPlan, Plan
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import concat, sample
 from cxrl.rl.sinks import PHASES, Sink
 from cxrl.rl.stat_tracker import PerPromptStatTracker

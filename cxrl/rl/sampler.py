@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from cxrl.imaging import from_diffusion
-from cxrl.models.generator import Policy
 from cxrl.rl.ddim import ddim_step_logprob
+from cxrl.rl.policy import Policy
 
 if TYPE_CHECKING:
     from cxrl.rl.config import SamplingSettings

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cxrl.models.generator import Policy
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.loss import gaussian_kl, ppo_loss
 from cxrl.rl.parallel import LOCAL, Local
+from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import Trajectory
 
 log = logging.getLogger(__name__)
