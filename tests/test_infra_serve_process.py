@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,12 +31,70 @@ def test_command_env_and_addresses(tmp_path, monkeypatch):
     assert serve.http_url == f"http://127.0.0.1:{serve.http_port}"
 
 
+FAKE_SERVE = textwrap.dedent(
+    """
+    import signal, sys, time
+    signal.signal(signal.SIGINT, lambda *_: (print("cxrl serve: stopped", flush=True), sys.exit(0)))
+    print("cxrl serve: gRPC on 127.0.0.1:" + sys.argv[1], flush=True)
+    time.sleep(0.5)
+    print("cxrl serve: ready (Ctrl-C or SIGTERM to stop)", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+class FakeServe(ServeProcess):
+    """The launcher around a stand-in for `cxrl serve` that prints its lines and stops on SIGINT."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", FAKE_SERVE, str(self.grpc_port)]
+
+
+class FailingServe(ServeProcess):
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-c",
+            "import sys; print('ERROR serve config not found: c.yaml'); sys.exit(2)",
+        ]
+
+
 def test_a_command_that_exits_early_raises_with_its_log(tmp_path):
-    serve = ServeProcess(tmp_path / "missing.yaml", tmp_path / "serve.log")
+    serve = FailingServe(tmp_path / "c.yaml", tmp_path / "serve.log")
     with pytest.raises(ServeStartError, match="exited with code 2 before it was ready") as err:
         serve.start()
     assert "serve config not found" in str(err.value)  # the log's tail travels with the error
     assert serve.proc is None and serve.returncode == 2 and not serve.stopped_cleanly
+
+
+def test_start_waits_for_ready_and_stop_is_clean(tmp_path):
+    with FakeServe(tmp_path / "c.yaml", tmp_path / "serve.log") as serve:
+        assert "cxrl serve: ready" in serve.log_text()  # start() returned only once it said so
+        assert serve.processes() == [serve.proc.pid]
+    assert serve.returncode == 0 and serve.left == [] and serve.stopped_cleanly
+    assert serve.log_text().splitlines()[-1] == "cxrl serve: stopped"
+
+
+def test_the_service_dies_with_a_killed_launcher(tmp_path):
+    launcher = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_infra_serve_process import FakeServe
+        serve = FakeServe("c.yaml", {str(tmp_path / "serve.log")!r}).start()
+        print(serve.proc.pid, serve.marker, flush=True)
+        time.sleep(120)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    pid, marker = parent.stdout.readline().split()
+    assert processes_with(marker) == [int(pid)]
+    parent.kill()  # SIGKILL: no stop(), no finally
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == []
 
 
 def _stubborn(env: dict[str, str]) -> subprocess.Popen:

@@ -11,7 +11,9 @@ find a replica to kill, and :meth:`ServeProcess.stop` can check that nothing was
 
 The command's output goes to ``log_path`` (a temporary file when not given); readiness is its
 ``cxrl serve: ready`` line. Stopping sends SIGINT (``cxrl serve`` shuts Serve and Ray down), waits,
-then SIGKILLs the command and whatever of its processes outlives it.
+then SIGKILLs the command and whatever of its processes outlives it. If the launching process dies
+first, even by SIGKILL, the kernel kills the command (:func:`cxrl.infra.procs.die_with_parent`),
+and ``cxrl serve`` takes its Ray processes with it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cxrl.infra.ports import free_port
+from cxrl.infra.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class ServeProcess:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.env, start_new_session=True,  # Ctrl-C reaches us; we stop it (and Ray) ourselves
+                preexec_fn=die_with_parent,  # if we are killed, so is it (and its FateShare takes Ray)
             )  # fmt: skip
         log.info("started `cxrl serve` (pid %d), log in %s", self.proc.pid, self.log_path)
         try:
