@@ -36,6 +36,15 @@ def _per_sample(values: torch.Tensor, index: torch.Tensor, ndim: int) -> torch.T
     return values[index].reshape(-1, *([1] * (ndim - 1)))
 
 
+def _alphas64(scheduler: DDIMScheduler) -> torch.Tensor:
+    """The scheduler's alphas_cumprod in float64 on the CPU, converted once per scheduler."""
+    cached = getattr(scheduler, "_cxrl_alphas64", None)
+    if cached is None or cached.shape != scheduler.alphas_cumprod.shape:
+        cached = scheduler.alphas_cumprod.detach().to("cpu", torch.float64)
+        scheduler._cxrl_alphas64 = cached
+    return cached
+
+
 def ddim_step_logprob(
     scheduler: DDIMScheduler,
     model_output: torch.Tensor,  # [B, C, h, w] the UNet's (guided) prediction
@@ -62,9 +71,10 @@ def ddim_step_logprob(
         sample.float(),
     )  # log-probs need fp32 whatever the UNet ran in
     b, ndim = sample.shape[0], sample.ndim
+    # pass CPU timesteps: a device tensor here costs a device-to-host copy (a GPU sync) every step
     t = torch.as_tensor(timestep, device="cpu").long().reshape(-1).expand(b)  # [B]
     prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps  # [B]
-    alphas = scheduler.alphas_cumprod.to(torch.float64)  # [T_train]
+    alphas = _alphas64(scheduler)  # [T_train]
     final = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float64)
     a_t = _per_sample(alphas, t, ndim)
     a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], final).reshape(a_t.shape)

@@ -105,14 +105,15 @@ def sample(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     scheduler = policy.pipe.scheduler
     scheduler.set_timesteps(num_steps, device=policy.device)
-    timesteps = scheduler.timesteps.clone()  # [T]
+    timesteps = scheduler.timesteps.clone()  # [T] on the policy's device, for the UNet
+    steps_cpu = timesteps.cpu()  # [T] for the DDIM arithmetic: no device-to-host copy (sync) per step
     init, step_noise = seeded_noise(seeds, latent_shape(policy), num_steps, policy.device, step_seeds)
     x = init * scheduler.init_noise_sigma  # [B, C, h, w] float32 (the UNet may run in fp16)
     latents, log_probs = [x], []
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(x, t)
         eps = policy.predict_noise(model_in, t, prompt_embeds, guidance_scale)
-        out = ddim_step_logprob(scheduler, eps, t, x, eta=eta, variance_noise=step_noise[i])
+        out = ddim_step_logprob(scheduler, eps, steps_cpu[i], x, eta=eta, variance_noise=step_noise[i])
         x = out.prev_sample
         latents.append(x)
         log_probs.append(out.log_prob)
@@ -120,7 +121,7 @@ def sample(
     return Trajectory(
         latents=torch.stack(latents, dim=1),
         log_probs=torch.stack(log_probs, dim=1),
-        timesteps=timesteps.long().cpu(),
+        timesteps=steps_cpu.long(),
         images=images,
         prompt_embeds=prompt_embeds,
         seeds=[int(s) for s in seeds],

@@ -126,7 +126,8 @@ class PPOUpdate:
         rows = idx.repeat(m)  # [b'*m] step-major: all images at slot 0, then slot 1, ...
         steps = j.T.reshape(-1)  # [b'*m]
         scheduler = self.policy.pipe.scheduler  # timesteps set by __call__
-        ts = traj.timesteps[steps].to(dev)  # [b'*m]
+        ts_cpu = traj.timesteps[steps]  # [b'*m] on the CPU: the DDIM arithmetic needs no device sync
+        ts = ts_cpu.to(dev)  # for the UNet
         x_t = traj.latents[rows, steps].to(dev)  # [b'*m, C, h, w]
         x_prev = traj.latents[rows, steps + 1].to(dev)
         embeds = traj.prompt_embeds[rows].to(dev)  # [b'*m, M, d]
@@ -136,9 +137,9 @@ class PPOUpdate:
         if cfg.train.kl_coef > 0:
             with torch.no_grad(), self.policy.anchor():
                 eps_ref = self.policy.predict_noise(model_in, ts, embeds, g)
-            ref = ddim_step_logprob(scheduler, eps_ref, ts, x_t, eta, prev_sample=x_prev)
+            ref = ddim_step_logprob(scheduler, eps_ref, ts_cpu, x_t, eta, prev_sample=x_prev)
         eps = self.policy.predict_noise(model_in, ts, embeds, g)
-        step = ddim_step_logprob(scheduler, eps, ts, x_t, eta, prev_sample=x_prev)
+        step = ddim_step_logprob(scheduler, eps, ts_cpu, x_t, eta, prev_sample=x_prev)
         old = traj.log_probs[rows, steps].to(dev)
         out = ppo_loss(step.log_prob, old, adv[rows], cfg.train.clip_range, cfg.train.adv_clip_max)
         loss = out.loss
