@@ -56,3 +56,42 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_the_redis_server_dies_with_a_sigkilled_parent(tmp_path):
+    """`cxrl demo` killed by SIGKILL (a time limit) must not leave its private redis-server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from cxrl.infra.redis_local import LocalRedis\n"
+        "local = LocalRedis()\n"
+        "local.start()\n"
+        "print(local._proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # the server runs
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as fh:  # a zombie awaiting its reaper counts as gone
+                if fh.read().split(") ")[1].startswith("Z"):
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"redis-server {child} outlived its SIGKILLed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from cxrl.infra.ports import free_port
+from cxrl.infra.procs import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class LocalRedis:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it ourselves
+                preexec_fn=die_with_parent,  # and if we are killed (even by SIGKILL), the kernel kills it
             )  # fmt: skip
             ok, last_error = self._wait_ready(proc, port)
             if ok:
