@@ -35,3 +35,25 @@ def test_rejects_shape_mismatch_and_bad_ranges():
         ppo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2))
     with pytest.raises(ValueError, match="clip_range"):
         ppo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), clip_range=0)
+
+
+def test_gaussian_kl_by_hand():
+    from cxrl.rl.loss import gaussian_kl
+
+    # two samples of 2 elements; std 0.5 and 2: KL = (d^2 / (2 s^2)) averaged over elements
+    mean = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    ref = torch.tensor([[0.0, 2.0], [3.0, -1.0]])
+    std = torch.tensor([[0.5], [2.0]])
+    # sample 0: (1/(2*.25) + 0)/2 = 1.0; sample 1: (9/8 + 1/8)/2 = 0.625
+    torch.testing.assert_close(gaussian_kl(mean, ref, std), torch.tensor([1.0, 0.625]))
+    # the same as torch.distributions' KL of the per-element Gaussians, averaged
+    p = torch.distributions.Normal(mean, std.expand_as(mean))
+    q = torch.distributions.Normal(ref, std.expand_as(ref))
+    torch.testing.assert_close(gaussian_kl(mean, ref, std), torch.distributions.kl_divergence(p, q).mean(1))
+    # no gradient flows into the reference
+    m = mean.clone().requires_grad_(True)
+    r = ref.clone().requires_grad_(True)
+    gaussian_kl(m, r, std).sum().backward()
+    assert r.grad is None and m.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        gaussian_kl(mean, ref[:1], std)
