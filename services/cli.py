@@ -26,12 +26,14 @@ import yaml
 
 from cxrl.infra.procs import FateShare
 from services import exposure
+from services.gatekeeper import PROXY_CALLBACK, PROXY_LIMIT_ENV, http_body_limit
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "serve-cpu.yaml"
 GRPC_SIZE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 
 
 def register_serve(subparsers) -> None:
@@ -107,6 +109,15 @@ def check_ports_free(config: dict[str, Any]) -> None:
                 ) from None
 
 
+def max_request_bytes(config: dict[str, Any]) -> int:
+    """The largest ``max_request_bytes`` of the config's applications (0 = one has no limit)."""
+    limits = [
+        int((app.get("args") or {}).get("max_request_bytes", 64 << 20))
+        for app in config.get("applications", [])
+    ]
+    return 0 if 0 in limits else max(limits, default=64 << 20)
+
+
 def grpc_message_limit(config: dict[str, Any]) -> int:
     """Transport limit of the gRPC proxy: the gateway's request limit plus 1 MiB of framing, the one
     message limit (HTTP bodies: ``services.gatekeeper.http_body_limit``, its JSON at 4/3 + 1 MiB).
@@ -137,18 +148,24 @@ def run(args: argparse.Namespace) -> int:
     check_ports_free(config)
     with contextlib.ExitStack() as stack:
         # everything started from here on (Ray's processes, redis-server) dies with us, even on SIGKILL
-        stack.enter_context(FateShare())
+        fate = stack.enter_context(FateShare())
         if args.local_redis and not os.environ.get("REDIS_URL"):
             from cxrl.infra.redis_local import LocalRedis
 
             os.environ["REDIS_URL"] = stack.enter_context(LocalRedis())
             print(f"cxrl serve: score cache in a private Redis at {os.environ['REDIS_URL']}", flush=True)
+            fate.track_children()  # redis-server rewrites its environment (process title): track its pid
         return _run_ray(config, args)
 
 
 def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's Prometheus exporter answers anyone on every interface, token or not: off unless asked for
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")
     os.environ.setdefault(GRPC_SIZE_ENV, str(grpc_message_limit(config)))
+    # the token and body limit checked in Ray's HTTP proxy too, before it buffers a body
+    os.environ.setdefault(PROXY_LIMIT_ENV, str(http_body_limit(max_request_bytes(config))))
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     stop = threading.Event()
 
     def on_signal(signum, _frame):

@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import sys
 
 from services.grpc_servicer import TOKEN_ENV
 
@@ -78,3 +79,7 @@ def enable_ray_token_auth() -> None:
     os.environ[RAY_MODE_ENV] = "token"
     if not os.environ.get(RAY_TOKEN_ENV) and not os.environ.get(RAY_TOKEN_PATH_ENV):
         os.environ[RAY_TOKEN_ENV] = secrets.token_hex(32)  # this run's processes only
+    if "ray._raylet" in sys.modules:  # Ray read its config at import: have it read the mode again
+        from ray._raylet import Config
+
+        Config.initialize("")

@@ -12,12 +12,18 @@ comes after the work. ``Gatekeeper`` runs first, on the headers alone:
 
 The body limit is ``http_body_limit(max_request_bytes)``: the JSON of a request at the gateway's
 message limit (base64 is 4/3 of the bytes it carries) plus room for the reports and JSON syntax.
+
+It runs twice under Ray Serve: in each replica's FastAPI app, and in Ray's HTTP proxy itself
+(``proxy_middlewares``, named by ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``), because the proxy
+reads every request body into an unbounded queue before any replica sees it (measured: 256 MiB
+bodies grew the serve processes' peak memory by 911 MiB without it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 
 from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized
 
@@ -27,6 +33,21 @@ JSON_OVERHEAD_BYTES = 1 << 20  # reports, field names and JSON syntax on top of 
 PUBLIC_SUFFIXES = ("/healthz", "/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect")
 DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served (fastapi-offline)
 PUBLIC_PARTS = (DOCS_ASSETS + "/",)
+
+
+PROXY_LIMIT_ENV = "CXRL_HTTP_BODY_LIMIT"  # the proxy's body limit in bytes, set by `cxrl serve`
+PROXY_CALLBACK = "services.gatekeeper.proxy_middlewares"  # for RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+
+
+def proxy_middlewares() -> list:
+    """Ray Serve's HTTP proxy callback: the Gatekeeper in front of every application, with the
+    token (``CXRL_API_TOKEN``) and body limit (``CXRL_HTTP_BODY_LIMIT``) from the environment."""
+    from starlette.middleware import Middleware
+
+    from services.grpc_servicer import server_token
+
+    limit = int(os.environ.get(PROXY_LIMIT_ENV, "0") or 0)
+    return [Middleware(Gatekeeper, token=server_token(), max_body_bytes=limit)]
 
 
 def http_body_limit(max_request_bytes: int) -> int:

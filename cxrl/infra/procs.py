@@ -5,8 +5,13 @@
 - ``FateShare``: for children we do not start ourselves (Ray's GCS, raylet, dashboard agent and
   workers, a redis-server started by a library): every process started after ``FateShare.start()``
   inherits a token in its environment (``CXRL_FATE_SHARE``), and a small reaper process, started
-  first, waits on a pipe from us. When we die — however — the pipe closes and the reaper SIGKILLs
-  every process still carrying the token. On a clean exit it finds none.
+  first, waits on a pipe from us and notes every descendant of ours every ``SNAPSHOT_S`` seconds.
+  When we die — however — the pipe closes and the reaper SIGKILLs every process it noted (checked
+  by start time) and every process still carrying the token. Both are needed: a process that
+  rewrites its environment block (redis-server and Ray's agents set their titles over it) cannot
+  be found by token, and when we die the kernel SIGKILLs Ray's GCS and raylet at once (Ray's own
+  PR_SET_PDEATHSIG), so their children are orphans before anyone could walk our tree.
+  On a clean exit it finds none.
 - ``listening_sockets``: the TCP sockets in LISTEN state that a set of processes holds, with their
   addresses (from ``/proc/<pid>/fd`` socket inodes and ``/proc/<pid>/net/tcp{,6}``).
 """
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FATE_ENV = "CXRL_FATE_SHARE"  # space-separated tokens; a process dies with every owner it names
+SNAPSHOT_S = 1.0  # how often the reaper notes its owner's descendants
 PR_SET_PDEATHSIG = 1
 TCP_LISTEN = "0A"
 
@@ -110,6 +116,20 @@ class FateShare:
         os.environ[FATE_ENV] = f"{os.environ.get(FATE_ENV, '')} {self.token}".strip()
         return self
 
+    def track(self, pid: int) -> None:
+        """Have the reaper kill ``pid`` too (checked by its start time, so a reused pid is spared)."""
+        if self._reaper is None or not _alive(pid):
+            return
+        self._reaper.stdin.write(f"{pid} {_start_time(pid)}\n".encode())
+        self._reaper.stdin.flush()
+
+    def track_children(self) -> list[int]:
+        """``track`` every live child of this process but the reaper; returns their pids."""
+        mine = [pid for pid in children(os.getpid()) if self._reaper is None or pid != self._reaper.pid]
+        for pid in mine:
+            self.track(pid)
+        return mine
+
     def close(self) -> None:
         """Sweep now: the reaper kills whatever still shares the token, and exits."""
         tokens = os.environ.get(FATE_ENV, "").split()
@@ -129,11 +149,67 @@ class FateShare:
 
 
 def _reap(token: str, grace_s: float) -> None:
-    """The reaper: block until the owner's pipe closes (it exited or was killed), then sweep."""
+    """The reaper: note the owner's descendants until its pipe closes (it exited or was killed), then
+    kill them and every process sharing ``token``."""
+    import select
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        sys.stdin.buffer.read()
+    owner, tracked, buf = os.getppid(), {}, b""
+    while True:
+        tracked.update((pid, _start_time(pid)) for pid in descendants(owner) if pid != os.getpid())
+        if not select.select([sys.stdin.buffer], [], [], SNAPSHOT_S)[0]:
+            continue
+        chunk = os.read(sys.stdin.fileno(), 4096)
+        if not chunk:
+            break  # the owner is gone
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        tracked.update((int(line.split()[0]), line.split()[1].decode()) for line in lines if line.strip())
+    for pid, start in tracked.items():  # the same process, not a later one with its pid
+        if _alive(pid) and _start_time(pid) == start:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     kill_sharing(token, grace_s)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return _stat_fields(pid)[19]  # field 22 of /proc/<pid>/stat: start time in clock ticks
+    except (OSError, IndexError):
+        return ""
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live process."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = _stat_fields(int(entry.name))
+                if fields[0] != "Z":
+                    out[int(entry.name)] = int(fields[1])
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """Live direct children of ``pid``."""
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Live children, grandchildren, ... of ``pid``."""
+    kids: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        kids.setdefault(parent, []).append(child)
+    found, todo = [], list(kids.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(kids.get(found[-1], []))
+    return found
 
 
 # --- what listens ---------------------------------------------------------------------------------
