@@ -7,7 +7,7 @@ import torch
 
 from cxrl import imaging
 from cxrl.rewards.types import Components
-from trainer.anchor_cache import AnchorCache, component_rows, stack_components
+from trainer.anchor_cache import AnchorCache
 
 pytestmark = pytest.mark.service
 
@@ -34,7 +34,7 @@ def test_round_trip_images_and_components(redis_client):
     assert all(e is not None for e in got)
     back = torch.stack([e.image for e in got])
     assert torch.equal(imaging.to_uint8(back), imaging.to_uint8(images))  # 8-bit exact
-    stacked = stack_components([e.components for e in got])
+    stacked = Components.from_rows([e.components for e in got])
     assert torch.equal(stacked.r_align, comps.r_align)  # float32 survives JSON exactly
     assert torch.equal(stacked.psi, comps.psi)
     assert torch.equal(stacked.consistency, comps.consistency)
@@ -81,7 +81,9 @@ def test_bad_input(redis_client):
         AnchorCache(redis_client, "")
 
 
-def test_component_rows_checks_batch_size():
-    _, comps = _batch(3)
-    with pytest.raises(ValueError, match="3 rows for 2 images"):
-        component_rows(comps, 2)
+def test_put_many_checks_that_components_match_the_images(redis_client):
+    cache = AnchorCache(redis_client, "gen-rows")
+    images, comps = _batch(3)
+    with pytest.raises(ValueError, match="components for 3 images and 2 anchor images"):
+        cache.put_many(["a", "b"], [0, 1], images[:2], comps)
+    assert cache.get_many(["a", "b"], [0, 1]) == [None, None]  # nothing was written

@@ -29,8 +29,8 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.redis_guard import RedisGuard
-from cxrl.rewards.types import Components
-from cxrl.rl.anchor import COMPONENT_FIELDS, AnchorEntry, component_rows
+from cxrl.rewards.types import COMPONENT_FIELDS, Components
+from cxrl.rl.anchor import AnchorEntry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,7 +108,9 @@ class AnchorCache:
         n = images.shape[0]
         if not len(reports) == len(seeds) == n:
             raise ValueError(f"got {len(reports)} reports, {len(seeds)} seeds and {n} anchor images")
-        rows = component_rows(components, n)
+        if components.num_rows != n:
+            raise ValueError(f"got components for {components.num_rows} images and {n} anchor images")
+        rows = components.to_rows()
         pngs = imaging.encode_pngs(images)
         pipe = self.r.pipeline()
         for report, seed, png, row in zip(reports, seeds, pngs, rows, strict=True):

@@ -30,16 +30,13 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.retry import call_with_retries
-from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, combine
+from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, Row, combine
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.plan import Plan
 from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import Trajectory, sample_images
 
 log = logging.getLogger(__name__)
-
-COMPONENT_FIELDS = ("psi", "r_align", "diag_acc", "diag_probs", "consistency")
-Row = dict[str, float | list[float]]  # one image's components, JSON-able
 
 
 @dataclass
@@ -48,39 +45,6 @@ class AnchorEntry:
 
     image: torch.Tensor  # [1, H, W] float in [0, 1] (8-bit precision in Redis)
     components: Row  # per-image slice of Components; absent = not computed
-
-
-def component_rows(components: Components, n: int) -> list[Row]:
-    """Split batch Components ([B] / [B, k] tensors) into ``n`` per-image JSON-able dicts."""
-    rows: list[Row] = [{} for _ in range(n)]
-    for name in COMPONENT_FIELDS:
-        value = getattr(components, name)
-        if value is None:
-            continue
-        if value.shape[0] != n:
-            raise ValueError(f"component {name} has {value.shape[0]} rows for {n} images")
-        for i, row in enumerate(value.detach().cpu().float().tolist()):
-            rows[i][name] = row
-    return rows
-
-
-def stack_components(rows: Sequence[Row]) -> Components:
-    """Per-image dicts -> batch Components; a field is set only when every row has it."""
-    out = Components()
-    for name in COMPONENT_FIELDS:
-        if rows and all(name in r for r in rows):
-            setattr(out, name, torch.tensor([r[name] for r in rows], dtype=torch.float32))
-    return out
-
-
-def slice_components(c: Components, start: int, stop: int) -> Components:
-    """Rows ``start:stop`` of every computed component."""
-    out = Components()
-    for name in COMPONENT_FIELDS:
-        value = getattr(c, name)
-        if value is not None:
-            setattr(out, name, value[start:stop])
-    return out
 
 
 class AnchorStore(Protocol):
@@ -129,9 +93,12 @@ class MemoryAnchorStore:
         self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
     ) -> None:
         imaging.validate(images, "anchor images")
-        rows = component_rows(components, images.shape[0])
-        if not len(reports) == len(seeds) == images.shape[0]:
-            raise ValueError(f"got {len(reports)} reports, {len(seeds)} seeds and {images.shape[0]} images")
+        if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
+            raise ValueError(
+                f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
+                f"{components.num_rows} component rows; give one of each per anchor"
+            )
+        rows = components.to_rows()
         with self._lock:
             for r, s, img, row in zip(reports, seeds, images, rows, strict=True):
                 self._entries[(r, int(s))] = AnchorEntry(img.detach().cpu(), row)
@@ -194,13 +161,13 @@ def score_chunk(
     res, used = call_with_retries(lambda: backend.score(images, reports), spec.retries, spec.backoff_s)
     if res.policy is None:
         raise ValueError("reward backend returned no components")
-    policy = slice_components(res.policy, 0, n)
+    policy = res.policy.take(slice(0, n))
     anchor = None
     if spec.needs_anchor:
         rows = [e.components if e is not None else None for e in (chunk.cached or [None] * n)]
         if chunk.missing:
-            fresh = slice_components(res.policy, n, n + len(chunk.missing))
-            for i, row in zip(chunk.missing, component_rows(fresh, len(chunk.missing)), strict=True):
+            fresh = res.policy.take(slice(n, n + len(chunk.missing)))
+            for i, row in zip(chunk.missing, fresh.to_rows(), strict=True):
                 rows[i] = row
             if store is not None:
                 p = [chunk.prompts[i] for i in chunk.missing]
@@ -208,7 +175,7 @@ def score_chunk(
                 store.put_many(p, s, chunk.fresh_anchor, fresh)
         if any(r is None for r in rows):
             raise ValueError("some anchors were neither stored nor sampled; sample the missing ones")
-        anchor = stack_components(rows)
+        anchor = Components.from_rows(rows)
     total = combine(policy, anchor, spec.weights, rlcf=spec.rlcf)  # [B]
     return RewardResult(policy=policy, anchor=anchor, total=total, models=list(res.models)), used
 
