@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from cxrl.infra.serve_process import ServeProcess
+from cxrl.infra.serve_process import TOKEN_ENV, ServeProcess
 from services.cli import CONFIG_DIR
 
 REPORTS = [
@@ -40,18 +40,20 @@ def serve_config(path: Path, models: str, threads: int, replicas: int) -> None:
 
 @contextlib.contextmanager
 def service(models: str, threads: int, replicas: int, workdir: Path) -> Iterator[ServeProcess]:
-    """``with service(...) as serve:`` a running ``cxrl serve`` (no score cache, no token) on free ports."""
+    """``with service(...) as serve:`` a running ``cxrl serve`` (no score cache) on free ports; its API
+    token is exported as CXRL_API_TOKEN, which the benchmark's clients and workers send."""
     config = workdir / f"serve-{replicas}.yaml"
     serve_config(config, models, threads, replicas)
     serve = ServeProcess(
         config,
         workdir / f"serve-{replicas}.log",
         num_cpus=os.cpu_count(),
-        env={"REDIS_URL": None, "CXRL_API_TOKEN": None},
+        env={"REDIS_URL": None},
         ready_timeout_s=870,
     )
     t0 = time.monotonic()
     with serve:
+        os.environ[TOKEN_ENV] = serve.token
         print(
             f"cxrl serve ({replicas} replica(s) per model) ready in {time.monotonic() - t0:.0f} s", flush=True
         )

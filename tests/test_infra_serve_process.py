@@ -29,6 +29,17 @@ def test_command_env_and_addresses(tmp_path, monkeypatch):
     assert f"{MARKER_ENV}={serve.env[MARKER_ENV]}" == serve.marker
     assert serve.url == f"grpc://127.0.0.1:{serve.grpc_port}"
     assert serve.http_url == f"http://127.0.0.1:{serve.http_port}"
+    # tokens on by default: a fresh API token for the clients, Ray's token auth left on
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("CXRL_API_TOKEN", raising=False)
+    a, b = ServeProcess(tmp_path / "c.yaml"), ServeProcess(tmp_path / "c.yaml")
+    assert len(a.token) >= 32 and a.token != b.token and a.env["CXRL_API_TOKEN"] == a.token
+    assert "RAY_AUTH_MODE" not in a.env and "CXRL_ALLOW_UNAUTHENTICATED" not in a.env
+    assert ServeProcess(tmp_path / "c.yaml", env={"CXRL_API_TOKEN": "given"}).token == "given"
+    open_ = ServeProcess(tmp_path / "c.yaml", token="t", allow_unauthenticated=True)
+    assert open_.token == "" and "CXRL_API_TOKEN" not in open_.env
+    assert open_.env["CXRL_ALLOW_UNAUTHENTICATED"] == "1" and open_.env["RAY_AUTH_MODE"] == "disabled"
+    assert ServeProcess(tmp_path / "c.yaml", env={"CXRL_ALLOW_UNAUTHENTICATED": "1"}).token == ""
 
 
 FAKE_SERVE = textwrap.dedent(

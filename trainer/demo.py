@@ -26,7 +26,7 @@ from typing import Any
 
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.redis_local import LocalRedis
-from cxrl.infra.serve_process import ServeProcess
+from cxrl.infra.serve_process import TOKEN_ENV, ServeProcess
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,12 @@ def run_demo(args: argparse.Namespace) -> int:
             "run_name": f"demo-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
         }
         if not args.inprocess:
-            serve = ServeProcess(Path(args.serve_config or SERVE_CONFIG), out / "serve.log")
+            # the token the trainer's client sends (rewards.token_env, then CXRL_API_TOKEN), if set
+            token = os.environ.get("CXRL_REWARD_TOKEN") or os.environ.get(TOKEN_ENV) or None
+            serve = ServeProcess(Path(args.serve_config or SERVE_CONFIG), out / "serve.log", token=token)
             stack.callback(serve.stop)
             extra["rewards.url"] = serve.start().url
+            os.environ[TOKEN_ENV] = serve.token
         cfg = load_config(args.config, args.set, extra)
         result = run_training(cfg)
     summary = summary_of(result, cfg)

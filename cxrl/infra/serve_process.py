@@ -6,8 +6,12 @@ marker in its environment (``CXRL_SERVE_MARKER=<uuid>``), so a caller can measur
 find a replica to kill, and :meth:`ServeProcess.stop` can check that nothing was left behind.
 
     with ServeProcess(config, log_path) as serve:   # ready on return
-        RewardClient(serve.grpc_target).score(...)
+        RewardClient(serve.grpc_target, token=serve.token).score(...)
     assert serve.stopped_cleanly, serve.log_tail()
+
+`cxrl serve` refuses to listen without tokens (its gRPC proxy binds every interface): the launcher
+gives it an API token (``token``, else ``CXRL_API_TOKEN``, else a fresh one; clients send
+``serve.token``) and leaves Ray's token auth on; ``allow_unauthenticated`` opts out of both.
 
 The command's output goes to ``log_path`` (a temporary file when not given); readiness is its
 ``cxrl serve: ready`` line. Stopping sends SIGINT (``cxrl serve`` shuts Serve and Ray down), waits,
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 READY_LINE = "cxrl serve: ready"
 STOPPED_LINE = "cxrl serve: stopped"
 MARKER_ENV = "CXRL_SERVE_MARKER"
+TOKEN_ENV = "CXRL_API_TOKEN"  # the reward API's bearer token, read by `cxrl serve` and the client
+ALLOW_ENV = "CXRL_ALLOW_UNAUTHENTICATED"  # `cxrl serve` runs without tokens only with this set
+RAY_AUTH_ENV = "RAY_AUTH_MODE"
 
 
 class ServeStartError(RuntimeError):
@@ -59,6 +67,8 @@ class ServeProcess:
         env: Mapping[str, str | None] | None = None,  # over os.environ; None unsets a variable
         nice: int = 0,  # niceness of the service's processes (tests: 10, to keep the runner responsive)
         ready_timeout_s: float = 600.0,  # for the applications to run (the command's --ready-timeout)
+        token: str | None = None,  # the reward API's bearer token (None: CXRL_API_TOKEN, else a fresh one)
+        allow_unauthenticated: bool = False,  # no API token, no Ray token auth (an unreachable machine)
     ):
         self.config = Path(config)
         self.host = host
@@ -73,17 +83,21 @@ class ServeProcess:
             self._tmp = tempfile.TemporaryDirectory(prefix="cxrl-serve-")
             log_path = Path(self._tmp.name) / "serve.log"
         self.log_path = Path(log_path)
-        self.env = {
-            **os.environ,
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
         for key, value in (env or {}).items():
             if value is None:
                 self.env.pop(key, None)
             else:
                 self.env[key] = value
+        if allow_unauthenticated or self.env.get(ALLOW_ENV) == "1":  # `cxrl serve` runs open only if told
+            self.token = ""
+            self.env.update({ALLOW_ENV: "1", RAY_AUTH_ENV: "disabled"})
+            self.env.pop(TOKEN_ENV, None)
+        else:  # the API token clients must send; Ray's token auth with a fresh token made by `cxrl serve`
+            self.token = token or self.env.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+            self.env[TOKEN_ENV] = self.token
+            if self.env.get(RAY_AUTH_ENV, "token").lower() != "token":
+                self.env.pop(RAY_AUTH_ENV)  # e.g. the Makefile's RAY_AUTH_MODE=disabled
         self.env[MARKER_ENV] = self.marker.split("=", 1)[1]
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None
