@@ -198,10 +198,14 @@ def test_poisoned_anchor_cache_entries_are_misses_deleted_and_never_reach_a_chec
     redis_client.hset(keys[1], mapping={"png": good_png, "components": "{not json"})
     redis_client.hset(keys[2], mapping={"png": png, "components": '{"diag_acc": 0.5, "consistency": 0.1}'})
     redis_client.hset(keys[3], mapping={"png": good_png, "components": '{"evil": 1}'})
+    redis_client.hset(keys[4], mapping={"png": good_png, "components": '{"psi": [1, 2], "diag_acc": 0.5}'})
+    redis_client.hset(
+        keys[5], mapping={"png": good_png, "components": '{"diag_acc": [0.5], "consistency": 0.1}'}
+    )
     (m,) = loop.run()
     loop.close()
     assert m["cache_hit_rate"] == 0.0 and m["dropped_images"] == 0
-    for key in keys[:4]:  # each poisoned entry was replaced by a freshly sampled, valid one
+    for key in keys[:6]:  # each poisoned entry was replaced by a freshly sampled, valid one
         comps = json.loads(redis_client.hget(key, "components"))
         assert set(comps) >= {"diag_acc", "consistency"} and all(
             v == v for v in comps.values() if not isinstance(v, list)

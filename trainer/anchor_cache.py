@@ -29,6 +29,7 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.redis_guard import RedisGuard
+from cxrl.labels import XRV_PATHOLOGIES
 from cxrl.rewards.types import COMPONENT_FIELDS, Components
 from cxrl.rl.anchor import AnchorEntry
 
@@ -129,14 +130,20 @@ class AnchorCache:
         self.hits = self.misses = 0
 
 
+WIDTHS = {"psi": 5, "diag_probs": len(XRV_PATHOLOGIES)}  # the vector components' lengths
+
+
 def _decode(png: bytes, comps: bytes) -> AnchorEntry | None:
     """A stored entry, or None when anything in it is malformed or not finite."""
     try:
         row = json.loads(comps)
-        if not isinstance(row, dict) or not set(row) <= set(COMPONENT_FIELDS) or not row:
+        if not isinstance(row, dict) or not row or not set(row) <= set(COMPONENT_FIELDS):
             return None
         if not all(_finite(v) for v in row.values()):
             return None
+        if any(len(row[k]) != n if isinstance(row.get(k), list) else k in row for k, n in WIDTHS.items()):
+            return None
+        Components.from_rows([row])  # scalars where scalars belong, vectors where vectors do
         image = imaging.decode_png(png)
     except Exception:  # garbage of any kind is a miss, never a crash
         return None
