@@ -184,9 +184,9 @@ class UnetTimer:
     """Times every UNet forward (hooks): sampling calls run without grad, training calls with grad."""
 
     def __init__(self, unet: torch.nn.Module, cuda: bool = False):
-        self.calls: list[tuple[str, int, float]] = []  # (kind, batch rows, seconds)
+        self.calls: list[tuple[str, int, float, float]] = []  # (kind, batch rows, wall s, CPU s)
         self.cuda = cuda
-        self._t0 = 0.0
+        self._t0 = self._c0 = 0.0
         self._hooks = [
             unet.register_forward_pre_hook(self._start),
             unet.register_forward_hook(self._stop),
@@ -198,26 +198,29 @@ class UnetTimer:
 
     def _start(self, module, args) -> None:
         self._sync()
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def _stop(self, module, args, output) -> None:
         self._sync()
         kind = "train" if torch.is_grad_enabled() else "sample"
-        self.calls.append((kind, int(args[0].shape[0]), time.perf_counter() - self._t0))
+        wall, cpu = time.perf_counter() - self._t0, time.process_time() - self._c0
+        self.calls.append((kind, int(args[0].shape[0]), wall, cpu))
 
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per kind: calls, rows per call (CFG doubles the images), seconds per call and per row."""
+        """Per kind: calls, rows per call (CFG doubles the images), wall seconds per call and per row,
+        and the process's CPU seconds per call (immune to other jobs on a shared machine; all threads)."""
         out = {}
         for kind in ("sample", "train"):
-            rows = [(b, s) for k, b, s in self.calls if k == kind]
+            rows = [(b, s, c) for k, b, s, c in self.calls if k == kind]
             if rows:
-                secs, n = sum(s for _, s in rows), sum(b for b, _ in rows)
-                out[kind] = {"calls": len(rows), "rows_per_call": n / len(rows),
-                             "s_per_call": secs / len(rows), "s_per_row": secs / n}  # fmt: skip
+                secs, n = sum(r[1] for r in rows), sum(r[0] for r in rows)
+                cpu = sum(r[2] for r in rows)
+                out[kind] = {"calls": len(rows), "rows_per_call": n / len(rows), "s_per_call": secs / len(rows),
+                             "s_per_row": secs / n, "cpu_s_per_call": cpu / len(rows), "cpu_s_per_row": cpu / n}  # fmt: skip
         return out
 
 
