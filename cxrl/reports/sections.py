@@ -4,7 +4,7 @@ The CXRL paper conditions the generator on the *impression* section of a report 
 keeps reports of at most M = 74 tokens (its dataset rule, Sec. 3), so that the report and the
 N = 3 learnable condition tokens of ACE fit the text encoder's 77 positions (N + M = 77). This
 module applies that dataset rule in word tokens (below); the condition's length itself is
-enforced where the report is tokenised for the generator (``cxrl.models.generator.Policy``:
+enforced where the report is tokenised for the generator (``cxrl.rl.policy.Policy``:
 ``c_p`` is the first 77 - N encoder positions, the report truncated to fit with its EOS kept),
 because a word can be several of the generator's BPE tokens. This module is the single place
 that extracts and measures the report text, for the Indiana University (IU) reports of the
