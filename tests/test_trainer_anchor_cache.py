@@ -87,3 +87,20 @@ def test_put_many_checks_that_components_match_the_images(redis_client):
     with pytest.raises(ValueError, match="components for 3 images and 2 anchor images"):
         cache.put_many(["a", "b"], [0, 1], images[:2], comps)
     assert cache.get_many(["a", "b"], [0, 1]) == [None, None]  # nothing was written
+
+
+def test_anchor_version_names_generator_sampling_models_and_labeler(monkeypatch):
+    from cxrl.rewards.types import ModelInfo
+    from cxrl.rl import anchor
+
+    models = [ModelInfo("posture", "v1", "aa"), ModelInfo("diagnostic", "v1", "bb")]
+    base = anchor.anchor_version("gen", {"steps": 20}, models)
+    assert base == anchor.anchor_version("gen", {"steps": 20}, list(reversed(models)))  # order-free
+    changed = {
+        anchor.anchor_version("gen2", {"steps": 20}, models),
+        anchor.anchor_version("gen", {"steps": 10}, models),
+        anchor.anchor_version("gen", {"steps": 20}, [models[0], ModelInfo("diagnostic", "v1", "cc")]),
+    }
+    monkeypatch.setattr(anchor, "labeler_version", lambda: "another-labeler")
+    changed.add(anchor.anchor_version("gen", {"steps": 20}, models))
+    assert base not in changed and len(changed) == 4

@@ -17,7 +17,6 @@ and delays the metrics stream, never the run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,11 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from cxrl import imaging
+from cxrl.eval import heldout
+from cxrl.eval.evaluate import Evaluator, feature_model
+from cxrl.eval.heldout import Prompt, split_reports
 from cxrl.infra.fileio import atomic_write_bytes
+from cxrl.infra.hashing import sha256_tree
 from cxrl.infra.redis_guard import RedisGuard
 from cxrl.models.generator import DEFAULT_DIR
 from cxrl.rewards.types import RewardBackend
@@ -46,8 +49,7 @@ from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
-from trainer.evaluate import Evaluator
-from trainer.prompts import choose, choose_held_out, split_reports
+from trainer.prompts import choose
 from trainer.report import EvalGrid, write_report
 from trainer.store import RunStore
 
@@ -106,18 +108,9 @@ def build_backend(settings: RewardClientSettings, weights: dict[str, float]) -> 
 
 
 def generator_id(name: str) -> str:
-    """sha256 over a pipeline directory's weight files: the anchor cache's generator version."""
+    """sha256 over a pipeline directory's weight, config and tokenizer files: the anchor's generator version."""
     directory = DEFAULT_DIR if name == "default" else Path(name)
-    h = hashlib.sha256()
-    files = sorted(
-        p for p in directory.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json")
-    )
-    for path in files:
-        h.update(str(path.relative_to(directory)).encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return sha256_tree(directory, (".safetensors", ".bin", ".json", ".txt"))
 
 
 def save_grid(run_dir: Path, grid: EvalGrid) -> None:
@@ -158,7 +151,7 @@ class Run:
     policy: Policy
     backend: RewardBackend
     train: list[str]  # training reports
-    held_out: list[str]  # evaluation reports
+    held_out: list[Prompt]  # evaluation reports (with their real images where the data has them)
     guard: RedisGuard | None
     store: RunStore | None
     cache: AnchorCache | None
@@ -194,7 +187,7 @@ def prepare(
     train, test = prompts or split_reports(rl.data)
     train = choose(fitting_reports(policy, train, rl.max_report_tokens), cfg.train_prompts, rl.seed)
     test = fitting_reports(policy, test, rl.max_report_tokens)
-    held_out = choose_held_out(test, cfg.eval.prompts, cfg.eval.with_findings, cfg.eval.seed)
+    held_out = heldout.held_out(test, cfg.eval, rl.data)
     cache = None
     if guard is not None:
         s = rl.sampling
@@ -244,8 +237,8 @@ def run_training(
     engine = build_engine(run)
     frozen = FrozenAnchor(run.policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
-        run.policy, run.backend, run.held_out, rl.sampling, rl.rewards.weights, cfg.eval.seed,
-        cfg.eval.grid_prompts, run.retries, cfg.rewards.backoff_s, cfg.eval.samples_per_report, frozen,
+        cfg.eval, run.held_out, rl.sampling, run.backend, rl.rewards.weights, run.policy,
+        feature_model(run.backend), frozen, cfg.eval.grid_prompts, run.retries, cfg.rewards.backoff_s,
     )  # fmt: skip
     if frozen is not None:
         engine.ahead = AnchorAhead(
@@ -335,7 +328,7 @@ def _train_and_evaluate(
     train_s = time.perf_counter() - t0
     grids.snapshot(engine.epoch)
     t0 = time.perf_counter()
-    evaluation = evaluator.evaluate(bootstrap=cfg.eval.bootstrap, seed=cfg.eval.seed)
+    evaluation = evaluator.evaluate()
     evaluation["eval_seconds"] = time.perf_counter() - t0
     evaluation["train_seconds"] = train_s
     if engine.ahead is not None:
@@ -344,6 +337,7 @@ def _train_and_evaluate(
     evaluation["eval_settings"] = eval_settings
     atomic_write_bytes(run_dir / "eval.json", json.dumps(evaluation, indent=1).encode())
     final = {k: evaluation[k] for k in ("anchor", "cxrl")}
+    final["cxrl - anchor (paired, 95% CI)"] = {k: _ci_text(d) for k, d in evaluation["diff"].items()}
     report = write_report(
         run_dir / "report.html",
         title=f"CXRL run {run_id}",
@@ -359,7 +353,9 @@ def _train_and_evaluate(
             "reward weights": rl.rewards.weights,
             "RLCF": rl.rewards.rlcf,
             "held-out reports": evaluation["n_prompts"],
-            "reward_total cxrl - anchor (95% bootstrap CI)": _ci_text(evaluation["reward_total_diff"]),
+            "reward_total cxrl - anchor (paired, 95% bootstrap CI)": _ci_text(
+                evaluation["diff"]["reward_total"]
+            ),
         },
     )
     log.info("report: %s", report)
@@ -415,6 +411,8 @@ def _finished(run_dir: Path, epoch: int, epochs: int, eval_settings: dict[str, A
 
 
 def _ci_text(d: dict[str, Any]) -> str:
+    if d.get("value") is None:
+        return "n/a"
     if d.get("low") is None:
         return f"{d['value']:.4f}"
     return f"{d['value']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"

@@ -53,9 +53,11 @@ Rules (the contract the world and the diagnostic reward rely on):
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from cxrl.labels import LABELS, NO_FINDING, XRV_PATHOLOGIES
 from cxrl.reports import phrases as P
@@ -347,3 +349,14 @@ def label_findings(text: str) -> dict[str, Finding]:
 
 
 __all__ = ["Finding", "ReportLabeler", "clean", "default_labeler", "label_findings", "label_report"]
+
+
+def labeler_version() -> str:
+    """sha256 (16 hex) of the labeler's rules and phrase data: changes whenever its labels could.
+
+    Cache keys of anything computed from report labels (the diagnostic reward's accuracy) include it.
+    """
+    h = hashlib.sha256()
+    for name in ("labeler.py", "phrases.py", "sections.py"):
+        h.update(name.encode() + (Path(__file__).resolve().parent / name).read_bytes())
+    return h.hexdigest()[:16]

@@ -30,6 +30,7 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.retry import call_with_retries
+from cxrl.reports.labeler import labeler_version
 from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, Row, combine
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.plan import Plan
@@ -107,9 +108,10 @@ class MemoryAnchorStore:
 def anchor_version(generator_id: str, sampling: dict, models: Sequence[ModelInfo]) -> str:
     """Everything an anchor's image and components depend on, hashed into a short version string."""
     payload = {
-        "generator": generator_id,
+        "generator": generator_id,  # weights and tokenizer files of the pipeline
         "sampling": sampling,
         "models": sorted([m.name, m.version, m.weights_hash] for m in models),
+        "labeler": labeler_version(),  # the diagnostic accuracy is scored against the report's labels
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
