@@ -47,6 +47,10 @@ from bench import realsize
 GB = 2**30
 
 
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 # -- FLOP counts ------------------------------------------------------------------------------------
 def count_flops(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
@@ -229,6 +233,7 @@ def run(args: argparse.Namespace) -> dict:
         config = realsize.serve_config(tmp / "serve.yaml", ckpts, "cpu", threads=1)
         pipe = realsize.sd_pipeline(smoke=args.smoke)
         out["build_s"] = time.perf_counter() - t0
+        say(f"built the pipeline and reward checkpoints in {out['build_s']:.0f} s")
         out["params_m"] = {
             k: realsize.n_params(getattr(pipe, k)) / 1e6 for k in ("unet", "vae", "text_encoder")
         }
@@ -238,7 +243,9 @@ def run(args: argparse.Namespace) -> dict:
         os.environ["CXRL_API_TOKEN"] = secrets.token_urlsafe(32)
         env = {"REDIS_URL": None, "CXRL_ALLOW_UNAUTHENTICATED": "1"}
         serve = ServeProcess(config, tmp / "serve.log", env=env, num_cpus=2)
+        say("FLOPs counted; starting cxrl serve")
         with serve, TreeMonitor(serve.proc.pid) as services:
+            say("cxrl serve ready; running the epoch")
             rss_before = current_rss_gb()
 
             def prepare(policy):
@@ -275,9 +282,11 @@ def run(args: argparse.Namespace) -> dict:
             }
             ckpt_dir = latest_checkpoint(tmp / "run" / "checkpoints")
             out["checkpoint_files"] = sorted(p.name for p in ckpt_dir.iterdir())
+            say(f"epoch done in {metrics['time/epoch']:.0f} s; checking exact resume")
             out["resume"] = exact_resume(engine, cfg, serve.grpc_target, tmp / "run")
             engine.close()
         out["services_memory_mb"] = services.peaks.summary()
+        say("loading the LoRA into a plain diffusers pipeline")
         out["lora_plain_diffusers"] = lora_in_plain_diffusers(policy, pipe, ckpt_dir)
     out["projection"] = project(out, flops, cfg, args)
     return out
