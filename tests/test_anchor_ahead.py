@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 from test_trainer_engine import PROMPTS, make_loop, rl_config
 
+from cxrl.eval.evaluate import Evaluator
+from cxrl.eval.heldout import HeldOutConfig, Prompt
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
@@ -15,7 +18,6 @@ from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, RewardSpec
 from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import sample
 from trainer.anchor_cache import AnchorCache
-from trainer.evaluate import Evaluator
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
@@ -81,16 +83,26 @@ def test_evaluation_anchor_from_the_thread_equals_the_one_computed_in_line():
     policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
     p, d, c = random_scorers(0)
     backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights, rlcf=False)
-    inline = Evaluator(policy, backend, PROMPTS, cfg.sampling, cfg.rewards.weights, seed=7)
+    held = HeldOutConfig(prompts=len(PROMPTS), seed=7)
+    prompts = [Prompt(str(i), r) for i, r in enumerate(PROMPTS)]
+    inline = Evaluator(held, prompts, cfg.sampling, backend, cfg.rewards.weights, policy)
     frozen = FrozenAnchor(policy)
-    ahead_eval = Evaluator(policy, backend, PROMPTS, cfg.sampling, cfg.rewards.weights, seed=7,
-                           frozen_anchor=frozen)  # fmt: skip
+    ahead_eval = Evaluator(
+        held, prompts, cfg.sampling, backend, cfg.rewards.weights, policy, frozen_anchor=frozen
+    )
     spec = RewardSpec(cfg.rewards.weights, True, True)
     ahead = AnchorAhead(None, frozen, backend, None, cfg.sampling, spec, after=ahead_eval.anchor).start(1, 3)
     ahead.join(timeout=120)
     assert ahead.error is None and ahead_eval._anchor is not None  # computed on the thread
-    assert torch.equal(ahead_eval.anchor().images, inline.anchor().images)
-    assert torch.allclose(ahead_eval.anchor().components.consistency, inline.anchor().components.consistency)
+    threaded, in_line = ahead_eval.anchor(), inline.anchor()
+    assert (
+        threaded.values.keys()
+        == in_line.values.keys()
+        == {"reward_total", "r_align", "diag_acc", "clip_similarity"}
+    )
+    for name, values in in_line.values.items():
+        assert np.array_equal(threaded.values[name], values), name  # same images, same scores
+    assert np.array_equal(threaded.probs, in_line.probs)
 
 
 def test_a_failing_thread_is_logged_and_the_loop_samples_its_own_anchors(tmp_path, redis_client, caplog):

@@ -16,14 +16,15 @@ EVAL = {
     "n_prompts": 48,
     "anchor": {"r_align": -0.30, "auroc": 0.60, "clip_similarity": 0.20, "reward_total": 4.0},
     "cxrl": {"r_align": -0.25, "auroc": 0.64, "clip_similarity": 0.22, "reward_total": 4.6},
-    "reward_total_diff": {"value": 0.6, "low": 0.3, "high": 0.9},
+    "diff": {"reward_total": {"value": 0.6, "low": 0.3, "high": 0.9},
+             "auroc": {"value": 0.04, "low": -0.01, "high": 0.09}},
 }
 
 
 def test_table_has_every_metric_and_the_interval():
     text = format_table(EVAL)
     assert "held-out reports: 48" in text
-    assert "AUROC" in text and "0.6000" in text and "+0.0400" in text
+    assert "AUROC" in text and "0.6000" in text and "+0.0400 [-0.0100, +0.0900]" in text
     assert "combined reward" in text and "+0.6000" in text
     assert "[+0.3000, +0.9000]" in text
 
@@ -31,7 +32,8 @@ def test_table_has_every_metric_and_the_interval():
 def test_table_shows_na_for_undefined_auroc():
     ev = json.loads(json.dumps(EVAL))
     ev["anchor"]["auroc"] = float("nan")
-    assert "n/a" in format_table(ev).splitlines()[3]
+    line = next(x for x in format_table(ev).splitlines() if x.startswith("AUROC"))
+    assert line.split()[1] == "n/a" and line.split()[2] == "0.6400"
 
 
 @pytest.mark.service

@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=run_runs)
 
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["rl.epochs=3", "rewards.url=grpc://h:1"]`` -> ``{"rl.epochs": 3, ...}`` (values as YAML)."""
     out = {}
@@ -89,25 +90,23 @@ def run_train(args: argparse.Namespace) -> int:
 
 def format_table(evaluation: dict[str, Any]) -> str:
     """The short anchor-vs-CXRL table printed at the end of `cxrl train` and `cxrl demo`."""
-    rows = [("r_align", "mean r_align"), ("auroc", "AUROC"), ("clip_similarity", "CXR-CLIP cos"),
-            ("reward_total", "combined reward")]  # fmt: skip
-    a, c = evaluation["anchor"], evaluation["cxrl"]
+    rows = [("reward_total", "combined reward"), ("r_align", "r_align"), ("auroc", "AUROC"),
+            ("clip_similarity", "CXR-CLIP sim."), ("fid", "FID"), ("msssim", "MS-SSIM")]  # fmt: skip
+    a, c, diff = evaluation["anchor"], evaluation["cxrl"], evaluation.get("diff") or {}
+    k = evaluation.get("samples_per_report", 1)
     lines = [
-        f"held-out reports: {evaluation['n_prompts']}"
-        + (f" x {k} seeds" if (k := evaluation.get("samples_per_report", 1)) > 1 else ""),
-        f"{'metric':<18}{'anchor':>10}{'CXRL':>10}{'delta':>10}",
+        f"held-out reports: {evaluation['n_prompts']}" + (f" x {k} seeds" if k > 1 else ""),
+        f"{'metric':<16}{'anchor':>10}{'CXRL':>10}   CXRL - anchor, paired [95% bootstrap CI]",
     ]
     for key, label in rows:
-        va, vc = a.get(key), c.get(key)
-        if va is None or vc is None or va != va or vc != vc:
-            lines.append(f"{label:<18}{'n/a':>10}{'n/a':>10}")
-            continue
-        lines.append(f"{label:<18}{va:>10.4f}{vc:>10.4f}{vc - va:>+10.4f}")
-    d = evaluation.get("reward_total_diff") or {}
-    if d.get("low") is not None:
-        lines.append(
-            f"combined reward CXRL - anchor: {d['value']:+.4f}, 95% bootstrap CI [{d['low']:+.4f}, {d['high']:+.4f}]"
-        )
+        if key not in a and key not in diff:
+            continue  # e.g. FID without real images or an in-process feature model
+        va, vc, d = a.get(key), c.get(key), diff.get(key) or {}
+        cells = "".join(f"{'n/a' if v is None or v != v else f'{v:.4f}':>10}" for v in (va, vc))
+        delta = "n/a" if d.get("value") is None else f"{d['value']:+.4f}"
+        if d.get("low") is not None:
+            delta += f" [{d['low']:+.4f}, {d['high']:+.4f}]"
+        lines.append(f"{label:<16}{cells}   {delta}")
     return "\n".join(lines)
 
 

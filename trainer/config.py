@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from cxrl.config import ConfigModel, deep_merge
+from cxrl.eval.heldout import HeldOutConfig
 from cxrl.rewards.factory import RewardModelsConfig
 from cxrl.rl.config import CXRLConfig, load_preset
 
@@ -65,20 +66,11 @@ class RedisSettings(ConfigModel):
         return self.url or os.environ.get("REDIS_URL") or None
 
 
-class EvalSettings(ConfigModel):
-    """Held-out evaluation: the test-split reports, fixed seeds, anchor vs policy."""
+class EvalSettings(HeldOutConfig):
+    """Held-out evaluation (:mod:`cxrl.eval.heldout`: reports, seeds, bootstrap) and the report's grids."""
 
-    prompts: int = Field(48, ge=2, description="held-out reports evaluated (from the test split)")
-    with_findings: float = Field(
-        0.5, ge=0, le=1, description="share of held-out reports chosen among those with findings (for AUROC)"
-    )
-    samples_per_report: int = Field(
-        1, ge=1, description="images per held-out report (fixed seeds); their mean narrows the interval"
-    )
     grid_prompts: int = Field(4, ge=0, description="held-out reports shown in the report's image grid")
     every: int = Field(0, ge=0, description="grid snapshot every this many epochs (0 = first and last only)")
-    seed: int = Field(1234, description="seed of the held-out report choice and their noise")
-    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over held-out reports for intervals")
 
 
 class ScalingSettings(ConfigModel):

@@ -53,7 +53,7 @@ def summary_of(result, cfg) -> dict[str, Any]:
         "cxrl": {k: ev["cxrl"].get(k) for k in keys},
         "n_prompts": ev["n_prompts"],
         "samples_per_report": ev.get("samples_per_report", 1),
-        "reward_total_diff": ev["reward_total_diff"],
+        "diff": ev["diff"],  # paired CXRL - anchor per metric, with bootstrap intervals
         "reward_total_definition": "mean over held-out reports of w_align*r_align + w_diag*acc + w_consist*cos; "
         "cxrl - anchor equals the policy's mean RLCF reward",
         "weights": ev["weights"],

@@ -10,11 +10,13 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxrl.eval.evaluate import EvalGrid
 from cxrl.infra.fileio import atomic_write_text
+
+__all__ = ["EvalGrid", "metrics_table", "write_report"]
 
 # (metric suffix, chart title); each chart draws policy/<suffix> and anchor/<suffix> per epoch.
 REWARD_CHARTS: tuple[tuple[str, str], ...] = (
@@ -29,23 +31,6 @@ TRAIN_CHARTS: tuple[tuple[str, str], ...] = (
     ("cache_hit_rate", "Anchor cache hit rate"),
 )
 COLORS = {"policy": "#c0392b", "anchor": "#2c3e50"}
-
-
-@dataclass
-class EvalGrid:
-    """Policy and anchor images of fixed held-out reports at one evaluation."""
-
-    epoch: int
-    reports: list[str]
-    anchor_png: list[bytes]  # one 8-bit PNG per report
-    policy_png: list[bytes]
-
-    def __post_init__(self) -> None:
-        if not len(self.reports) == len(self.anchor_png) == len(self.policy_png):
-            raise ValueError(
-                f"grid at epoch {self.epoch}: {len(self.reports)} reports, {len(self.anchor_png)} anchor "
-                f"and {len(self.policy_png)} policy images; give one of each per report"
-            )
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:

@@ -18,58 +18,75 @@ def register(subparsers) -> None:
 def _register_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="Table 1 (r_align, AUROC, CXR-CLIP) and Table 2a (FID, MS-SSIM) for generators",
+        help="generators against the anchor on held-out reports: Table 1 and 2a with paired differences",
         description=(
-            "Generate images for held-out test reports with each generator (or read them), score them "
-            "with the reward models and print Table 1 and Table 2a with bootstrap intervals over prompts. "
-            "SPEC is [LABEL=]anchor[:DIR], [LABEL=]ckpt:PATH (checkpoint or run dir), "
-            "[LABEL=]images:DIR (DIR/reports.csv with columns file,report,prompt_id), or real."
+            "Sample each generator on the held-out (report, seed) pairs (or read its images), score the "
+            "images with the reward models and print Table 1 and Table 2a: every metric with its bootstrap "
+            "interval over reports and its paired difference to the anchor. SPEC is [LABEL=]anchor[:DIR], "
+            "[LABEL=]ckpt:PATH (checkpoint or run dir), [LABEL=]images:DIR (DIR/reports.csv with columns "
+            "file,report,prompt_id), or real. The first ckpt's run gives the settings not set here, so "
+            "`cxrl evaluate ckpt:RUN_DIR` repeats the run's own evaluation (its eval.json)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="generators (also --generator)")
     p.add_argument(
-        "--generator", action="append", required=True, metavar="SPEC", help="a generator (repeatable)"
+        "--generator", action="append", default=[], metavar="SPEC", help="a generator (repeatable)"
     )
     p.add_argument(
         "--data",
-        required=True,
-        help="dataset directory: test reports are the prompts, its images the FID reference",
+        default=None,
+        help="dataset directory: its test reports and real images (default: the run's; none: the IU split)",
     )
-    p.add_argument("--prompts", type=int, default=100, help="N test reports")
-    p.add_argument("--samples", type=int, default=4, help="K images per report (MS-SSIM needs 2+)")
-    p.add_argument("--seed", type=int, default=0, help="prompt selection, sampling noise and bootstrap seed")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta")
-    p.add_argument("--batch-size", type=int, default=8, help="images per generator forward pass")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = none)")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval coverage")
+    p.add_argument(
+        "--prompts", type=int, default=None, help="N held-out reports (default: the run's, else 48)"
+    )
+    p.add_argument(
+        "--samples",
+        dest="samples_per_report",
+        type=int,
+        default=None,
+        help="K images per report (MS-SSIM needs 2+)",
+    )
+    p.add_argument("--with-findings", type=float, default=None, help="share of reports with findings")
+    p.add_argument("--seed", type=int, default=None, help="report choice, noise seeds and bootstrap seed")
+    p.add_argument(
+        "--steps", dest="num_steps", type=int, default=None, help="DDIM steps (default: the run's, else 50)"
+    )
+    p.add_argument(
+        "--guidance", dest="guidance_scale", type=float, default=None, help="classifier-free guidance scale"
+    )
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta")
+    p.add_argument("--batch-size", type=int, default=None, help="images per generator forward pass")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (0 = none)")
+    p.add_argument("--confidence", type=float, default=None, help="interval coverage (default 0.95)")
     p.add_argument(
         "--uncertain",
-        default="exclude",
+        default=None,
         choices=["exclude", "positive", "negative"],
         help="AUROC: uncertain labels",
     )
     p.add_argument(
-        "--absent", default="negative", choices=["negative", "exclude"], help="AUROC: unmentioned labels"
+        "--absent", default=None, choices=["negative", "exclude"], help="AUROC: unmentioned labels"
     )
     p.add_argument(
         "--base",
         default=None,
-        help="base pipeline dir for anchor/ckpt (default: default world / checkpoint's)",
+        help="base pipeline dir of the anchor and ckpt (default: the run's / default world)",
     )
     p.add_argument(
-        "--rewards", default=None, help="RewardModelsConfig YAML (default: the default-world models)"
+        "--rewards",
+        default=None,
+        help="RewardModelsConfig YAML (default: the run's in-process models, else the default world's)",
     )
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument(
         "--save-images",
         default=None,
-        help="write each generator's images to DIR/<label>/ (images:DIR format)",
+        help="write each model generator's images to DIR/<label>/ (images:DIR format)",
     )
     p.add_argument("--json", default=None, help="write the tables as JSON here")
     p.add_argument("--markdown", default=None, help="write the tables as markdown here")
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=run_evaluate)  # fmt: skip
 
 
 def _register_reproduce(subparsers) -> None:
@@ -104,30 +121,25 @@ def _register_reproduce(subparsers) -> None:
 
 
 def run_evaluate(args) -> int:
-    from pathlib import Path
+    from cxrl.eval.compare import evaluate_generators, setup_for
+    from cxrl.eval.generators import parse_spec
+    from cxrl.rewards.factory import RewardModelsConfig, build_scorers, scorers_from_yaml
 
-    from cxrl.eval.evaluate import EvalConfig, Evaluator, select_prompts
-    from cxrl.eval.generators import RealSource, parse_spec
-    from cxrl.rewards.factory import scorers_from_yaml
-
-    cfg = EvalConfig(
-        prompts=args.prompts, samples_per_prompt=args.samples, seed=args.seed, num_steps=args.steps,
-        guidance_scale=args.guidance, eta=args.eta, batch_size=args.batch_size, bootstrap=args.bootstrap,
-        confidence=args.confidence, uncertain=args.uncertain, absent=args.absent, device=args.device,
-    )  # fmt: skip
-    sources = [parse_spec(s, cfg.sampling(), args.base, cfg.prompts, cfg.device) for s in args.generator]
-    names = [s.name for s in sources]
+    specs = [parse_spec(s) for s in [*args.specs, *args.generator]]
+    if not specs:
+        raise ValueError("give at least one generator SPEC, e.g. ckpt:RUN_DIR")
+    names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"two generators share a label in {names}; name them with LABEL=SPEC")
-    evaluator = Evaluator(
-        cfg, scorers_from_yaml(args.rewards, cfg.device), select_prompts(args.data, cfg.prompts, cfg.seed)
-    )
-    rows = []
-    for source in sources:
-        save = Path(args.save_images) / _safe(source.name) if args.save_images else None
-        rows.append(evaluator.evaluate(source, save, with_fid=not isinstance(source, RealSource)))
-    meta = {"data": args.data, **cfg.model_dump(exclude={"device"})}
-    print(tables.write_tables(rows, meta=meta, markdown_path=args.markdown, json_path=args.json))
+    setup = setup_for(specs, vars(args), args.base)
+    if args.rewards is not None or setup.reward_models is None:
+        scorers = scorers_from_yaml(args.rewards, args.device)
+    else:
+        scorers = build_scorers(
+            RewardModelsConfig.model_validate(setup.reward_models | {"device": args.device})
+        )
+    rows = evaluate_generators(specs, setup, scorers, args.device, args.save_images)
+    print(tables.write_tables(rows, meta=setup.meta(), markdown_path=args.markdown, json_path=args.json))
     return 0
 
 
@@ -140,7 +152,3 @@ def run_reproduce(args) -> int:
     )  # fmt: skip
     print(text)
     return 0
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,136 +1,207 @@
-"""Evaluate generators on held-out test reports: the CXRL paper's Table 1 and Table 2a.
+"""The one held-out evaluation: the anchor and generators on the same (report, seed) pairs.
 
-For every generator: produce ``K`` images for each of ``N`` test reports (or read them),
-then, per image, the posture reward ``r_align``, the diagnostic classifier's calibrated
-outputs, the CXR-CLIP image-report cosine and the xrv DenseNet ``features2``; per
-prompt, the mean pairwise MS-SSIM of its images. Metrics (Han et al., MICCAI 2024, Sec. 3.1):
-
-- ``r_align``: mean over prompts of the prompt's mean r_align;
-- ``auroc``: mean per-label AUROC of the classifier on all images against the labels the
-  report labeler reads from their prompts (:mod:`cxrl.eval.auroc`);
-- ``clip``: mean over prompts of the mean CXR-CLIP cosine;
-- ``fid``: Fréchet distance of all generated images' features to the real test images of
-  the selected prompts, brought to the generated images' resolution first (:mod:`cxrl.eval.fid`);
-- ``msssim``: mean over prompts of the mean pairwise MS-SSIM (needs K >= 2).
-
-Intervals: percentile bootstrap over prompts (a prompt keeps all its images), one seeded
-resampling shared by all metrics of a row; the FID reference set stays fixed.
+Every model generator samples each held-out report ``K`` times with the noise seeds of
+:mod:`cxrl.eval.heldout`, with the run's sampler settings; images (and those of other sources:
+real test images, an image directory) are scored by the reward backend (in process or over gRPC),
+by the xrv feature model for FID where one is in this process, and per report by MS-SSIM.
+:mod:`cxrl.eval.scores` turns the scores into metrics with bootstrap intervals over reports and
+into paired policy − anchor differences. The anchor's side is computed once (on another thread
+with a :class:`~cxrl.rl.anchor.FrozenAnchor` if given: :class:`~cxrl.rl.anchor.AnchorAhead` calls
+:meth:`Evaluator.anchor` after its last epoch). Used by the trainer at the end of a run
+(``eval.json``), by `cxrl evaluate` and by `cxrl reproduce`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
-from tqdm import tqdm
 
 from cxrl import imaging
-from cxrl.config import ConfigModel
-from cxrl.eval import auroc, msssim
-from cxrl.eval.bootstrap import Estimate, bootstrap_ci, mean_ci
+from cxrl.eval import msssim
+from cxrl.eval.bootstrap import Estimate
 from cxrl.eval.fid import FrechetReference, XrvFeatureExtractor
-from cxrl.eval.generators import Prompt, Sampling, Source
+from cxrl.eval.heldout import HeldOutConfig, Prompt, held_out_seed
 from cxrl.eval.imagedir import Group, ImageDirWriter
-from cxrl.eval.tables import Row
+from cxrl.eval.scores import PER_IMAGE, Scored, metrics, paired_difference
+from cxrl.infra.retry import call_with_retries
+from cxrl.rewards.types import Components, RewardBackend
+from cxrl.rl.anchor import FrozenAnchor, direct_total
+from cxrl.rl.config import SamplingSettings
+from cxrl.rl.policy import Policy
+from cxrl.rl.sampler import sample_images
 
 log = logging.getLogger(__name__)
 
-
-class EvalConfig(ConfigModel):
-    """What `cxrl evaluate` measures and how."""
-
-    prompts: int = Field(100, ge=2, description="N held-out test reports (the paper uses 1,000)")
-    samples_per_prompt: int = Field(4, ge=1, description="K images per report; MS-SSIM needs K >= 2")
-    seed: int = Field(0, description="seed of the prompt selection, the sampling noise and the bootstrap")
-    num_steps: int = Field(50, ge=1, description="DDIM steps of model generators")
-    guidance_scale: float = Field(5.0, ge=1.0, description="classifier-free guidance scale")
-    eta: float = Field(1.0, ge=0.0, description="DDIM eta (1 = the stochastic sampler CXRL trains with)")
-    batch_size: int = Field(8, ge=1, description="images per generator forward pass")
-    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples over prompts (0 = no intervals)")
-    confidence: float = Field(0.95, gt=0, lt=1, description="bootstrap interval coverage")
-    uncertain: Literal["exclude", "positive", "negative"] = Field(
-        "exclude", description="AUROC targets: how uncertain (-1) report labels count"
-    )
-    absent: Literal["negative", "exclude"] = Field(
-        "negative", description="AUROC targets: how labels a report does not mention count"
-    )
-    device: str = Field("cpu", description="torch device for generators and scorers")
-
-    def sampling(self) -> Sampling:
-        return Sampling(self.num_steps, self.guidance_scale, self.eta, self.batch_size, self.seed)
-
-
-def select_prompts(data_dir: str | Path, n: int, seed: int = 0) -> list[Prompt]:
-    """``n`` test-split reports (within the M-token limit), chosen by ``seed``, with their images."""
-    from cxrl.reports.sections import within_limit
-    from cxrl.world.dataset import load_records
-
-    records = [r for r in load_records(data_dir, split="test") if within_limit(r.report)]
-    if len(records) < 2:
-        raise ValueError(f"{data_dir} has {len(records)} usable test reports; need at least 2")
-    if n > len(records):
-        log.warning(
-            "asked for %d prompts but %s has %d usable test reports; using all", n, data_dir, len(records)
-        )
-        n = len(records)
-    order = np.random.default_rng(seed).permutation(len(records))[:n]
-    return [Prompt(records[i].id, records[i].report, Path(records[i].image_path)) for i in order]
+CHUNK_IMAGES = 64  # images sampled and scored at a time (whole reports): bounds memory
 
 
 @dataclass
-class Scores:
-    """Everything measured for one generator, per image (M) and per prompt (N)."""
+class EvalGrid:
+    """Policy and anchor images of fixed held-out reports at one evaluation."""
 
-    prompt_ids: list[str]  # [N]
-    reports: list[str]  # [N]
-    image_prompt: np.ndarray  # [M] index of each image's prompt
-    r_align: np.ndarray  # [M]
-    clip: np.ndarray  # [M]
-    probs: np.ndarray  # [M, 18] calibrated classifier outputs
-    features: np.ndarray  # [M, D]
-    msssim: np.ndarray  # [N] mean pairwise MS-SSIM (NaN when a prompt has one image)
-    image_size: tuple[int, int] | None  # (H, W) shared by all images, None when sizes differ
+    epoch: int
+    reports: list[str]
+    anchor_png: list[bytes]  # one 8-bit PNG per report
+    policy_png: list[bytes]
 
-    @property
-    def n_prompts(self) -> int:
-        return len(self.prompt_ids)
+    def __post_init__(self) -> None:
+        if not len(self.reports) == len(self.anchor_png) == len(self.policy_png):
+            raise ValueError(
+                f"grid at epoch {self.epoch}: {len(self.reports)} reports, {len(self.anchor_png)} anchor "
+                f"and {len(self.policy_png)} policy images; give one of each per report"
+            )
+
+
+def feature_model(backend: RewardBackend) -> XrvFeatureExtractor | None:
+    """The FID feature model of an in-process backend (its diagnostic DenseNet); None over gRPC."""
+    diagnostic = getattr(backend, "diagnostic", None)
+    model = getattr(diagnostic, "model", None)
+    if model is None or not hasattr(model, "features2"):
+        return None
+    return XrvFeatureExtractor(model, diagnostic.input_size)
 
 
 class Evaluator:
-    """Scores image groups with the reward models and turns the scores into table rows."""
+    """Samples and scores generators on the held-out pairs; compares each with the anchor."""
 
     def __init__(
         self,
-        cfg: EvalConfig,
-        scorers: tuple,
+        cfg: HeldOutConfig,
         prompts: Sequence[Prompt],
+        sampling: SamplingSettings,
+        backend: RewardBackend,
+        weights: dict[str, float],
+        policy: Policy | None = None,
         features: XrvFeatureExtractor | None = None,
+        frozen_anchor: FrozenAnchor | None = None,
+        grid_prompts: int = 0,
+        retries: int = 0,
+        backoff_s: float = 1.0,
     ):
-        """``scorers`` = (posture, diagnostic, consistency); FID features default to the diagnostic DenseNet."""
-        self.cfg = cfg
-        self.posture, self.diagnostic, self.consistency = scorers
-        self.features = features or XrvFeatureExtractor(self.diagnostic.model, self.diagnostic.input_size)
-        self.prompts = list(prompts)
-        self._references: dict[tuple[int, int] | None, FrechetReference] = {}
+        """``policy``: the trained policy (its anchor mode is the anchor unless ``frozen_anchor``)."""
+        if len(prompts) < 2:
+            raise ValueError(f"need at least 2 held-out reports, got {len(prompts)}")
+        self.cfg, self.prompts = cfg, list(prompts)
+        self.sampling, self.backend, self.weights = sampling, backend, dict(weights)
+        self.policy, self.features, self.frozen_anchor = policy, features, frozen_anchor
+        self.grid_n = min(grid_prompts, len(self.prompts))
+        self.retries, self.backoff_s = retries, backoff_s
+        k = cfg.samples_per_report
+        self.reports = [p.report for p in self.prompts]  # [N]
+        self.items = [r for r in self.reports for _ in range(k)]  # [N*K] image i*K + j: report i, seed j
+        self.seeds = [held_out_seed(cfg.seed, r, j) for r in self.reports for j in range(k)]
+        self._anchor: Scored | None = None
+        self._anchor_grid: torch.Tensor | None = None  # [g, 1, H, W]
+        self._anchor_lock = threading.Lock()
+        self._references: dict[tuple[int, int] | None, FrechetReference | None] = {}
 
-    # -- the FID reference -------------------------------------------------------------------------
-    def reference(self, size: tuple[int, int] | None = None) -> FrechetReference:
-        """Features of the real test images of the prompts, first resized to ``size`` (cached per size).
+    # -- sampling and scoring ----------------------------------------------------------------------
+    def _sample(
+        self, policy: Policy | None, reports: list[str], seeds: list[int], anchor: bool
+    ) -> torch.Tensor:
+        if anchor and self.frozen_anchor is not None and policy is None:
+            return self.frozen_anchor.sample(reports, seeds, self.sampling)  # [b, 1, H, W]
+        policy = policy or self.policy
+        if policy is None:
+            raise ValueError("no policy to sample: give the evaluator a policy or a frozen anchor")
+        return sample_images(policy, reports, seeds, self.sampling, anchor=anchor)
 
-        ``size`` is the generated images' (H, W): real and generated images then reach the
-        classifier through the same resampling, so FID measures content, not a resolution gap.
-        """
+    def sampled(
+        self,
+        name: str,
+        policy: Policy | None = None,
+        anchor: bool = False,
+        save: ImageDirWriter | None = None,
+    ) -> Scored:
+        """``policy`` (default: the evaluator's; ``anchor``: its anchor mode) on the held-out pairs.
+
+        ``save`` receives every report's images (the ``images:DIR`` format)."""
+        k = self.cfg.samples_per_report
+        per_chunk = max(1, CHUNK_IMAGES // k) * k
+        parts, grid = [], []
+        for start in range(0, len(self.items), per_chunk):
+            items, seeds = self.items[start : start + per_chunk], self.seeds[start : start + per_chunk]
+            images = self._sample(policy, items, seeds, anchor)  # [b, 1, H, W]
+            parts.append(self._measure(images, items, k))
+            if save is not None:
+                for i in range(0, len(items), k):
+                    p = self.prompts[(start + i) // k]
+                    save.add(Group(p.id, p.report, images[i : i + k]))
+            grid += [images[i] for i in range(0, len(items), k) if (start + i) // k < self.grid_n]
+        if anchor and grid and self._anchor_grid is None:
+            self._anchor_grid = torch.stack(grid)
+        return self._join(name, parts, self.reports, [k] * len(self.reports))
+
+    def scored_groups(self, name: str, groups: Sequence[tuple[str, torch.Tensor]]) -> Scored:
+        """Images that exist already: (report, images ``[K_i, 1, H, W]``) per report, in order."""
+        parts = []
+        for report, images in groups:
+            imaging.validate(images, f"images of report {report[:40]!r}")
+            parts.append(self._measure(images, [report] * images.shape[0], images.shape[0]))
+        return self._join(name, parts, [r for r, _ in groups], [g.shape[0] for _, g in groups])
+
+    def _measure(self, images: torch.Tensor, items: list[str], k: int) -> dict[str, Any]:
+        """Scores of consecutive groups of ``k`` images of one report each."""
+        res, _ = call_with_retries(
+            lambda: self.backend.score(images, items), self.retries, self.backoff_s, "evaluation reward call"
+        )
+        c: Components = res.policy
+        ms = [
+            msssim.pairwise_msssim(images[i : i + k]) if k >= 2 else float("nan")
+            for i in range(0, len(items), k)
+        ]
+        return {
+            "components": c,
+            "features": None if self.features is None else self.features(images).numpy(),
+            "msssim": ms,
+            "size": tuple(images.shape[-2:]),
+        }
+
+    def _join(self, name: str, parts: list[dict[str, Any]], reports: list[str], counts: list[int]) -> Scored:
+        c = Components.concat([p["components"] for p in parts])
+        values = {"r_align": c.r_align, "diag_acc": c.diag_acc, "clip_similarity": c.consistency}
+        if all(getattr(c, _FIELDS_OF[w]) is not None for w in self.weights):
+            values["reward_total"] = direct_total(c, self.weights)
+        sizes = {p["size"] for p in parts}
+        return Scored(
+            name, list(reports), np.repeat(np.arange(len(reports)), counts),
+            {k: v.detach().cpu().numpy() for k, v in values.items() if v is not None and k in PER_IMAGE},
+            None if c.diag_probs is None else c.diag_probs.detach().cpu().numpy(),
+            None if self.features is None else np.concatenate([p["features"] for p in parts]),
+            np.array([m for p in parts for m in p["msssim"]], dtype=np.float64),
+            sizes.pop() if len(sizes) == 1 else None,
+        )  # fmt: skip
+
+    # -- the anchor, grids and the FID reference ---------------------------------------------------
+    def anchor(self) -> Scored:
+        """The anchor's side, computed once (a second caller waits for the first)."""
+        with self._anchor_lock:
+            if self._anchor is None:
+                self._anchor = self.sampled("anchor", anchor=True)
+            return self._anchor
+
+    def grid(self, epoch: int) -> EvalGrid:
+        """Policy vs anchor images of the first ``grid_prompts`` held-out reports (their first seed)."""
+        reports = self.reports[: self.grid_n]
+        seeds = [held_out_seed(self.cfg.seed, r, 0) for r in reports]
+        if self._anchor_grid is None:
+            self._anchor_grid = self._sample(None, reports, seeds, anchor=True)
+        policy = self._sample(None, reports, seeds, anchor=False)
+        return EvalGrid(epoch, reports, imaging.encode_pngs(self._anchor_grid), imaging.encode_pngs(policy))
+
+    def reference(self, size: tuple[int, int] | None) -> FrechetReference | None:
+        """Features of the real test images (resized to the generated ``size`` first); None without them."""
         if size not in self._references:
             paths = [p.image_path for p in self.prompts if p.image_path is not None]
-            if len(paths) < 2:
-                raise ValueError("FID needs the real test images of at least 2 prompts; give --data")
+            if self.features is None or len(paths) < 2:
+                self._references[size] = None
+                return None
             feats = []
             for start in range(0, len(paths), 32):
                 images = [imaging.load_image(p)[None] for p in paths[start : start + 32]]  # [1,1,H,W] each
@@ -142,101 +213,37 @@ class Evaluator:
             log.info("FID reference: %d real test images at %s", len(paths), size or "their own size")
         return self._references[size]
 
-    # -- scoring -----------------------------------------------------------------------------------
-    def score(self, source: Source, save_dir: str | Path | None = None) -> Scores:
-        k = self.cfg.samples_per_prompt
-        writer = ImageDirWriter(save_dir) if save_dir is not None else None
-        ids, reports, image_prompt, r_al, clip, probs, feats, ms = [], [], [], [], [], [], [], []
-        sizes: set[tuple[int, int]] = set()
-        total = source.count(self.prompts) if hasattr(source, "count") else len(self.prompts)
-        groups = tqdm(source.groups(self.prompts, k), total=total, desc=source.name, unit="prompt")
-        for group in groups:
-            self._check(group)
-            n = group.images.shape[0]
-            sizes.add((group.images.shape[-2], group.images.shape[-1]))
-            texts = [group.report] * n
-            image_prompt += [len(ids)] * n
-            ids.append(group.prompt_id)
-            reports.append(group.report)
-            r_al.append(self.posture(group.images).r_align.numpy())
-            clip.append(self.consistency(group.images, texts).consistency.numpy())
-            probs.append(self.diagnostic(group.images, texts).diag_probs.numpy())
-            feats.append(self.features(group.images).numpy())
-            ms.append(msssim.pairwise_msssim(group.images) if n >= 2 else float("nan"))
-            if writer is not None:
-                writer.add(group)
-        if writer is not None:
-            writer.close()
-        if len(ids) < 2:
-            raise ValueError(f"{source.name}: got images for {len(ids)} prompt(s); need at least 2")
-        if len(sizes) > 1:
-            log.warning(
-                "%s: images come in %d sizes; FID compares with real images at their own size",
-                source.name,
-                len(sizes),
-            )
-        return Scores(
-            ids, reports, np.array(image_prompt), np.concatenate(r_al), np.concatenate(clip),
-            np.concatenate(probs), np.concatenate(feats), np.array(ms, dtype=np.float64),
-            sizes.pop() if len(sizes) == 1 else None,
-        )  # fmt: skip
+    # -- figures -----------------------------------------------------------------------------------
+    def metrics(self, scored: Scored, with_fid: bool = True) -> dict[str, Estimate]:
+        return metrics(scored, self.cfg, self.reference(scored.size) if with_fid else None)
 
-    @staticmethod
-    def _check(group: Group) -> None:
-        imaging.validate(group.images, f"images of prompt {group.prompt_id!r}")
-        if not group.report.strip():
-            raise ValueError(f"prompt {group.prompt_id!r} has an empty report")
+    def paired(
+        self, policies: Sequence[Scored], anchor: Scored, with_fid: bool = True
+    ) -> dict[str, Estimate]:
+        return paired_difference(
+            policies, anchor, self.cfg, self.reference(anchor.size) if with_fid else None
+        )
 
-    # -- metrics -----------------------------------------------------------------------------------
-    def targets(self, scores: Scores) -> np.ndarray:
-        """AUROC targets of every image ``[M,18]``: its prompt's labels (1/0, NaN = excluded)."""
-        return auroc.report_targets(scores.reports, self.cfg.uncertain, self.cfg.absent)[scores.image_prompt]
-
-    def metrics(self, scores: Scores, with_fid: bool = True) -> dict[str, Estimate]:
-        cfg = self.cfg
-        n = scores.n_prompts
-        rows_of = [np.flatnonzero(scores.image_prompt == i) for i in range(n)]  # prompt -> image rows
-        targets = self.targets(scores)
-
-        def rows(idx: np.ndarray) -> np.ndarray:
-            return np.concatenate([rows_of[i] for i in idx])
-
-        def boot(stat) -> Estimate:
-            return bootstrap_ci(stat, n, cfg.bootstrap, cfg.confidence, cfg.seed)
-
-        def per_prompt(values: np.ndarray) -> np.ndarray:
-            return np.array([values[r].mean() for r in rows_of])
-
-        out = {
-            "r_align": mean_ci(per_prompt(scores.r_align), cfg.bootstrap, cfg.confidence, cfg.seed),
-            "clip": mean_ci(per_prompt(scores.clip), cfg.bootstrap, cfg.confidence, cfg.seed),
-            "auroc": boot(lambda idx: auroc.mean_auroc(scores.probs[rows(idx)], targets[rows(idx)]).mean),
-        }
-        if np.isfinite(scores.msssim).any():
-            ms = scores.msssim
-            out["msssim"] = boot(
-                lambda idx: float(np.nanmean(ms[idx])) if np.isfinite(ms[idx]).any() else np.nan
-            )
-        if with_fid:
-            ref = self.reference(scores.image_size)
-            out["fid"] = boot(lambda idx: ref.distance(scores.features[rows(idx)]))
+    def compare(self, policy: Scored, anchor: Scored | None = None) -> dict[str, Any]:
+        """The figures of ``eval.json``: both sides' metrics and the paired differences with intervals."""
+        anchor = anchor or self.anchor()
+        out: dict[str, Any] = {}
+        for side, scored in (("anchor", anchor), ("cxrl", policy)):
+            values = {k: _num(e.value) for k, e in self.metrics(scored).items()}
+            out[side] = values | {"n_prompts": scored.n_prompts, "n_images": len(scored.image_prompt)}
+        out["diff"] = {k: e.to_dict() for k, e in self.paired([policy], anchor).items()}
+        out["n_prompts"] = len(self.prompts)
+        out["samples_per_report"] = self.cfg.samples_per_report
+        out["weights"] = self.weights
         return out
 
-    def evaluate(self, source: Source, save_dir: str | Path | None = None, with_fid: bool = True) -> Row:
-        """Generate (or read), score and summarise one generator -> a table Row."""
-        t0, c0 = time.perf_counter(), time.process_time()
-        scores = self.score(source, save_dir)
-        t1 = time.perf_counter()
-        metrics = self.metrics(scores, with_fid=with_fid)
-        per_label = auroc.mean_auroc(scores.probs, self.targets(scores)).per_label
-        info = {
-            "prompts": scores.n_prompts,
-            "images": int(len(scores.image_prompt)),
-            "auroc_labels": int(sum(np.isfinite(v) for v in per_label.values())),
-            "auroc_per_label": {k: round(v, 4) for k, v in per_label.items() if np.isfinite(v)},
-            "generate_and_score_s": round(t1 - t0, 2),
-            "metrics_s": round(time.perf_counter() - t1, 2),
-            "eval_cpu_s": round(time.process_time() - c0, 2),  # all threads of this process
-        }
-        log.info("%s: %s", source.name, {k: round(v.value, 4) for k, v in metrics.items()})
-        return Row(source.name, metrics, info)
+    def evaluate(self) -> dict[str, Any]:
+        """The evaluator's policy against the anchor (the trainer's end-of-run evaluation)."""
+        return self.compare(self.sampled("cxrl"))
+
+
+_FIELDS_OF = {"align": "r_align", "diag": "diag_acc", "consist": "consistency"}
+
+
+def _num(v: float) -> float | None:
+    return None if v != v else v  # NaN (e.g. an AUROC with no scorable label) -> null in JSON

@@ -6,127 +6,65 @@ A SPEC is ``[LABEL=]KIND[:ARG]``:
   ``--base`` directory, or DIR, e.g. RoentGen);
 - ``ckpt:PATH``: a CXRL checkpoint (LoRA + ACE) written by the trainer, or a run directory
   (its latest checkpoint); the base pipeline is the one named in the checkpoint's run
-  config unless ``--base`` is given;
+  config unless ``--base`` is given. A run directory also gives the evaluation its settings
+  (:func:`run_settings`: held-out reports, sampler, reward weights and models);
 - ``images:DIR``: another generator's images with their reports (:mod:`cxrl.eval.imagedir`);
 - ``real``: the real test images of the prompts (one per prompt): the ceiling for Table 1.
 
-``LABEL=`` names the row in the tables (default: the SPEC itself).
-
-Model generators sample every (prompt i, sample k) from the same seed for every
-generator (DDIM with the configured eta, the trainer's sampler), so the anchor and a
-CXRL policy are compared on identical initial noise.
+``LABEL=`` names the row in the tables (default: the SPEC itself). Model generators are sampled
+on the held-out (report, seed) pairs of :mod:`cxrl.eval.heldout`, so every row of a comparison
+sees the same initial noise.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal
 
-import numpy as np
+import yaml
 
-from cxrl import imaging
 from cxrl.eval import imagedir
-from cxrl.eval.imagedir import Group
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Prompt:
-    """A held-out test report (and its real image, for FID and the ``real`` row)."""
-
-    id: str
-    report: str
-    image_path: Path | None = None
+Kind = Literal["anchor", "ckpt", "images", "real"]
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """How model generators sample (the same for every row of a comparison)."""
+class Spec:
+    """A parsed generator SPEC (the module docstring)."""
 
-    num_steps: int = 50
-    guidance_scale: float = 5.0
-    eta: float = 1.0
-    batch_size: int = 8  # images per forward pass
-    seed: int = 0
+    name: str  # row label
+    kind: Kind
+    arg: str  # DIR or PATH ('' for anchor / real)
 
 
-class Source(Protocol):
-    name: str
-
-    def groups(self, prompts: Sequence[Prompt], samples: int) -> Iterator[Group]:
-        """One Group per prompt (``samples`` images each, where the source generates)."""
-        ...
-
-
-def image_seed(seed: int, prompt_index: int, sample: int) -> int:
-    """The noise seed of sample ``k`` of prompt ``i``: shared by every generator in a comparison."""
-    return int(np.random.SeedSequence([seed, prompt_index, sample]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-class PolicySource:
-    """Samples from a :class:`cxrl.models.generator.Policy` (the anchor: no LoRA, no ACE)."""
-
-    def __init__(self, name: str, policy, sampling: Sampling, anchor: bool = False):
-        self.name = name
-        self.policy = policy.eval()
-        self.sampling = sampling
-        self.anchor = anchor
-
-    def groups(self, prompts: Sequence[Prompt], samples: int) -> Iterator[Group]:
-        from cxrl.rl.sampler import sample
-
-        s = self.sampling
-        per_pass = max(1, s.batch_size // samples)  # prompts per forward pass
-        for start in range(0, len(prompts), per_pass):
-            chunk = list(prompts[start : start + per_pass])
-            reports = [p.report for p in chunk for _ in range(samples)]
-            seeds = [image_seed(s.seed, start + i, k) for i in range(len(chunk)) for k in range(samples)]
-            embeds = self.policy.encode_prompts(reports)  # [b, M, d]
-            if self.anchor and not self.policy.is_anchor:
-                with self.policy.anchor():
-                    traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta)
-            else:
-                traj = sample(self.policy, embeds, seeds, s.num_steps, s.guidance_scale, s.eta)
-            images = traj.images.cpu().view(len(chunk), samples, *traj.images.shape[1:])  # [n,K,1,H,W]
-            for p, imgs in zip(chunk, images, strict=True):
-                yield Group(p.id, p.report, imgs)
-
-
-class ImageDirSource:
-    """Pre-generated images (``images:DIR``); the prompts of the comparison are not used."""
-
-    def __init__(self, name: str, directory: str | Path, max_prompts: int | None = None):
-        self.name = name
-        self.directory = Path(directory)
-        self.max_prompts = max_prompts
-        imagedir.read_index(self.directory)  # fail early on a bad directory
-
-    def groups(self, prompts: Sequence[Prompt], samples: int) -> Iterator[Group]:
-        yield from imagedir.iter_groups(self.directory, self.max_prompts)
-
-    def count(self, prompts: Sequence[Prompt]) -> int:
-        n = imagedir.count_groups(self.directory)
-        return n if self.max_prompts is None else min(n, self.max_prompts)
-
-
-class RealSource:
-    """The real test image of each prompt (one per prompt)."""
-
-    name = "real"
-
-    def __init__(self, name: str = "real"):
-        self.name = name
-
-    def groups(self, prompts: Sequence[Prompt], samples: int) -> Iterator[Group]:
-        for p in prompts:
-            if p.image_path is None:
-                raise ValueError(f"prompt {p.id!r} has no real image; the 'real' row needs a dataset")
-            yield Group(p.id, p.report, imaging.load_image(p.image_path)[None])
+def parse_spec(spec: str) -> Spec:
+    """``[LABEL=]KIND[:ARG]`` -> a checked Spec (a checkpoint or image directory must exist)."""
+    head = spec.split(":", 1)[0]
+    label, _, body = spec.partition("=") if "=" in head else ("", "", spec)
+    if "=" in head and not label:
+        raise ValueError(f"empty label in generator spec {spec!r}; write LABEL=SPEC")
+    kind, _, arg = body.partition(":")
+    name = label or body
+    if kind == "anchor":
+        return Spec(name, "anchor", arg)
+    if kind == "ckpt":
+        if not arg:
+            raise ValueError("ckpt needs a path: ckpt:RUN_DIR or ckpt:RUN_DIR/checkpoints/epoch-000010")
+        resolve_checkpoint(arg)
+        return Spec(name, "ckpt", arg)
+    if kind == "images":
+        if not arg:
+            raise ValueError("images needs a directory: images:DIR (with DIR/reports.csv)")
+        imagedir.read_index(arg)  # fail early on a bad directory
+        return Spec(name, "images", arg)
+    if kind == "real" and not arg:
+        return Spec(name, "real", "")
+    raise ValueError(f"unknown generator spec {spec!r}; use anchor[:DIR], ckpt:PATH, images:DIR or real")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -146,6 +84,33 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
+def checkpoint_config(path: str | Path):
+    """The CXRLConfig a checkpoint (or a run directory's latest one) was trained with."""
+    from cxrl.rl.config import CXRLConfig
+
+    directory = resolve_checkpoint(path)
+    state = json.loads((directory / "state.json").read_text())
+    if "config" not in state:
+        raise ValueError(f"{directory}/state.json has no run config; cannot rebuild the policy")
+    return CXRLConfig.model_validate(state["config"])
+
+
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """What a run directory's ``config.yaml`` (written by `cxrl train`) says about its evaluation.
+
+    Returns ``eval`` (the held-out settings mapping) and ``reward_models`` (the in-process reward
+    models mapping, None when the run scored over gRPC); empty when the run wrote no config.
+    """
+    path = Path(path)
+    run_dir = next((p for p in (path, *path.parents) if (p / "config.yaml").is_file()), None)
+    if run_dir is None:
+        return {}
+    data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    rewards = data.get("rewards") or {}
+    inprocess = rewards.get("url", "inprocess") == "inprocess"
+    return {"eval": data.get("eval") or {}, "reward_models": rewards.get("models") if inprocess else None}
+
+
 def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
     """The (untrained) CXRL policy a run config describes, on ``base`` (default: cfg.generator) and ``device``."""
     from cxrl.rl.policy import make_policy
@@ -161,54 +126,18 @@ def load_policy_checkpoint(path: str | Path, base: str | None = None, device: st
     samples on ``device`` whatever device the run trained on.
     """
     from cxrl.rl.checkpoint import load_ace, load_lora
-    from cxrl.rl.config import CXRLConfig
 
     directory = resolve_checkpoint(path)
-    state = json.loads((directory / "state.json").read_text())
-    if "config" not in state:
-        raise ValueError(f"{directory}/state.json has no run config; cannot rebuild the policy")
-    cfg = CXRLConfig.model_validate(state["config"])
+    cfg = checkpoint_config(directory)
     policy = policy_from_config(cfg, base, device)
     load_lora(policy, directory)
     load_ace(policy, directory)
-    log.info(
-        "loaded CXRL checkpoint %s (epoch %s) on base %s",
-        directory,
-        state.get("epoch"),
-        base or cfg.generator,
-    )
+    log.info("loaded CXRL checkpoint %s on base %s", directory, base or cfg.generator)
     return policy.eval()
 
 
 def load_anchor(base: str | None = None, device: str = "cpu"):
-    from cxrl.models.generator import Policy, load_pipeline
+    from cxrl.models.generator import load_pipeline
+    from cxrl.rl.policy import Policy
 
     return Policy(load_pipeline(base or "default", device=device), lora_rank=0, ace_tokens=0).to(device)
-
-
-def parse_spec(
-    spec: str,
-    sampling: Sampling,
-    base: str | None = None,
-    max_prompts: int | None = None,
-    device: str = "cpu",
-) -> Source:
-    """``[LABEL=]KIND[:ARG]`` -> a Source (see the module docstring)."""
-    label, _, body = spec.partition("=") if "=" in spec.split(":", 1)[0] else ("", "", spec)
-    if "=" in spec.split(":", 1)[0] and not label:
-        raise ValueError(f"empty label in generator spec {spec!r}; write LABEL=SPEC")
-    kind, _, arg = body.partition(":")
-    name = label or body
-    if kind == "anchor":
-        return PolicySource(name, load_anchor(arg or base, device), sampling, anchor=True)
-    if kind == "ckpt":
-        if not arg:
-            raise ValueError("ckpt needs a path: ckpt:RUN_DIR or ckpt:RUN_DIR/checkpoints/epoch-000010")
-        return PolicySource(name, load_policy_checkpoint(arg, base, device), sampling)
-    if kind == "images":
-        if not arg:
-            raise ValueError("images needs a directory: images:DIR (with DIR/reports.csv)")
-        return ImageDirSource(name, arg, max_prompts)
-    if kind == "real" and not arg:
-        return RealSource(name)
-    raise ValueError(f"unknown generator spec {spec!r}; use anchor[:DIR], ckpt:PATH, images:DIR or real")

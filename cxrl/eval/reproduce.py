@@ -1,6 +1,6 @@
-"""`cxrl reproduce`: the CXRL paper's comparison and ablations, over seeds (Tables 1, 2a, 2b).
+"""`cxrl reproduce`: the CXRL paper's comparison and ablations, over training seeds (Tables 1, 2a, 2b).
 
-For each seed, starting from the same anchor (the frozen base generator):
+For each training seed, starting from the same anchor (the frozen base generator):
 
 - ``CXRL``: all three rewards with comparative feedback (RLCF) and ACE (Han et al., MICCAI 2024);
 - ``w/o ACE``: LoRA only; ``w/o RLCF (direct feedback)``: rewards without the anchor terms;
@@ -10,11 +10,14 @@ Table 1 also gets a row the paper does not have: the real test images of the pro
 the same models (the ceiling of r_align, AUROC and CXR-CLIP similarity in this world).
 
 Each variant is trained with the one epoch engine (:class:`cxrl.rl.engine.Engine`, fresh noise each
-epoch, in-process rewards)
-and evaluated with :class:`cxrl.eval.evaluate.Evaluator` on the seed's held-out reports and noise,
-together with the anchor. Rows are aggregated over seeds (mean ± sd; the per-seed rows and
-intervals are kept in the JSON). Every finished (variant, seed) leaves ``runs/<slug>-seed<s>/eval.json``;
-a re-run skips finished ones and resumes interrupted training from its last checkpoint.
+epoch, in-process rewards) and evaluated with the one held-out evaluation
+(:class:`cxrl.eval.evaluate.Evaluator`): every variant and seed on the same held-out (report, seed)
+pairs as the anchor, which is sampled once, with the training preset's sampler and the paper's
+reward weights for the combined reward (so ablations trained on one reward are compared on the
+full one). Each row shows its metrics (mean ± sd over training seeds) and its paired difference to
+the anchor (mean over seeds, bootstrap interval over reports, sd over seeds), recomputed from the
+``scores.npz`` each evaluation leaves in ``runs/<slug>-seed<s>/`` (with ``eval.json``); a re-run
+skips finished ones and resumes interrupted training from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from typing import Any
 
 from pydantic import Field
 
+from cxrl import imaging
 from cxrl.config import ConfigModel
 from cxrl.eval.bootstrap import over_seeds
-from cxrl.eval.evaluate import EvalConfig, Evaluator
-from cxrl.eval.generators import PolicySource, Prompt, RealSource, load_anchor, policy_from_config
-from cxrl.eval.tables import AblationRow, Row, rows_from_json, tables_json, write_tables
+from cxrl.eval.evaluate import Evaluator
+from cxrl.eval.generators import load_anchor, policy_from_config
+from cxrl.eval.heldout import HeldOutConfig, Prompt
+from cxrl.eval.scores import Scored
+from cxrl.eval.tables import AblationRow, Row, tables_json, write_tables
 from cxrl.infra.fileio import atomic_write_text
+from cxrl.rewards.types import PAPER_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,10 @@ class ReproduceConfig(ConfigModel):
     )
     seeds: list[int] = Field([0, 1], min_length=1, description="one training run and evaluation per seed")
     variants: list[str] | None = Field(None, description="variant slugs to run (None = all)")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out evaluation settings")
+    eval: HeldOutConfig = Field(
+        default_factory=HeldOutConfig,
+        description="held-out evaluation (sampled with the training preset's sampler)",
+    )
     rewards: str | None = Field(None, description="RewardModelsConfig YAML; None = the default-world models")
     device: str = Field("cpu", description="torch device for training and evaluation")
 
@@ -104,77 +114,83 @@ class Reproduction:
     def __init__(self, cfg: ReproduceConfig, out: str | Path, scorers: tuple):
         self.cfg, self.out, self.scorers = cfg, Path(out), scorers
 
-    def run(self, train_prompts: Sequence[str], eval_prompts: dict[int, list[Prompt]]) -> str:
-        """Train and evaluate every (variant, seed); write ``tables.md``/``tables.json``; return the markdown."""
-        per_seed: dict[str, list[Row]] = {}
-        for seed in self.cfg.seeds:
-            eval_cfg = self.cfg.eval.model_copy(update={"seed": seed, "device": self.cfg.device})
-            evaluator = Evaluator(eval_cfg, self.scorers, eval_prompts[seed])
-            per_seed.setdefault(REAL, []).append(self._real(seed, evaluator))
-            per_seed.setdefault(ANCHOR, []).append(self._anchor(seed, evaluator))
-            for variant in self.cfg.chosen():
-                per_seed.setdefault(variant.slug, []).append(
-                    self._variant(variant, seed, train_prompts, evaluator)
-                )
-        return self._tables(per_seed)
+    def evaluator(self, prompts: Sequence[Prompt]) -> Evaluator:
+        """The one evaluation of every row: the paper's weights, the preset's sampler, all three reward models."""
+        from cxrl.eval.evaluate import feature_model
+        from cxrl.rewards.backend import InProcessRewards
 
-    def _real(self, seed: int, evaluator: Evaluator) -> Row:
-        def make() -> Row:
-            return evaluator.evaluate(RealSource("Real test images"), with_fid=False)
-
-        return self._cached(self.out / "runs" / f"{REAL}-seed{seed}", make, self._key(None, seed, evaluator))
-
-    def _anchor(self, seed: int, evaluator: Evaluator) -> Row:
-        def make() -> Row:
-            rl = self._rl_config(VARIANTS[0], seed)
-            policy = load_anchor(rl.generator, self.cfg.device)
-            return evaluator.evaluate(PolicySource("Anchor", policy, evaluator.cfg.sampling(), anchor=True))
-
-        return self._cached(
-            self.out / "runs" / f"{ANCHOR}-seed{seed}", make, self._key(None, seed, evaluator)
+        backend = InProcessRewards(*self.scorers, weights=dict(PAPER_WEIGHTS), rlcf=False)
+        sampling = self._rl_config(VARIANTS[0], self.cfg.seeds[0]).sampling
+        return Evaluator(
+            self.cfg.eval, prompts, sampling, backend, dict(PAPER_WEIGHTS), features=feature_model(backend)
         )
 
-    def _variant(self, variant: Variant, seed: int, prompts: Sequence[str], evaluator: Evaluator) -> Row:
-        run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
-
-        def make() -> Row:
-            from cxrl.rl.anchor import MemoryAnchorStore
-            from cxrl.rl.engine import Engine
-            from cxrl.rl.plan import FreshNoise
-            from cxrl.rl.sinks import LogLine
-
-            rl = self._rl_config(variant, seed)
-            policy = policy_from_config(rl, device=self.cfg.device)
-            plan = FreshNoise(list(prompts), rl.sampling, rl.seed)
-            trainer = Engine(
-                rl, policy, self._backend(rl), plan, run_dir, MemoryAnchorStore(), [LogLine(rl.epochs)]
+    def run(self, train_prompts: Sequence[str], prompts: Sequence[Prompt]) -> str:
+        """Train and evaluate every (variant, seed); write ``tables.md``/``tables.json``; return the markdown."""
+        ev = self.evaluator(prompts)
+        anchor = self._cached(self.out / "runs" / ANCHOR, "Anchor", None, ev, None, lambda: self._anchor(ev))
+        scored: dict[str, list[Scored]] = {ANCHOR: [anchor]}
+        info: dict[str, list[dict[str, Any]]] = {ANCHOR: [{}]}
+        if all(p.image_path is not None for p in prompts):
+            real = self._cached(
+                self.out / "runs" / REAL, "Real test images", None, ev, anchor, lambda: self._real(ev)
             )
-            trainer.resume()
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                trainer.run()
-            finally:
-                trainer.close()
-            train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-            row = evaluator.evaluate(PolicySource(variant.label, policy, evaluator.cfg.sampling()))
-            last = trainer.history[-1] if trainer.history else {}
-            row.info.update(
-                train_s=round(train_s, 2),
-                train_cpu_s=round(train_cpu_s, 2),
-                epochs=trainer.epoch,
-                final_reward_mean=last.get("policy/total"),
-            )
-            return row
+            scored[REAL], info[REAL] = [real], [{}]
+        for seed in self.cfg.seeds:
+            for variant in self.cfg.chosen():
+                run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
+                result = self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
+                                      lambda v=variant, s=seed, d=run_dir: self._train(v, s, d, train_prompts, ev))  # fmt: skip
+                scored.setdefault(variant.slug, []).append(result)
+                info.setdefault(variant.slug, []).append(
+                    json.loads((run_dir / "eval.json").read_text())["rows"][0]["info"]
+                )
+        return self._tables(ev, scored, info)
 
-        return self._cached(run_dir, make, self._key(variant, seed, evaluator))
+    def _anchor(self, ev: Evaluator) -> tuple[Scored, dict[str, Any]]:
+        policy = load_anchor(self._rl_config(VARIANTS[0], self.cfg.seeds[0]).generator, self.cfg.device)
+        return ev.sampled("Anchor", policy, anchor=True), {}
 
-    def _key(self, variant: Variant | None, seed: int, evaluator: Evaluator) -> dict[str, Any]:
-        """What a cached result depends on: a change re-evaluates (training resumes from its checkpoint)."""
-        rl = self._rl_config(variant or VARIANTS[0], seed)
+    def _real(self, ev: Evaluator) -> tuple[Scored, dict[str, Any]]:
+        groups = [(p.report, imaging.load_image(p.image_path)[None]) for p in ev.prompts]
+        return ev.scored_groups("Real test images", groups), {}
+
+    def _train(
+        self, variant: Variant, seed: int, run_dir: Path, prompts: Sequence[str], ev: Evaluator
+    ) -> tuple[Scored, dict[str, Any]]:
+        from cxrl.rl.anchor import MemoryAnchorStore
+        from cxrl.rl.engine import Engine
+        from cxrl.rl.plan import FreshNoise
+        from cxrl.rl.sinks import LogLine
+
+        rl = self._rl_config(variant, seed)
+        policy = policy_from_config(rl, device=self.cfg.device)
+        plan = FreshNoise(list(prompts), rl.sampling, rl.seed)
+        trainer = Engine(
+            rl, policy, self._backend(rl), plan, run_dir, MemoryAnchorStore(), [LogLine(rl.epochs)]
+        )
+        trainer.resume()
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+        train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        t1 = time.perf_counter()
+        scored = ev.sampled(variant.label, policy)
+        last = trainer.history[-1] if trainer.history else {}
+        return scored, {"train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+                        "sample_and_score_s": round(time.perf_counter() - t1, 2), "epochs": trainer.epoch,
+                        "final_reward_mean": last.get("policy/total")}  # fmt: skip
+
+    def _key(self, run: tuple[Variant, int] | None, ev: Evaluator) -> dict[str, Any]:
+        """What a stored result depends on: a change evaluates again (training resumes from its checkpoint)."""
+        rl = self._rl_config(run[0] if run else VARIANTS[0], run[1] if run else self.cfg.seeds[0])
         return {
-            "eval": evaluator.cfg.model_dump(mode="json"),
-            "prompts": [p.id for p in evaluator.prompts],
-            "train": None if variant is None else rl.model_dump(mode="json"),
+            "eval": self.cfg.eval.model_dump(mode="json"),
+            "sampling": ev.sampling.model_dump(mode="json"),
+            "prompts": [p.id for p in ev.prompts],
+            "train": None if run is None else rl.model_dump(mode="json"),
             "generator": rl.generator,
         }
 
@@ -203,34 +219,59 @@ class Reproduction:
             rlcf=False,  # direct mode: the engine forms the RLCF total against its anchors
         )
 
-    @staticmethod
-    def _cached(run_dir: Path, make, key: dict[str, Any]) -> Row:
-        path = run_dir / "eval.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            if data.get("meta") == key:
-                log.info("reusing %s", path)
-                return rows_from_json(data)[0]
+    def _cached(self, run_dir: Path, name: str, run: tuple[Variant, int] | None, ev: Evaluator,
+                anchor: Scored | None, make) -> Scored:  # fmt: skip
+        """The scores of ``run_dir`` if made with the same settings, else ``make()``'s, written with ``eval.json``."""
+        path, npz, key = run_dir / "eval.json", run_dir / "scores.npz", self._key(run, ev)
+        if path.is_file() and npz.is_file():
+            if json.loads(path.read_text()).get("meta") == key:
+                log.info("reusing %s", npz)
+                return Scored.load(npz)
             log.info("%s was made with other settings; evaluating again", path)
-        row = make()
+        scored, info = make()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = npz.with_name("scores.tmp.npz")
+        scored.save(tmp)
+        tmp.replace(npz)
+        real = name == "Real test images"
+        diff = None if anchor is None else ev.paired([scored], anchor, with_fid=not real)
+        row = Row(name, ev.metrics(scored, with_fid=not real), info | {"prompts": scored.n_prompts}, diff)
         atomic_write_text(path, json.dumps(tables_json([row], meta=key), indent=1, allow_nan=False))
-        return row
+        return scored
 
-    def _tables(self, per_seed: dict[str, list[Row]]) -> str:
+    def _tables(self, ev: Evaluator, scored: dict[str, list[Scored]], info: dict[str, list[dict]]) -> str:
         labels = {ANCHOR: "Anchor", REAL: "Real test images"} | {v.slug: v.label for v in VARIANTS}
-        rows = {slug: aggregate(labels[slug], seed_rows) for slug, seed_rows in per_seed.items()}
+        anchor = scored[ANCHOR][0]
+        rows = {}
+        for slug, runs in scored.items():
+            real = slug == REAL
+            seed_rows = [Row(labels[slug], ev.metrics(s, with_fid=not real)) for s in runs]
+            row = aggregate(labels[slug], seed_rows)
+            row.diff = None if slug == ANCHOR else ev.paired(runs, anchor, with_fid=not real)
+            row.info |= _summed(info[slug])
+            rows[slug] = row
         main = [rows[s] for s in TABLE1_ROWS if s in rows]
         ablation = [AblationRow(exp, reward, rows[s]) for exp, reward, s in TABLE2B if s in rows]
         extra = [r for s, r in rows.items() if s not in TABLE1_ROWS]
         meta = {"seeds": self.cfg.seeds, "train_preset": self.cfg.train_preset, "data": self.cfg.data,
-                "prompts": self.cfg.eval.prompts, "samples_per_prompt": self.cfg.eval.samples_per_prompt}  # fmt: skip
+                "prompts": len(ev.prompts), "samples_per_report": self.cfg.eval.samples_per_report,
+                "combined reward weights": dict(PAPER_WEIGHTS)}  # fmt: skip
         text = write_tables(main, ablation, meta, markdown_path=self.out / "tables.md")
         data = tables_json(main + extra, ablation, meta)
         for table in ("table1", "table2a"):
             data[table]["rows"] = [r.name for r in main]
-        data["per_seed"] = {s: tables_json(r)["rows"] for s, r in per_seed.items()}
+        data["per_seed"] = {
+            slug: tables_json([Row(labels[slug], ev.metrics(s, with_fid=slug != REAL)) for s in runs])["rows"]
+            for slug, runs in scored.items()
+        }
         atomic_write_text(self.out / "tables.json", json.dumps(data, indent=1, allow_nan=False))
         return text
+
+
+def _summed(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training and evaluation times summed over seeds (what the budget was spent on)."""
+    keys = ("train_s", "train_cpu_s", "sample_and_score_s")
+    return {k: round(sum(i.get(k) or 0.0 for i in infos), 2) for k in keys if any(k in i for i in infos)}
 
 
 def aggregate(name: str, seed_rows: list[Row]) -> Row:
@@ -250,14 +291,18 @@ def reproduce(
     device: str = "cpu",
 ) -> str:
     """`cxrl reproduce`: read the dataset, build the reward models, run everything, return the markdown."""
-    from cxrl.eval.evaluate import select_prompts
+    from cxrl.eval.heldout import held_out, split_reports
     from cxrl.rewards.factory import scorers_from_yaml
-    from cxrl.world.dataset import load_records
+    from cxrl.rl.policy import fitting_reports
 
     cfg = load_config(preset, data=data, seeds=seeds, variants=variants, rewards=rewards, device=device)
     cfg.chosen()  # fail early on unknown variants
-    train = list(dict.fromkeys(r.report for r in load_records(cfg.data, split="train")))
-    eval_prompts = {s: select_prompts(cfg.data, cfg.eval.prompts, s) for s in cfg.seeds}
+    reproduction = Reproduction(cfg, out, scorers_from_yaml(cfg.rewards, cfg.device))
+    rl = reproduction._rl_config(VARIANTS[0], cfg.seeds[0])
+    anchor = load_anchor(rl.generator, cfg.device)  # its tokenizer sets which reports fit (M tokens)
+    train, test = split_reports(cfg.data)
+    train = fitting_reports(anchor, train, rl.max_report_tokens)
+    prompts = held_out(fitting_reports(anchor, test, rl.max_report_tokens), cfg.eval, cfg.data)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out) / "config.yaml", cfg.to_yaml())
-    return Reproduction(cfg, out, scorers_from_yaml(cfg.rewards, cfg.device)).run(train, eval_prompts)
+    return reproduction.run(train, prompts)

@@ -1,14 +1,17 @@
-"""The paper's Table 1 and Table 2 as markdown and JSON.
+"""The paper's Table 1 and Table 2 as markdown and JSON, each row with its paired difference to the anchor.
 
-Table 1 (CXR-specific quality): posture alignment ``r_align`` (higher is better, 0 is
-perfect), classification AUROC, CXR-CLIP image-report cosine similarity.
+Table 1 (CXR-specific quality): the combined reward's difference to the anchor, posture
+alignment ``r_align`` (higher is better, 0 is perfect), classification AUROC, CXR-CLIP
+image-report cosine similarity.
 Table 2a (image quality): FID on xrv DenseNet features (lower is better) and MS-SSIM
 among images of one prompt (lower = more diverse).
 Table 2b (reward ablation): FID of the anchor and of CXRL trained with each reward
 alone and with all three.
 
-A cell is ``value [low, high]`` (bootstrap interval over prompts) for one run, or
-``value ± sd`` over seeds (with the mean interval kept in the JSON) for several.
+A value cell is ``value [low, high]`` (bootstrap interval over prompts) for one run, or
+``value ± sd`` over training seeds (the mean interval kept in the JSON) for several. A Δ cell is
+the paired difference row − anchor on the same (report, seed) pairs with its bootstrap interval
+(:func:`cxrl.eval.scores.paired_difference`), and ``sd`` over training seeds where there are several.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from cxrl.eval.bootstrap import Estimate
 from cxrl.infra.fileio import atomic_write_text
 
 METRICS: dict[str, str] = {
+    "reward_total": "Combined reward (↑)",
     "r_align": "Posture alignment r_align (↑)",
     "auroc": "Classification AUROC (↑)",
-    "clip": "CXR-CLIP similarity (↑)",
+    "clip_similarity": "CXR-CLIP similarity (↑)",
+    "diag_acc": "Diagnostic accuracy (↑)",
     "fid": "FID (↓)",
     "msssim": "MS-SSIM (↓)",
 }
-TABLE1: tuple[str, ...] = ("r_align", "auroc", "clip")
+SHORT: dict[str, str] = {"reward_total": "combined reward", "r_align": "r_align", "auroc": "AUROC",
+                         "clip_similarity": "CXR-CLIP", "diag_acc": "accuracy", "fid": "FID", "msssim": "MS-SSIM"}  # fmt: skip
+TABLE1: tuple[str, ...] = ("r_align", "auroc", "clip_similarity")
 TABLE2A: tuple[str, ...] = ("fid", "msssim")
 
 
@@ -41,6 +48,7 @@ class Row:
     name: str
     metrics: dict[str, Estimate]
     info: dict[str, Any] = field(default_factory=dict)  # e.g. images, prompts, seeds, spec
+    diff: dict[str, Estimate] | None = None  # paired row − anchor per metric; None = not compared
 
 
 @dataclass
@@ -63,22 +71,47 @@ def format_estimate(est: Estimate | None, digits: int = 3) -> str:
     return value
 
 
-def markdown_table(rows: Sequence[Row], metrics: Sequence[str], first: str = "Method") -> str:
-    unknown = [m for m in metrics if m not in METRICS]
+def format_difference(row: Row, metric: str, digits: int = 3) -> str:
+    """The Δ cell: ``+d [+low, +high]`` (and ``sd`` over seeds); ``—`` for the anchor itself."""
+    if row.diff is None:
+        return "—"
+    est = row.diff.get(metric)
+    if est is None or not math.isfinite(est.value):
+        return "n/a"
+    text = f"{est.value:+.{digits}f}"
+    if math.isfinite(est.low) and math.isfinite(est.high):
+        text += f" [{est.low:+.{digits}f}, {est.high:+.{digits}f}]"
+    if est.n_seeds is not None and est.n_seeds > 1 and est.sd is not None:
+        text += f" sd {est.sd:.{digits}f}"
+    return text
+
+
+def markdown_table(
+    rows: Sequence[Row], metrics: Sequence[str], first: str = "Method", lead: Sequence[str] = ()
+) -> str:
+    """One row per generator: ``lead`` metrics as Δ only, then each metric's value and Δ."""
+    unknown = [m for m in (*lead, *metrics) if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
-    header = [first] + [METRICS[m] for m in metrics]
+    header = [first] + [f"Δ {SHORT[m]} vs anchor" for m in lead]
+    header += [h for m in metrics for h in (METRICS[m], f"Δ {SHORT[m]}")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.name] + [format_estimate(row.metrics.get(m)) for m in metrics]
+        cells = [row.name] + [format_difference(row, m) for m in lead]
+        cells += [
+            c for m in metrics for c in (format_estimate(row.metrics.get(m)), format_difference(row, m))
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def ablation_table(rows: Sequence[AblationRow]) -> str:
-    lines = ["| Exp. # | Reward | FID (↓) |", "|---|---|---|"]
+    lines = ["| Exp. # | Reward | FID (↓) | Δ FID | Δ combined reward |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.exp} | {r.reward} | {format_estimate(r.row.metrics.get('fid'))} |")
+        fid, diff = format_estimate(r.row.metrics.get("fid")), format_difference(r.row, "fid")
+        lines.append(
+            f"| {r.exp} | {r.reward} | {fid} | {diff} | {format_difference(r.row, 'reward_total')} |"
+        )
     return "\n".join(lines)
 
 
@@ -89,10 +122,14 @@ def _having(rows: Sequence[Row], metrics: Sequence[str]) -> list[Row]:
 
 def _caption(rows: Sequence[Row]) -> str:
     seeds = {r.info.get("n_seeds") for r in rows} - {None}
-    if seeds and max(seeds) > 1:
-        return "Cells: mean ± standard deviation over seeds."
     conf = next((e.confidence for r in rows for e in r.metrics.values()), 0.95)
-    return f"Cells: value [{conf:.0%} bootstrap interval over prompts]."
+    delta = (
+        f"Δ: paired difference to the anchor on the same (report, seed) pairs [{conf:.0%} bootstrap "
+        "interval over prompts]"
+    )
+    if seeds and max(seeds) > 1:
+        return f"Values: mean ± standard deviation over training seeds. {delta}, mean over training seeds, sd over them."
+    return f"Values: value [{conf:.0%} bootstrap interval over prompts]. {delta}."
 
 
 def tables_markdown(
@@ -105,7 +142,12 @@ def tables_markdown(
     if meta:
         parts += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     parts += [_caption(rows), ""]
-    parts += ["## Table 1. CXR-specific quality", "", markdown_table(_having(rows, TABLE1), TABLE1), ""]
+    parts += [
+        "## Table 1. CXR-specific quality",
+        "",
+        markdown_table(_having(rows, TABLE1), TABLE1, lead=("reward_total",)),
+        "",
+    ]
     t2a = _having(rows, TABLE2A)
     if t2a:
         parts += ["## Table 2a. Image quality", "", markdown_table(t2a, TABLE2A, first="Model"), ""]
@@ -115,7 +157,9 @@ def tables_markdown(
 
 
 def _row_json(row: Row) -> dict[str, Any]:
-    return {"name": row.name, "metrics": {k: v.to_dict() for k, v in row.metrics.items()}, "info": row.info}
+    diff = None if row.diff is None else {k: v.to_dict() for k, v in row.diff.items()}
+    return {"name": row.name, "metrics": {k: v.to_dict() for k, v in row.metrics.items()}, "diff": diff,
+            "info": row.info}  # fmt: skip
 
 
 def tables_json(
@@ -133,10 +177,12 @@ def tables_json(
 
 def rows_from_json(data: dict[str, Any]) -> list[Row]:
     """Inverse of the ``rows`` part of :func:`tables_json`."""
-    return [
-        Row(r["name"], {k: Estimate.from_dict(v) for k, v in r["metrics"].items()}, dict(r.get("info", {})))
-        for r in data["rows"]
-    ]
+
+    def estimates(d: dict[str, Any] | None) -> dict[str, Estimate] | None:
+        return None if d is None else {k: Estimate.from_dict(v) for k, v in d.items()}
+
+    return [Row(r["name"], estimates(r["metrics"]), dict(r.get("info", {})), estimates(r.get("diff")))
+            for r in data["rows"]]  # fmt: skip
 
 
 def write_tables(
