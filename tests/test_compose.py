@@ -196,6 +196,10 @@ def test_containers_are_hardened_and_ray_uses_token_auth(compose):
                 == f"redis://cxrl:{SECRETS['CXRL_REDIS_PASSWORD']}@redis:6379/0"
             )
             assert any(t.startswith("/home/cxrl:") for t in service["tmpfs"]), "Ray keeps its token in HOME"
+            store = int(service["environment"]["RAY_DEFAULT_OBJECT_STORE_MAX_MEMORY_BYTES"])
+            assert store < int(service["shm_size"].removesuffix("gb")) * 1024**3, (
+                "the object store fits /dev/shm"
+            )
             assert service["pull_policy"] == "never", "cxrl images are built (make images), never pulled"
 
 
@@ -205,8 +209,11 @@ def test_redis_has_a_password_acl_and_a_bounded_cache(compose):
     assert redis["entrypoint"] == ["/bin/sh", "-c"]
     assert "user default off" in script and "user cxrl on >%s" in script
     assert "--maxmemory-policy volatile-lru" in script and "--maxmemory" in script
-    assert redis["secrets"] == ["redis_password"]
-    assert compose["secrets"]["redis_password"] == {"environment": "CXRL_REDIS_PASSWORD"}
+    assert redis["environment"]["CXRL_REDIS_PASSWORD"] == SECRETS["CXRL_REDIS_PASSWORD"]
+    assert (
+        '"$$CXRL_REDIS_PASSWORD" > /tmp/users.acl' in script
+        or '"$CXRL_REDIS_PASSWORD" > /tmp/users.acl' in script
+    )
     assert "@sha256:" in redis["image"] and len(redis["image"].rpartition("@sha256:")[2]) == 64
 
 

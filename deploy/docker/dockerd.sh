@@ -10,7 +10,7 @@ command -v dockerd >/dev/null || { echo "dockerd.sh: no Docker engine answers an
 [ "$(id -u)" = 0 ] || { echo "dockerd.sh: no Docker engine answers; start one (needs root)" >&2; exit 1; }
 mkdir -p "$repo/build"
 # shellcheck disable=SC2086
-nohup dockerd ${DOCKERD_FLAGS:-} > "$repo/build/dockerd.log" 2>&1 &
+setsid nohup dockerd ${DOCKERD_FLAGS:-} > "$repo/build/dockerd.log" 2>&1 < /dev/null &
 echo $! > "$repo/build/dockerd.pid"
 for _ in $(seq 60); do
   if "$docker" info >/dev/null 2>&1; then echo "dockerd.sh: started dockerd (pid $(cat "$repo/build/dockerd.pid"))" >&2; exit 0; fi
