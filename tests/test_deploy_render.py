@@ -183,9 +183,11 @@ def test_serve_config_v2_is_the_local_serve_config(overlay):
 
 
 def test_one_grpc_message_limit_per_profile(overlay):
-    """Every Ray pod's gRPC proxy limit is what `cxrl serve` derives from the same Serve config
-    (the head runs a proxy; with proxy_location EveryNode, every worker too)."""
-    from services.cli import grpc_message_limit
+    """Every Ray pod's request limits are what `cxrl serve` derives from the same Serve config
+    (the head runs a proxy; with proxy_location EveryNode, every worker too): the gRPC message
+    limit, and the Gatekeeper in Ray's HTTP proxy with its body limit."""
+    from services.cli import PROXY_CALLBACK_ENV, grpc_message_limit, max_request_bytes
+    from services.gatekeeper import PROXY_CALLBACK, PROXY_LIMIT_ENV, http_body_limit
 
     _, objs = overlay
     rayservice = find(objs, "RayService", "cxrl-rewards")
@@ -195,6 +197,9 @@ def test_one_grpc_message_limit_per_profile(overlay):
         (container,) = template["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert int(env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]) == grpc_message_limit(serve), container["name"]
+        assert int(env[PROXY_LIMIT_ENV]) == http_body_limit(max_request_bytes(serve)), container["name"]
+        assert env[PROXY_CALLBACK_ENV] == PROXY_CALLBACK
+        assert env["RAY_enable_metrics_collection"] == "0", "Ray's /metrics answers without a token"
 
 
 def test_images_follow_the_overlay_and_registry_images_are_pinned_by_digest(overlay):
