@@ -23,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ import grpc
 import torch
 
 from cxrl import imaging
+from cxrl.infra.retry import call_with_retries
 from cxrl.labels import XRV_PATHOLOGIES
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.reward.v1 import reward_pb2_grpc as pb_grpc
@@ -48,6 +48,11 @@ RETRYABLE = frozenset(
 DTYPES = {"uint8": pb.DTYPE_UINT8, "float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
 TOKEN_ENV = "CXRL_API_TOKEN"
 MIN_PIPELINE_CHUNK = 16  # smaller batches go as one request
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A replica restarting, a deadline passed or a full queue: worth another try."""
+    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
 
 
 class RewardServiceError(RuntimeError):
@@ -167,33 +172,31 @@ class RewardClient:
         return md
 
     def _call(self, method: Callable, request, application: str, future=None):
-        """One RPC with a deadline and bounded, backed-off retries on transient statuses.
+        """One RPC with a deadline and bounded, backed-off retries on transient statuses
+        (:func:`cxrl.infra.retry.call_with_retries`).
 
         ``future`` (from ``method.future``) is the first attempt when the request is already in flight."""
-        for attempt in range(self.retries + 1):
-            try:
-                if future is not None and attempt == 0:
-                    return future.result()
-                return method(request, timeout=self.timeout_s, metadata=self._metadata(application))
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.INVALID_ARGUMENT:
-                    raise ValueError(exc.details()) from None
-                if code not in RETRYABLE or attempt == self.retries:
-                    raise RewardServiceError(code, exc.details() or "") from None
-                delay = self.backoff_s * 2**attempt * (1 + random.random() * 0.25)
-                with self._lock:  # the trainer calls from several threads
-                    self.retries_used += 1
-                log.warning(
-                    "reward call %s (%s); retry %d/%d in %.1fs",
-                    code.name,
-                    exc.details(),
-                    attempt + 1,
-                    self.retries,
-                    delay,
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        first = [future] if future is not None else []
+
+        def attempt():
+            if first:
+                return first.pop().result()
+            return method(request, timeout=self.timeout_s, metadata=self._metadata(application))
+
+        try:
+            response, _ = call_with_retries(
+                attempt, self.retries, self.backoff_s, what="reward call", transient=_retryable, jitter=0.25,
+                on_retry=self._count_retry,
+            )  # fmt: skip
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            raise RewardServiceError(exc.code(), exc.details() or "") from None
+        return response
+
+    def _count_retry(self, _exc: BaseException) -> None:
+        with self._lock:  # the trainer calls from several threads
+            self.retries_used += 1
 
     def server_info(self) -> pb.InfoResponse:
         """The gateway's Info (models, default weights, limits); fetched once."""

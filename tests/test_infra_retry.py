@@ -68,3 +68,23 @@ def test_permanent_errors_raise_at_once():
     with pytest.raises(ValueError, match="expected shape"):
         call_with_retries(fn, retries=5, backoff_s=0.0, sleep=lambda s: None)
     assert len(calls) == 1
+
+
+def test_custom_transient_rule_jitter_and_retry_hook():
+    failures = [_Rpc(grpc.StatusCode.INTERNAL), _Rpc(grpc.StatusCode.UNAVAILABLE)]
+    seen, sleeps = [], []
+
+    def fn():
+        if failures:
+            raise failures.pop(0)
+        return 7
+
+    only_unavailable = lambda exc: exc.code() == grpc.StatusCode.UNAVAILABLE  # noqa: E731
+    with pytest.raises(grpc.RpcError):  # INTERNAL is transient by default, not by this rule
+        call_with_retries(fn, 3, 1.0, sleep=sleeps.append, transient=only_unavailable)
+    assert sleeps == []
+    out = call_with_retries(
+        fn, 3, 1.0, sleep=sleeps.append, transient=only_unavailable, jitter=0.25, on_retry=seen.append
+    )
+    assert out == (7, 1) and [e.code() for e in seen] == [grpc.StatusCode.UNAVAILABLE]
+    assert 1.0 <= sleeps[0] < 1.25  # backoff stretched by at most the jitter share

@@ -8,6 +8,7 @@ with exponential backoff, at most ``retries`` times; errors that would fail agai
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,8 +44,12 @@ def call_with_retries(
     backoff_s: float,
     what: str = "reward call",
     sleep: Callable[[float], None] = time.sleep,
+    transient: Callable[[BaseException], bool] = is_transient,  # which failures are worth repeating
+    jitter: float = 0.0,  # each wait is stretched by a random share in [0, jitter) (clients apart)
+    on_retry: Callable[[BaseException], None] | None = None,  # called before each retry (counting)
 ) -> tuple[T, int]:
-    """Run ``fn``; on a transient error wait and repeat (at most ``retries`` times).
+    """Run ``fn``; on a transient error wait ``backoff_s * 2**attempt`` and repeat (at most
+    ``retries`` times).
 
     Returns (result, retries used). The last error is raised when retries run out.
     """
@@ -53,19 +58,27 @@ def call_with_retries(
         try:
             return fn(), attempt
         except Exception as exc:
-            if not is_transient(exc) or attempt >= retries:
+            if not transient(exc) or attempt >= retries:
                 if attempt:
                     log.error("%s failed after %d retries: %s", what, attempt, exc)
                 raise
-            delay = backoff_s * (2**attempt)
+            delay = backoff_s * (2**attempt) * (1 + random.random() * jitter)
             attempt += 1
+            if on_retry is not None:
+                on_retry(exc)
             log.warning(
-                "%s failed (%s: %s); retry %d/%d in %.1f s",
-                what,
-                type(exc).__name__,
-                exc,
-                attempt,
-                retries,
-                delay,
-            )
+                "%s failed (%s: %s); retry %d/%d in %.1f s", what, type(exc).__name__, _brief(exc), attempt,
+                retries, delay,
+            )  # fmt: skip
             sleep(delay)
+
+
+def _brief(exc: BaseException) -> str:
+    """A gRPC error's status and details (its str() is a multi-line dump), or the error's message."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details):
+        try:
+            return f"{code().name}: {details()}"
+        except Exception:  # not a gRPC call error after all
+            pass
+    return str(exc)
