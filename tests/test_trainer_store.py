@@ -11,8 +11,6 @@ from cxrl.infra.ports import free_port
 from cxrl.infra.redis_local import LocalRedis
 from trainer.store import RunStore, connect
 
-pytestmark = pytest.mark.service
-
 
 @pytest.fixture(scope="module")
 def redis_url():
