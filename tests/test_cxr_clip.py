@@ -15,11 +15,10 @@ from cxrl.models.cxr_clip import (
     ClipConfig,
     ClipPreprocess,
     CXRClip,
-    clip_loss,
     load_release,
-    sigmoid_loss,
 )
 from cxrl.models.text_tokenizer import load_tokenizer, train_wordpiece
+from cxrl.pretrain.losses import clip_loss, sigmoid_loss
 
 WORDS = "no acute cardiopulmonary process heart size normal small left pleural effusion the lungs are clear".split()
 
