@@ -75,7 +75,12 @@ def test_run_writes_eval_report_grids_and_registers(tmp_path):
         for key in ("r_align", "auroc", "clip_similarity", "reward_total"):
             assert key in ev[side]
         assert ev[side]["n_prompts"] == 4
-    assert ev["reward_total_diff"]["n_resamples"] > 0
+    # paired differences of every metric; per-report means: difference of the means, interval around it
+    for key in ("reward_total", "r_align", "clip_similarity", "diag_acc"):
+        d = ev["diff"][key]
+        assert d["value"] == pytest.approx(ev["cxrl"][key] - ev["anchor"][key]), key
+        assert d["low"] <= d["value"] <= d["high"] and d["n_resamples"] == 50
+    assert "fid" not in ev["diff"] and "msssim" not in ev["diff"]  # no real images, one image per report
     # grids at epochs 0, 1 and 2 (every=1), two reports each, anchor images identical across epochs
     grids = load_grids(result.run_dir)
     assert [g.epoch for g in grids] == [0, 1, 2]
