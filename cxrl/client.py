@@ -139,6 +139,8 @@ class RewardClient:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if retries < 0 or timeout_s <= 0 or max_message_bytes <= 0:
             raise ValueError("retries must be >= 0, timeout_s and max_message_bytes > 0")
+        if tls is None and target.startswith("grpcs://"):
+            tls = TLS.from_env()
         self.target = parse_target(target)
         self.token = os.environ.get(TOKEN_ENV, "") if token is None else token
         self.weights = dict(weights or {})
@@ -160,9 +162,7 @@ class RewardClient:
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RewardClient:
         """``grpc://`` plain, ``grpcs://`` TLS (``TLS.from_env()`` unless ``tls`` is given)."""
-        if url.startswith("grpcs://"):
-            kwargs.setdefault("tls", TLS.from_env())
-        return cls(parse_target(url), **kwargs)
+        return cls(url, **kwargs)
 
     # -- calls -------------------------------------------------------------------------------
     def _metadata(self, application: str) -> list[tuple[str, str]]:

@@ -41,7 +41,11 @@ def register_score(subparsers) -> None:
     p.add_argument("--images", type=Path, required=True, help="directory of generated images")
     p.add_argument("--reports", type=Path, required=True, help="CSV file,report or one report per line")
     p.add_argument("--anchor-images", type=Path, default=None, help="directory of anchor images (same names)")
-    p.add_argument("--server", default="127.0.0.1:9000", help="gateway HOST:PORT or grpc://HOST:PORT")
+    p.add_argument(
+        "--server",
+        default="127.0.0.1:9000",
+        help="gateway HOST:PORT, grpc://HOST:PORT, or grpcs://HOST:PORT for TLS (CXRL_TLS_CA/_CERT/_KEY)",
+    )
     p.add_argument("--weights", default=None, help="e.g. align=1,diag=10,consist=10 (default: server's)")
     p.add_argument("--timeout", type=float, default=300.0, help="deadline per request in seconds")
     p.add_argument("--json", type=Path, default=None, help="write per-image results to this JSON file")
