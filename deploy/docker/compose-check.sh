@@ -5,7 +5,8 @@
 #  3. secrets in build/compose.env (random, 0600; kept between runs)
 #  4. `docker compose up -d --wait`: Redis and the reward services, healthy
 #  5. a real request scored from the host: `cxrl score` over gRPC :9000, the same images over
-#     HTTP :8000 (same totals), and both refused without the token
+#     HTTP :8000 (same totals), and both refused without the token; where Chromium is
+#     installed, the API docs at /docs render offline (Swagger UI lists the operations)
 #  6. the trainer service for one short epoch against the stack (profile "train")
 #  7. the run as the Redis run registry shows it (`cxrl runs` in the trainer image)
 #  8. `docker compose down --volumes`: no container, network or volume of the project left
@@ -73,12 +74,29 @@ fi
 grep -q UNAUTHENTICATED "$work/no-token.log" || { cat "$work/no-token.log" >&2; exit 1; }
 echo "compose-check: without the token, gRPC answers UNAUTHENTICATED"
 
+chromium_bin="$(command -v chromium || command -v chromium-browser || true)"
+if [ -n "$chromium_bin" ]; then
+  step "API docs in headless Chromium"
+  for page in "docs:Score Info" "posture/docs:Predict Info"; do
+    url="http://127.0.0.1:8000/${page%%:*}"
+    timeout 180 "$chromium_bin" --headless --no-sandbox --disable-gpu --virtual-time-budget=10000 \
+      --dump-dom "$url" 2>/dev/null > "$work/dom.html" || true
+    for operation in ${page#*:}; do
+      grep -q "opblock-summary-description\">$operation<" "$work/dom.html" \
+        || { echo "compose-check: $url does not list $operation in Swagger UI" >&2; exit 1; }
+    done
+    echo "compose-check: $url lists ${page#*:}"
+  done
+fi
+
 step "trainer: one epoch against the stack"
 "${compose[@]}" --profile train run --rm trainer \
   cxrl train --config /config/check.yaml --run-name compose-check
 
 step "the run in Redis (cxrl runs)"
-"${compose[@]}" --profile train run --rm --no-deps trainer cxrl runs | tee "$work/runs.txt"
+# (the password in the Redis URL that `cxrl runs` prints is masked)
+"${compose[@]}" --profile train run --rm --no-deps trainer cxrl runs \
+  | sed -E 's#(redis://[^:/@]*:)[^@]*@#\1***@#' | tee "$work/runs.txt"
 grep -q "compose-check" "$work/runs.txt" && grep -q "finished" "$work/runs.txt" \
   || { echo "compose-check: the run is not in Redis as finished" >&2; exit 1; }
 
