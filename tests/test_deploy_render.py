@@ -501,12 +501,18 @@ def test_rayjob_trains_on_gpu_workers_with_the_lead_command(tmp_path):
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == workers >= 2
     (worker,) = group["template"]["spec"]["containers"]
     assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) == 1, "one GPU per Ray Train worker"
-    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0", "the driver takes no GPU"
     assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+    assert command[command.index("--run-name") + 1], "a fixed run id: a retried RayJob resumes the run"
     head_spec = cluster["headGroupSpec"]["template"]["spec"]
     (head,) = head_spec["containers"]
     config = trainer_config(objs, head_spec, head, command, tmp_path)
     assert config.rl_config().device == "cuda"
+    # Ray Train's resources per worker fit one worker pod: its GPU and some of its CPUs
+    assert config.scaling.gpus_per_worker == 1, "NCCL on the workers' GPUs, not gloo on CPUs"
+    assert config.scaling.cpus_per_worker <= int(worker["resources"]["limits"]["cpu"])
+    # the driver evaluates on CUDA after training: the head has a GPU that Ray keeps for it
+    assert int(head["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0", "no Train worker on the head's GPU"
     for spec in (head_spec, group["template"]["spec"]):
         (container,) = spec["containers"]
         assert config.out_dir in [m["mountPath"] for m in container["volumeMounts"]]
