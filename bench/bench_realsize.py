@@ -47,6 +47,12 @@ from bench import realsize
 GB = 2**30
 
 
+def partial(directory: Path, out: dict) -> None:
+    """What is measured so far (a long CPU run can be cut short)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench_realsize.partial.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+
+
 def say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
@@ -239,6 +245,7 @@ def run(args: argparse.Namespace) -> dict:
         }
         flops = component_flops(pipe, ckpts, args.smoke)
         out["flops_per_item"] = flops
+        partial(args.out, out)
         cfg = realsize.epoch_config(2, 2, 2, 1, "cpu")
         os.environ["CXRL_API_TOKEN"] = secrets.token_urlsafe(32)
         env = {"REDIS_URL": None, "CXRL_ALLOW_UNAUTHENTICATED": "1"}
@@ -253,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
                     policy.unet.enable_gradient_checkpointing()
 
             engine, metrics, timer = realsize.run_paper_epoch(
-                cfg, pipe, serve.grpc_target, tmp / "run", prepare=prepare
+                cfg, pipe, serve.grpc_target, tmp / "run", prepare=prepare, echo=not args.smoke
             )
             policy = engine.policy
             out["epoch"] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
@@ -283,6 +290,7 @@ def run(args: argparse.Namespace) -> dict:
             ckpt_dir = latest_checkpoint(tmp / "run" / "checkpoints")
             out["checkpoint_files"] = sorted(p.name for p in ckpt_dir.iterdir())
             say(f"epoch done in {metrics['time/epoch']:.0f} s; checking exact resume")
+            partial(args.out, out)
             out["resume"] = exact_resume(engine, cfg, serve.grpc_target, tmp / "run")
             engine.close()
         out["services_memory_mb"] = services.peaks.summary()

@@ -183,9 +183,10 @@ def serve_config(path: Path, checkpoints: dict[str, Path], device: str, threads:
 class UnetTimer:
     """Times every UNet forward (hooks): sampling calls run without grad, training calls with grad."""
 
-    def __init__(self, unet: torch.nn.Module, cuda: bool = False):
+    def __init__(self, unet: torch.nn.Module, cuda: bool = False, echo: bool = False):
         self.calls: list[tuple[str, int, float, float]] = []  # (kind, batch rows, wall s, CPU s)
         self.cuda = cuda
+        self.echo = echo  # print each call as it ends (long CPU runs)
         self._t0 = self._c0 = 0.0
         self._hooks = [
             unet.register_forward_pre_hook(self._start),
@@ -205,6 +206,10 @@ class UnetTimer:
         kind = "train" if torch.is_grad_enabled() else "sample"
         wall, cpu = time.perf_counter() - self._t0, time.process_time() - self._c0
         self.calls.append((kind, int(args[0].shape[0]), wall, cpu))
+        if self.echo:
+            print(
+                f"UNet {kind} call: {args[0].shape[0]} rows, {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True
+            )
 
     def remove(self) -> None:
         for h in self._hooks:
@@ -250,6 +255,7 @@ def run_paper_epoch(
     run_dir: Path | None,
     cuda: bool = False,
     prepare: Any = None,
+    echo: bool = False,
 ):
     """One engine epoch of ``cfg`` on ``pipe`` with rewards from the gateway at ``target`` (gRPC).
 
@@ -264,7 +270,7 @@ def run_paper_epoch(
     policy = make_policy(cfg, pipe)
     if prepare is not None:
         prepare(policy)
-    timer = UnetTimer(policy.unet, cuda)
+    timer = UnetTimer(policy.unet, cuda, echo)
     backend = RewardClient(target, weights=dict(cfg.rewards.weights), timeout_s=3600.0)
     engine = Engine(cfg, policy, backend, FreshNoise(list(REPORTS), cfg.sampling, cfg.seed), run_dir)
     t0 = time.perf_counter()
