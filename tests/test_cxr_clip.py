@@ -17,8 +17,9 @@ from cxrl.models.cxr_clip import (
     CXRClip,
     load_release,
 )
-from cxrl.models.text_tokenizer import load_tokenizer, train_wordpiece
+from cxrl.models.text_tokenizer import load_tokenizer
 from cxrl.pretrain.losses import clip_loss, sigmoid_loss
+from cxrl.pretrain.vocab import train_wordpiece
 
 WORDS = "no acute cardiopulmonary process heart size normal small left pleural effusion the lungs are clear".split()
 

@@ -11,8 +11,8 @@ from transformers import CLIPTokenizer
 from cxrl import imaging
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import load_pipeline, tiny_arch
-from cxrl.models.generator_tokenizer import train_tokenizer
 from cxrl.pretrain.generator import register_pretrain
+from cxrl.pretrain.vocab import train_tokenizer
 from cxrl.rl.policy import Policy
 
 REPORTS = [

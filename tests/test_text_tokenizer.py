@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from cxrl.models.text_tokenizer import SPECIAL_TOKENS, learn_wordpiece_vocab, train_wordpiece
+from cxrl.models.text_tokenizer import SPECIAL_TOKENS
+from cxrl.pretrain.vocab import learn_wordpiece_vocab, train_wordpiece
 
 TEXTS = ["Ab ab AB.", "abc", "bc"]  # words: ab x3, abc, bc (lower-cased; "." split off)
 
@@ -31,7 +32,7 @@ def test_tokenizer_uses_the_learnt_pieces():
 @pytest.mark.slow  # three fresh interpreters, each importing transformers
 def test_same_vocabulary_in_every_process():
     script = (
-        "from cxrl.models.text_tokenizer import learn_wordpiece_vocab;"
+        "from cxrl.pretrain.vocab import learn_wordpiece_vocab;"
         "texts = ['no acute disease. heart size normal.', 'small left pleural effusion.',"
         " 'mild cardiomegaly, no effusion or pneumothorax.', 'lungs are clear. no effusion.'] * 3;"
         "print('|'.join(learn_wordpiece_vocab(texts, 80)))"

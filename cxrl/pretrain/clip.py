@@ -45,9 +45,9 @@ from sklearn.metrics import roc_auc_score
 from cxrl import imaging
 from cxrl.labels import LABELS, UNCERTAIN
 from cxrl.models.cxr_clip import ClipConfig, CXRClip
-from cxrl.models.text_tokenizer import train_wordpiece
 from cxrl.pretrain import common, fit
 from cxrl.pretrain.losses import clip_loss, sigmoid_loss
+from cxrl.pretrain.vocab import train_wordpiece
 from cxrl.reports.labeler import label_findings
 from cxrl.world.posture import affine_matrix, warp
 

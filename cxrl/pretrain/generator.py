@@ -2,7 +2,7 @@
 
 Latent diffusion (Rombach et al. 2022) in three stages sized for a 2-core CPU:
 
-1. a CLIP-format BPE tokenizer learned on the training reports (:mod:`generator_tokenizer`);
+1. a CLIP-format BPE tokenizer learned on the training reports (:func:`cxrl.pretrain.vocab.train_tokenizer`);
 2. the KL autoencoder (L1 reconstruction + a small KL term), then every training image encoded
    once to a cached latent (the VAE's ``scaling_factor`` set to ``1 / std`` of those latents);
 3. the UNet and the CLIP text encoder jointly on the cached latents with the epsilon-prediction
@@ -35,8 +35,8 @@ from cxrl import imaging
 from cxrl.config import ConfigModel
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import GeneratorArch, build_pipeline, load_pipeline
-from cxrl.models.generator_tokenizer import train_tokenizer
 from cxrl.pretrain import fit
+from cxrl.pretrain.vocab import train_tokenizer
 from cxrl.rl.policy import Policy
 
 log = logging.getLogger(__name__)
