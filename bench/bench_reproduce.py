@@ -42,18 +42,17 @@ def run_times(out: Path) -> dict[str, dict[str, float]]:
 
 
 def extrapolate(times: dict[str, dict[str, float]], n_seeds: int, kind: str = "") -> float:
-    """Full-preset estimate from measured runs: anchor + real rows + 6 x mean trained run, per seed.
+    """Full-preset estimate from measured runs: anchor + real rows once, 6 x mean trained run per seed.
 
     ``kind`` "" sums wall seconds, "cpu" CPU seconds.
     """
     sfx = f"_{kind}_s" if kind else "_s"
-    once = ("anchor-", "real-")  # evaluated once per seed, not trained
-    groups = {p: [t["eval" + sfx] for k, t in times.items() if k.startswith(p)] for p in once}
-    trained = [t["train" + sfx] + t["eval" + sfx] for k, t in times.items() if not k.startswith(once)]
+    once = ("anchor", "real")  # evaluated once for all seeds (the same held-out pairs), not trained
+    groups = {p: [t["eval" + sfx] for k, t in times.items() if k == p] for p in once}
+    trained = [t["train" + sfx] + t["eval" + sfx] for k, t in times.items() if k not in once]
     if not trained or not all(groups.values()):
         raise ValueError("need the anchor, real and at least one trained run to extrapolate")
-    per_seed = sum(sum(v) / len(v) for v in groups.values()) + len(VARIANTS) * sum(trained) / len(trained)
-    return per_seed * n_seeds
+    return sum(v[0] for v in groups.values()) + n_seeds * len(VARIANTS) * sum(trained) / len(trained)
 
 
 def main(argv: list[str] | None = None) -> int:

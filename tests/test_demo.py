@@ -77,6 +77,11 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
             assert key in summary[side]
         assert summary[side]["n_prompts"] == 6 and summary[side]["n_images"] == 12
     assert summary["n_prompts"] == 6
+    # paired CXRL - anchor differences: per-report means differ by the difference of the means
+    d = summary["diff"]["reward_total"]
+    assert d["value"] == pytest.approx(summary["cxrl"]["reward_total"] - summary["anchor"]["reward_total"])
+    assert d["low"] <= d["value"] <= d["high"]
+    assert "fid" not in summary["diff"] and "msssim" in summary["diff"]  # rewards over gRPC: no FID model here
     assert [h["epoch"] for h in summary["history"]] == [0, 1]
     assert summary["history"][1]["cache_hit_rate"] >= 0  # Redis was used
     page = (out / "report.html").read_text()

@@ -363,9 +363,20 @@ def test_evaluate_command(tmp_path, tiny_models, tiny_world):
     assert rows["CXRL"]["info"]["images"] == 8 and data["meta"]["prompts"] == 4
     assert "## Table 2a. Image quality" in md.read_text()
     # The saved images evaluate as images:DIR to (nearly) the same numbers: PNG is 8-bit
-    assert main(["evaluate", f"CXRL=images:{saved / 'CXRL'}", *common, "--json", str(js)]) == 0
+    anchor = [
+        "--base",
+        str(root / "pipe"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+    ]  # no run: say what the anchor is
+    assert main(["evaluate", f"CXRL=images:{saved / 'CXRL'}", *common, *anchor, "--json", str(js)]) == 0
     again = {r["name"]: r for r in json.loads(js.read_text())["rows"]}["CXRL"]
     assert again["info"]["images"] == 8
+    assert again["diff"]["r_align"]["value"] == pytest.approx(
+        rows["CXRL"]["diff"]["r_align"]["value"], abs=0.02
+    )
     for metric in ("r_align", "clip_similarity", "msssim"):
         assert again["metrics"][metric]["value"] == pytest.approx(
             rows["CXRL"]["metrics"][metric]["value"], abs=0.02

@@ -7,8 +7,9 @@ import torch
 
 from cxrl import imaging
 from cxrl.eval.bootstrap import Estimate
-from cxrl.eval.generators import Prompt
-from cxrl.eval.reproduce import VARIANTS, ReproduceConfig, Reproduction, aggregate, load_config
+from cxrl.eval.heldout import Prompt
+from cxrl.eval.reproduce import PRESETS, VARIANTS, ReproduceConfig, Reproduction, aggregate, load_config
+from cxrl.eval.scores import Scored
 from cxrl.eval.tables import Row
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.factory import random_scorers
@@ -41,7 +42,7 @@ def tiny_config(root, **kw):
         },
         data="unused",
         seeds=[0],
-        eval={"prompts": 2, "samples_per_prompt": 2, "num_steps": 2, "guidance_scale": 3.0, "bootstrap": 20},
+        eval={"prompts": 2, "samples_per_report": 2, "bootstrap": 20, "seed": 0},
         **kw,
     )
 
@@ -51,7 +52,7 @@ def test_every_variant_trains_and_is_tabulated(setup):
     root, prompts = setup
     out = root / "out"
     cfg = tiny_config(root)
-    text = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, {0: prompts})
+    text = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, prompts)
     for label in ("| Anchor |", "| CXRL |", "| w/o ACE |", "| w/o RLCF (direct feedback) |"):
         assert label in text
     for line in ("| - | Anchor Model |", "| 1 | + r_align |", "| 2 | + r_diag |", "| 3 | + r_consist |",
@@ -67,7 +68,9 @@ def test_every_variant_trains_and_is_tabulated(setup):
         run = out / "runs" / f"{v.slug}-seed0"
         assert (run / "checkpoints" / "latest").is_file()  # the RL loop ran and checkpointed
         row = json.loads((run / "eval.json").read_text())["rows"][0]
-        assert row["info"]["epochs"] == 1 and set(row["metrics"]) >= {"r_align", "clip", "fid", "msssim"}
+        assert row["info"]["epochs"] == 1 and row["info"]["train_s"] > 0
+        assert set(row["metrics"]) == set(row["diff"]) == {"reward_total", "r_align", "auroc", "clip_similarity",
+                                                           "diag_acc", "fid", "msssim"}  # fmt: skip
     ckpt = json.loads(
         (out / "runs" / "no-ace-seed0" / "checkpoints" / "epoch-000001" / "state.json").read_text()
     )
@@ -79,9 +82,26 @@ def test_every_variant_trains_and_is_tabulated(setup):
     )
     assert diag["config"]["rewards"]["weights"] == {"diag": 10.0}
 
+    # the tables' differences are recomputed from the stored per-image scores, paired by report
+    anchor, cxrl = (
+        Scored.load(out / "runs" / "anchor" / "scores.npz"),
+        Scored.load(out / "runs" / "cxrl-seed0" / "scores.npz"),
+    )
+    assert anchor.reports == cxrl.reports == REPORTS and list(cxrl.image_prompt) == [0, 0, 1, 1]
+    rows = {r["name"]: r for r in data["rows"]}
+    for metric in ("r_align", "clip_similarity", "reward_total"):
+        per_report = (
+            (cxrl.values[metric].astype(float) - anchor.values[metric].astype(float)).reshape(2, 2).mean(1)
+        )
+        assert rows["CXRL"]["diff"][metric]["value"] == pytest.approx(per_report.mean(), rel=1e-9)
+    # + r_align trained on one reward is compared on the paper's combined reward
+    align = Scored.load(out / "runs" / "align-seed0" / "scores.npz")
+    assert set(align.values) == {"reward_total", "r_align", "diag_acc", "clip_similarity"}
+    assert rows["Anchor"]["diff"] is None and "fid" not in rows["Real test images"]["diff"]
+
     # A second run reuses every finished result: same tables, no new training
     mtime = (out / "runs" / "cxrl-seed0" / "eval.json").stat().st_mtime_ns
-    again = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, {0: prompts})
+    again = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, prompts)
     assert again == text
     assert (out / "runs" / "cxrl-seed0" / "eval.json").stat().st_mtime_ns == mtime
 
@@ -98,6 +118,13 @@ def test_config_presets_and_errors(tmp_path):
     cfg = load_config("cpu-small", seeds=[3], variants=["cxrl", "no-rlcf"])
     assert cfg.seeds == [3] and [v.slug for v in cfg.chosen()] == ["cxrl", "no-rlcf"]
     assert load_config("paper").eval.prompts == 1000
+    assert {"cpu-small", "paper", "smoke"} <= set(PRESETS)
+    for preset in PRESETS:  # every preset's training config of every variant validates
+        c = load_config(preset)
+        for v in VARIANTS:
+            assert Reproduction(c, tmp_path, ())._rl_config(v, c.seeds[0]).seed == c.seeds[0]
+    smoke = load_config("smoke")
+    assert smoke.eval.prompts <= 8 and smoke.train["epochs"] <= 2 and smoke.seeds == [0]
     with pytest.raises(ValueError, match="unknown reproduce preset"):
         load_config("huge")
     with pytest.raises(ValueError, match="unknown variants"):

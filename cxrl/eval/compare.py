@@ -91,7 +91,7 @@ def evaluate_generators(
     policies = {s.name: load_policy_checkpoint(s.arg, setup.base, device) for s in specs if s.kind == "ckpt"}
     anchor_spec = next((s for s in specs if s.kind == "anchor"), None)
     anchor_policy = (
-        load_anchor(anchor_spec.arg or setup.base, device)
+        load_anchor((anchor_spec.arg if anchor_spec else "") or setup.base, device)
         if anchor_spec is not None or not policies
         else next(iter(policies.values()))  # the run's base model: the policy with adapters off
     )
