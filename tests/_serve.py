@@ -56,11 +56,10 @@ def serve(
 ) -> Iterator[ServeProcess]:
     """Run `cxrl serve --config CONFIG` (niced, 2 CPUs for Ray, no score cache) until the block ends;
     then stop it and check that it stopped cleanly and left no process behind."""
-    service = ServeProcess(
-        config, log, num_cpus=2, nice=10, ready_timeout_s=timeout_s,
-        # unauthenticated on a test machine (tests/test_services_security.py runs it with tokens)
-        env={"REDIS_URL": None, "CXRL_ALLOW_UNAUTHENTICATED": "1", **(env or {})},
-    )  # fmt: skip
+    env = {"REDIS_URL": None, **(env or {})}
+    if "CXRL_API_TOKEN" not in env:  # no token given: unauthenticated on a test machine
+        env["CXRL_ALLOW_UNAUTHENTICATED"] = "1"
+    service = ServeProcess(config, log, num_cpus=2, nice=10, ready_timeout_s=timeout_s, env=env)
     with service:
         yield service
     assert service.stopped_cleanly, (
