@@ -102,7 +102,7 @@ def build_backend(settings: RewardClientSettings, weights: dict[str, float]) -> 
         token=os.environ.get(settings.token_env) or None,
         weights=weights,
         timeout_s=settings.timeout_s,
-        retries=settings.retries,
+        retries=0,  # the engine retries transient failures (rewards.retries); one layer, not two
         backoff_s=settings.backoff_s,
     )
 
@@ -180,7 +180,11 @@ def prepare(
     run_id = run_id_of(cfg)
     run_dir = Path(cfg.out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    guard = RedisGuard.open(cfg.redis.resolved_url(), retry_s=cfg.redis.retry_s)
+    guard = RedisGuard.open(
+        cfg.redis.resolved_url(), retry_s=cfg.redis.retry_s,
+        purpose="the anchor cache, the metrics stream and the run registry",
+        impact="training goes on uncached: anchors are sampled in line, metrics wait for Redis to come back",
+    )  # fmt: skip
     store = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
     policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
