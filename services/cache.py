@@ -6,6 +6,10 @@ and, for models that read it, the report text. A new checkpoint therefore never
 serves stale scores. Values are the image's Components row as JSON
 (:meth:`cxrl.rewards.types.Components.to_rows`, the anchor cache's row format too).
 
+Values are not trusted: a row read back must have exactly the fields and lengths of a row the
+model produces (``signature``), every value a finite number; anything else (garbage, NaN, a
+field too many) is a miss, deleted from Redis and logged, and the image is scored afresh.
+
 The cache is optional: without ``REDIS_URL``, or when Redis cannot be reached,
 scoring goes on uncached; Redis calls go through the shared outage guard
 (:class:`cxrl.infra.redis_guard.RedisGuard`: an outage is logged once, Redis is
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -39,6 +44,33 @@ def content_hash(image: torch.Tensor, report: str | None) -> str:
         h.update(b"\0report\0")
         h.update(report.encode("utf-8"))
     return h.hexdigest()
+
+
+Signature = dict[str, int]  # field -> vector length, 0 for a scalar field
+
+
+def signature(row: dict) -> Signature:
+    """The shape of one row as ``to_rows`` writes it."""
+    return {k: len(v) if isinstance(v, list) else 0 for k, v in row.items()}
+
+
+def valid_row(value, like: Signature) -> dict | None:
+    """``value`` (raw bytes from Redis) as a row shaped like ``like`` with finite numbers, else None."""
+    try:
+        row = json.loads(value)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(row, dict) or set(row) != set(like):
+        return None
+    for name, n in like.items():
+        items = row[name] if n else [row[name]]
+        if not isinstance(items, list) or len(items) != max(n, 1):
+            return None
+        if not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in items
+        ):
+            return None
+    return row
 
 
 def model_prefix(info: ModelInfo) -> str:
@@ -71,17 +103,22 @@ class ScoreCache:
     def enabled(self) -> bool:
         return self.guard is not None
 
-    def get(self, info: ModelInfo, hashes: Sequence[str]) -> list[dict | None]:
-        """Cached rows for ``hashes`` (None where missing or the cache is down)."""
+    def get(self, info: ModelInfo, hashes: Sequence[str], like: Signature) -> list[dict | None]:
+        """Cached rows for ``hashes`` shaped like ``like`` (None where missing, invalid or down)."""
         if self.guard is None or not hashes:
             return [None] * len(hashes)
-        prefix = model_prefix(info)
-        raw = self.guard.call(
-            "score cache read", lambda: self.guard.client.mget([f"{prefix}:{h}" for h in hashes]), None
-        )
+        keys = [f"{model_prefix(info)}:{h}" for h in hashes]
+        raw = self.guard.call("score cache read", lambda: self.guard.client.mget(keys), None)
         if raw is None:
             return [None] * len(hashes)
-        return [None if r is None else json.loads(r) for r in raw]
+        rows = [None if r is None else valid_row(r, like) for r in raw]
+        bad = [k for k, r, row in zip(keys, raw, rows, strict=True) if r is not None and row is None]
+        if bad:
+            log.warning(
+                "score cache: %d invalid entries (e.g. %s) dropped and deleted; rescoring", len(bad), bad[0]
+            )
+            self.guard.call("score cache delete", lambda: self.guard.client.delete(*bad), None)
+        return rows
 
     def put(self, info: ModelInfo, hashes: Sequence[str], rows: Sequence[dict]) -> None:
         if self.guard is None or not hashes:

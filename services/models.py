@@ -25,7 +25,7 @@ from cxrl.rewards import factory
 from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import Components, ModelInfo
 from services import codec
-from services.cache import ScoreCache, content_hash
+from services.cache import ScoreCache, content_hash, signature
 from services.grpc_servicer import handle_rpc, parse, server_token
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class ModelServer:
         self.scorer = build_scorer(kind, self.args)
         self.info = self.scorer.info
         self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s)
+        self.row_signature = signature(self._run(torch.zeros(1, 1, 64, 64), ["No finding."]).to_rows()[0])
         self.token = server_token()
         self._score_batch.set_max_batch_size(self.args.max_batch_images)
         self._score_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
@@ -220,7 +221,7 @@ class ModelServer:
             content_hash(img, rep if USES_REPORTS[self.kind] else None)
             for img, rep in zip(images, reports, strict=True)
         ]
-        cached = await asyncio.to_thread(self.cache.get, self.info, keys)
+        cached = await asyncio.to_thread(self.cache.get, self.info, keys, self.row_signature)
         miss = [i for i, row in enumerate(cached) if row is None]
         if not miss:
             return Components.from_rows(cached)

@@ -14,6 +14,7 @@ from cxrl.rewards.types import ModelInfo
 from services.cache import ScoreCache, content_hash
 
 INFO = ModelInfo("posture-resnet18", "v1", "ab" * 32)
+POSTURE = {"psi": 5, "r_align": 0}  # the shape of a posture row
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_put_then_get_returns_rows_and_misses(redis_url):
     assert cache.enabled
     rows = [{"psi": [1.0, 2.0, 3.0, 4.0, 5.0], "r_align": -0.25}]
     cache.put(INFO, ["h1"], rows)
-    assert cache.get(INFO, ["h1", "h2"]) == [rows[0], None]
+    assert cache.get(INFO, ["h1", "h2"], POSTURE) == [rows[0], None]
     keys = redis.Redis.from_url(redis_url).keys("cxrl:score:v2:*")
     assert [k.decode() for k in keys] == [f"cxrl:score:v2:posture-resnet18:v1:{'ab' * 32}:h1"]
     assert 0 < redis.Redis.from_url(redis_url).ttl(keys[0]) <= 60
@@ -46,8 +47,9 @@ def test_put_then_get_returns_rows_and_misses(redis_url):
 
 def test_other_model_version_does_not_see_entries(redis_url):
     cache = ScoreCache(redis_url)
-    cache.put(INFO, ["h3"], [{"consistency": [0.5]}])
-    assert cache.get(ModelInfo(INFO.name, "v2", INFO.weights_hash), ["h3"]) == [None]
+    cache.put(INFO, ["h3"], [{"consistency": 0.5}])
+    assert cache.get(INFO, ["h3"], {"consistency": 0}) == [{"consistency": 0.5}]
+    assert cache.get(ModelInfo(INFO.name, "v2", INFO.weights_hash), ["h3"], {"consistency": 0}) == [None]
 
 
 def test_without_url_the_cache_is_off(monkeypatch):
@@ -55,15 +57,38 @@ def test_without_url_the_cache_is_off(monkeypatch):
     cache = ScoreCache()
     assert not cache.enabled
     cache.put(INFO, ["h"], [{"r_align": [1.0]}])
-    assert cache.get(INFO, ["h"]) == [None]
+    assert cache.get(INFO, ["h"], POSTURE) == [None]
 
 
 def test_unreachable_redis_degrades_and_warns_once(caplog):
     cache = ScoreCache(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2, retry_s=0.0)
     with caplog.at_level(logging.WARNING, logger="cxrl.infra.redis_guard"):
         for _ in range(3):
-            assert cache.get(INFO, ["h"]) == [None]
+            assert cache.get(INFO, ["h"], POSTURE) == [None]
             cache.put(INFO, ["h"], [{"r_align": [1.0]}])
     warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1 and "scoring goes on uncached" in warnings[0]
     assert cache.guard.outages == 1 and cache.guard.failures == 7  # connect + 3 reads + 3 writes, all tried
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        b"not json",
+        b'{"psi": [1, 2, 3, 4, NaN], "r_align": -0.1}',  # Python's json reads NaN
+        b'{"psi": [1, 2, 3, 4, 5], "r_align": Infinity}',
+        b'{"psi": [1, 2, 3, 4], "r_align": -0.1}',  # a number short
+        b'{"psi": [1, 2, 3, 4, 5], "r_align": -0.1, "consistency": 1}',  # a field too many
+        b'{"psi": [1, 2, 3, 4, 5], "r_align": "x"}',
+        b'{"psi": [1, 2, 3, 4, 5], "r_align": true}',
+        b"[1, 2]",
+    ],
+)
+def test_poisoned_entries_are_misses_deleted_and_logged(redis_url, poison, caplog):
+    cache = ScoreCache(redis_url)
+    key = f"cxrl:score:v2:posture-resnet18:v1:{'ab' * 32}:poisoned"
+    client = redis.Redis.from_url(redis_url)
+    client.set(key, poison)
+    with caplog.at_level(logging.WARNING, logger="services.cache"):
+        assert cache.get(INFO, ["poisoned"], POSTURE) == [None]
+    assert client.get(key) is None and "invalid entries" in caplog.text

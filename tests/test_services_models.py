@@ -126,3 +126,19 @@ def test_a_bad_caller_in_a_shared_batch_fails_alone(monkeypatch):
         torch.testing.assert_close(got.consistency, alone(x, r).consistency)
     with pytest.raises(ValueError, match="report 0 is 9000 characters, over the limit of 8192"):
         run(model.score(_images(1, 16, 0), ["x" * 9000]))
+
+
+def test_a_poisoned_score_cache_entry_is_rescored_not_served():
+    with LocalRedis() as url:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REDIS_URL", url)
+            model = _model("posture")
+        x = _images(2, 32, 7)
+        first, _ = run(model.score(x, [""] * 2))  # cached now
+        client = redis.Redis.from_url(url)
+        keys = sorted(client.keys("cxrl:score:v2:*"))
+        client.set(keys[0], b'{"psi": [NaN, 1, 0, 0, 0], "r_align": NaN}')
+        client.set(keys[1], b"garbage")
+        again, _ = run(model.score(x, [""] * 2))
+        torch.testing.assert_close(again.psi, first.psi, atol=0, rtol=0)  # finite, rescored
+        assert torch.isfinite(again.r_align).all()
