@@ -1,6 +1,7 @@
 """Redis score cache: one entry per (model, image content, report).
 
-Key: ``cxrl:score:v2:<model name>:<version>:<weights hash>:<content hash>``, where
+Key: ``cxrl:score:v2:<model name>:<version>:<weights hash>[:<salt>]:<content hash>``, where the
+salt holds the report labeler's version (diagnostic) or the tokenizer's (consistency), and
 the content hash is a BLAKE2b digest of the image tensor (shape + float32 bytes)
 and, for models that read it, the report text. A new checkpoint therefore never
 serves stale scores. Values are the image's Components row as JSON
@@ -73,8 +74,9 @@ def valid_row(value, like: Signature) -> dict | None:
     return row
 
 
-def model_prefix(info: ModelInfo) -> str:
-    return f"{PREFIX}:{info.name}:{info.version}:{info.weights_hash}"
+def model_prefix(info: ModelInfo, salt: str = "") -> str:
+    """Key prefix of one model; ``salt`` names what else its scores depend on (labeler, tokenizer)."""
+    return f"{PREFIX}:{info.name}:{info.version}:{info.weights_hash}" + (f":{salt}" if salt else "")
 
 
 class ScoreCache:
@@ -86,7 +88,9 @@ class ScoreCache:
         ttl_s: int = 7 * 24 * 3600,
         timeout_s: float = 0.5,
         retry_s: float = 30.0,
+        salt: str = "",  # versions of what else the scores depend on, in every key (see model_prefix)
     ):
+        self.salt = salt
         self.url = url if url is not None else os.environ.get("REDIS_URL", "")
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
@@ -107,7 +111,7 @@ class ScoreCache:
         """Cached rows for ``hashes`` shaped like ``like`` (None where missing, invalid or down)."""
         if self.guard is None or not hashes:
             return [None] * len(hashes)
-        keys = [f"{model_prefix(info)}:{h}" for h in hashes]
+        keys = [f"{model_prefix(info, self.salt)}:{h}" for h in hashes]
         raw = self.guard.call("score cache read", lambda: self.guard.client.mget(keys), None)
         if raw is None:
             return [None] * len(hashes)
@@ -123,7 +127,7 @@ class ScoreCache:
     def put(self, info: ModelInfo, hashes: Sequence[str], rows: Sequence[dict]) -> None:
         if self.guard is None or not hashes:
             return
-        prefix = model_prefix(info)
+        prefix = model_prefix(info, self.salt)
         pipe = self.guard.client.pipeline(transaction=False)
         for h, row in zip(hashes, rows, strict=True):
             pipe.set(f"{prefix}:{h}", json.dumps(row), ex=self.ttl_s)

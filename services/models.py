@@ -20,6 +20,8 @@ from pydantic import Field
 from ray import serve
 
 from cxrl.config import ConfigModel
+from cxrl.infra.hashing import sha256_json
+from cxrl.reports.labeler import labeler_version
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards import factory
 from cxrl.rewards.consistency import check_reports
@@ -111,6 +113,15 @@ def _batch_images(items: list[tuple[torch.Tensor, list[str]]]) -> int:
     return sum(int(images.shape[0]) for images, _ in items)
 
 
+def cache_salt(kind: str, scorer) -> str:
+    """What a model's cached scores depend on besides its weights: the labeler that reads the
+    reports (diagnostic accuracy) or the tokenizer's vocabulary (consistency)."""
+    if kind == "diagnostic":
+        return "labeler-" + labeler_version()
+    vocab = getattr(getattr(scorer, "tokenizer", None), "get_vocab", None)
+    return "tokenizer-" + sha256_json(sorted(vocab().items()))[:16] if kind == "consistency" and vocab else ""
+
+
 class ItemFailed:
     """A batch member's own failure, handed back to its caller alone (``serve.batch`` sets results,
     so an exception raised by the batch function would fail every caller batched with it)."""
@@ -130,7 +141,7 @@ class ModelServer:
         torch.set_num_threads(self.args.num_threads)
         self.scorer = build_scorer(kind, self.args)
         self.info = self.scorer.info
-        self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s)
+        self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s, salt=cache_salt(kind, self.scorer))
         self.row_signature = signature(self._run(torch.zeros(1, 1, 64, 64), ["No finding."]).to_rows()[0])
         self.token = server_token()
         self._score_batch.set_max_batch_size(self.args.max_batch_images)

@@ -92,3 +92,10 @@ def test_poisoned_entries_are_misses_deleted_and_logged(redis_url, poison, caplo
     with caplog.at_level(logging.WARNING, logger="services.cache"):
         assert cache.get(INFO, ["poisoned"], POSTURE) == [None]
     assert client.get(key) is None and "invalid entries" in caplog.text
+
+
+def test_a_salt_keeps_scores_of_another_labeler_or_tokenizer_apart(redis_url):
+    old, new = ScoreCache(redis_url, salt="labeler-aaaa"), ScoreCache(redis_url, salt="labeler-bbbb")
+    old.put(INFO, ["h4"], [{"diag_acc": 0.5}])
+    assert old.get(INFO, ["h4"], {"diag_acc": 0}) == [{"diag_acc": 0.5}]
+    assert new.get(INFO, ["h4"], {"diag_acc": 0}) == [None]
