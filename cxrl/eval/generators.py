@@ -101,14 +101,19 @@ def run_settings(path: str | Path) -> dict[str, Any]:
     Returns ``eval`` (the held-out settings mapping) and ``reward_models`` (the in-process reward
     models mapping, None when the run scored over gRPC); empty when the run wrote no config.
     """
-    path = Path(path)
-    run_dir = next((p for p in (path, *path.parents) if (p / "config.yaml").is_file()), None)
+    path = Path(path).resolve()
+    # RUN_DIR, RUN_DIR/checkpoints or RUN_DIR/checkpoints/epoch-N: the config beside the checkpoints
+    candidates = (path, *path.parents[:2])
+    run_dir = next(
+        (p for p in candidates if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir()), None
+    )
     if run_dir is None:
         return {}
     data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    rewards = data.get("rewards") or {}
+    rewards = data.get("rewards") if isinstance(data.get("rewards"), dict) else {}
     inprocess = rewards.get("url", "inprocess") == "inprocess"
-    return {"eval": data.get("eval") or {}, "reward_models": rewards.get("models") if inprocess else None}
+    held = data.get("eval") if isinstance(data.get("eval"), dict) else {}
+    return {"eval": held, "reward_models": rewards.get("models") if inprocess else None}
 
 
 def policy_from_config(cfg, base: str | None = None, device: str = "cpu"):
