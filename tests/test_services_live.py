@@ -216,7 +216,7 @@ def _bad_requests() -> dict[str, tuple[pb.ScoreRequest, str]]:
         pb.ScoreRequest(
             images=pb.ImageBatch(encoded=pb.EncodedImages(images=[b"\x89PNG garbage"])), reports=["a"]
         ),
-        "decode",
+        "not a PNG",  # refused from its (missing) header, before any decoding
     )
     r = good()
     r.reports.append("extra")
