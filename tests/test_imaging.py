@@ -195,7 +195,7 @@ def _peak_rss(reset: bool = False) -> int:
 
 @pytest.mark.parametrize("side", [9500, 10000, 13000])  # 90, 100 and 169 Mpx: Pillow only warns here
 def test_png_bomb_in_pillows_warning_band_is_refused_before_decoding(side):
-    from _hostile import png_bomb
+    from _payloads import png_bomb
 
     blob = png_bomb(side, side)
     assert len(blob) < 200_000 and imaging.png_size(blob) == (side, side)
@@ -208,7 +208,7 @@ def test_png_bomb_in_pillows_warning_band_is_refused_before_decoding(side):
 
 
 def test_many_valid_large_pngs_are_refused_by_the_total_before_decoding():
-    from _hostile import png_bomb
+    from _payloads import png_bomb
 
     blobs = [png_bomb(2048, 2048)] * 64  # each within the per-image cap; 268 Mpx = 1 GiB as float32
     rss0 = _peak_rss(reset=True)
@@ -233,7 +233,7 @@ def test_only_png_is_decoded_from_bytes(tmp_path):
 
 
 def test_local_image_files_have_the_pixel_cap_too(tmp_path):
-    from _hostile import png_bomb
+    from _payloads import png_bomb
 
     (tmp_path / "bomb.png").write_bytes(png_bomb(13000, 13000))
     with pytest.raises(ValueError, match="bomb.png: image is 13000x13000"):

@@ -129,7 +129,7 @@ def test_raw_uint8_stays_uint8_for_the_replicas(images):
 
 
 def test_limits_are_checked_from_headers_before_any_image_is_decoded():
-    from _hostile import png_bomb
+    from _payloads import png_bomb
 
     limits = codec.Limits(max_batch_images=8, max_request_pixels=4 << 20, max_report_chars=100)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from _hostile import post_raw
+from _payloads import post_raw
 
 from cxrl.infra.ports import free_port
 from services.gatekeeper import http_body_limit, is_public

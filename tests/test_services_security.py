@@ -31,7 +31,7 @@ import httpx
 import pytest
 import torch
 import yaml
-from _hostile import png_bomb, post_raw
+from _payloads import png_bomb, post_raw
 from _serve import random_config
 
 from cxrl import imaging
