@@ -90,3 +90,16 @@ def test_bad_inputs_raise():
         auroc.mean_auroc(np.zeros((3, L)), np.zeros((4, L)))
     with pytest.raises(ValueError, match="1, 0 or NaN"):
         auroc.mean_auroc(np.zeros((2, L)), np.full((2, L), 2.0))
+
+
+def test_rank_auc_equals_sklearn_roc_auc_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from cxrl.eval.auroc import rank_auc
+
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 40, 193):
+        y = np.r_[0, 1, rng.integers(0, 2, size=n - 2)]
+        s = np.round(rng.uniform(size=n), 1)  # many ties
+        assert rank_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert rank_auc(np.array([0, 1, 0, 1]), np.array([0.2, 0.2, 0.1, 0.9])) == 0.875  # (2 + 1.5) / 4

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from cxrl import imaging
 from cxrl.config import ConfigModel
-from cxrl.eval.bootstrap import over_seeds
+from cxrl.eval.bootstrap import Estimate, over_seeds
 from cxrl.eval.evaluate import Evaluator
 from cxrl.eval.generators import load_anchor, policy_from_config
 from cxrl.eval.heldout import HeldOutConfig, Prompt
@@ -49,6 +49,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 ANCHOR = "anchor"
 REAL = "real"  # the real test images of the prompts: the ceiling of Table 1 in this world
+REAL_LABEL = "Real test images"
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ class Reproduction:
 
     def __init__(self, cfg: ReproduceConfig, out: str | Path, scorers: tuple):
         self.cfg, self.out, self.scorers = cfg, Path(out), scorers
+        self._metrics: dict[int, dict[str, Estimate]] = {}  # id(Scored) -> its metrics (bootstraps cost)
+
+    def metrics(self, ev: Evaluator, scored: Scored) -> dict[str, Estimate]:
+        """A row's metrics (the real images without FID: they are the reference), computed once."""
+        if id(scored) not in self._metrics:
+            self._metrics[id(scored)] = ev.metrics(scored, with_fid=scored.name != REAL_LABEL)
+        return self._metrics[id(scored)]
 
     def evaluator(self, prompts: Sequence[Prompt]) -> Evaluator:
         """The one evaluation of every row: the paper's weights, the preset's sampler, all three reward models."""
@@ -133,7 +141,7 @@ class Reproduction:
         info: dict[str, list[dict[str, Any]]] = {ANCHOR: [{}]}
         if all(p.image_path is not None for p in prompts):
             real = self._cached(
-                self.out / "runs" / REAL, "Real test images", None, ev, anchor, lambda: self._real(ev)
+                self.out / "runs" / REAL, REAL_LABEL, None, ev, anchor, lambda: self._real(ev)
             )
             scored[REAL], info[REAL] = [real], [{}]
         for seed in self.cfg.seeds:
@@ -153,7 +161,7 @@ class Reproduction:
 
     def _real(self, ev: Evaluator) -> tuple[Scored, dict[str, Any]]:
         groups = [(p.report, imaging.load_image(p.image_path)[None]) for p in ev.prompts]
-        return ev.scored_groups("Real test images", groups), {}
+        return ev.scored_groups(REAL_LABEL, groups), {}
 
     def _train(
         self, variant: Variant, seed: int, run_dir: Path, prompts: Sequence[str], ev: Evaluator
@@ -234,9 +242,9 @@ class Reproduction:
         tmp = npz.with_name("scores.tmp.npz")
         scored.save(tmp)
         tmp.replace(npz)
-        real = name == "Real test images"
+        real = name == REAL_LABEL
         diff = None if anchor is None else ev.paired([scored], anchor, with_fid=not real)
-        row = Row(name, ev.metrics(scored, with_fid=not real), info, diff)
+        row = Row(name, self.metrics(ev, scored), info, diff)
         row.info |= {
             "prompts": scored.n_prompts,
             "generate_and_score_s": round(t1 - t0 - info.get("train_s", 0.0), 2),
@@ -247,13 +255,15 @@ class Reproduction:
         return scored
 
     def _tables(self, ev: Evaluator, scored: dict[str, list[Scored]], info: dict[str, list[dict]]) -> str:
-        labels = {ANCHOR: "Anchor", REAL: "Real test images"} | {v.slug: v.label for v in VARIANTS}
+        labels = {ANCHOR: "Anchor", REAL: REAL_LABEL} | {v.slug: v.label for v in VARIANTS}
         anchor = scored[ANCHOR][0]
         rows = {}
+        per_seed = {
+            slug: [Row(labels[slug], self.metrics(ev, s)) for s in runs] for slug, runs in scored.items()
+        }
         for slug, runs in scored.items():
             real = slug == REAL
-            seed_rows = [Row(labels[slug], ev.metrics(s, with_fid=not real)) for s in runs]
-            row = aggregate(labels[slug], seed_rows)
+            row = aggregate(labels[slug], per_seed[slug])
             row.diff = None if slug == ANCHOR else ev.paired(runs, anchor, with_fid=not real)
             row.info |= _summed(info[slug])
             rows[slug] = row
@@ -267,10 +277,7 @@ class Reproduction:
         data = tables_json(main + extra, ablation, meta)
         for table in ("table1", "table2a"):
             data[table]["rows"] = [r.name for r in main]
-        data["per_seed"] = {
-            slug: tables_json([Row(labels[slug], ev.metrics(s, with_fid=slug != REAL)) for s in runs])["rows"]
-            for slug, runs in scored.items()
-        }
+        data["per_seed"] = {slug: tables_json(seed_rows)["rows"] for slug, seed_rows in per_seed.items()}
         atomic_write_text(self.out / "tables.json", json.dumps(data, indent=1, allow_nan=False))
         return text
 

@@ -128,7 +128,10 @@ def _caption(rows: Sequence[Row]) -> str:
         "interval over prompts]"
     )
     if seeds and max(seeds) > 1:
-        return f"Values: mean ± standard deviation over training seeds. {delta}, mean over training seeds, sd over them."
+        return (
+            "Values: mean ± standard deviation over training seeds (a row evaluated once, e.g. the anchor: "
+            f"value [{conf:.0%} bootstrap interval over prompts]). {delta}, mean over training seeds, sd over them."
+        )
     return f"Values: value [{conf:.0%} bootstrap interval over prompts]. {delta}."
 
 
