@@ -240,9 +240,9 @@ def test_anchor_and_policy_share_the_held_out_pairs_and_the_anchor_is_sampled_on
     score = ev.backend.score
     ev.backend.score = lambda images, reports: calls.append(len(reports)) or score(images, reports)
     anchor = ev.anchor()
-    assert ev.anchor() is anchor and calls == [6]  # computed once
+    assert ev.anchor() is anchor and calls == [4, 2]  # computed once, a sampling batch per reward call
     out = ev.evaluate()
-    assert calls == [6, 6]
+    assert calls == [4, 2, 4, 2]
     policy_side = ev.sampled("again")
     assert np.array_equal(policy_side.values["r_align"], ev.sampled("again").values["r_align"])  # fixed seeds
     assert not np.allclose(policy_side.values["r_align"], anchor.values["r_align"])  # the adapters act

@@ -148,10 +148,8 @@ class Evaluator:
 
     def _measure(self, images: torch.Tensor, items: list[str], k: int) -> dict[str, Any]:
         """Scores of consecutive groups of ``k`` images of one report each."""
-        res, _ = call_with_retries(
-            lambda: self.backend.score(images, items), self.retries, self.backoff_s, "evaluation reward call"
-        )
-        c: Components = res.policy
+        c = Components.concat([self._score(images[i : i + self.sampling.batch_size], items[i : i + self.sampling.batch_size])
+                               for i in range(0, len(items), self.sampling.batch_size)])  # fmt: skip
         ms = [
             msssim.pairwise_msssim(images[i : i + k]) if k >= 2 else float("nan")
             for i in range(0, len(items), k)
@@ -162,6 +160,15 @@ class Evaluator:
             "msssim": ms,
             "size": tuple(images.shape[-2:]),
         }
+
+    def _score(self, images: torch.Tensor, items: list[str]) -> Components:
+        """One reward call (a sampling batch of images: within a gRPC message's limits)."""
+        res, _ = call_with_retries(
+            lambda: self.backend.score(images, items), self.retries, self.backoff_s, "evaluation reward call"
+        )
+        if res.policy is None:
+            raise ValueError("reward backend returned no components")
+        return res.policy
 
     def _join(self, name: str, parts: list[dict[str, Any]], reports: list[str], counts: list[int]) -> Scored:
         c = Components.concat([p["components"] for p in parts])
