@@ -154,3 +154,28 @@ def test_reproduce_command(setup, tiny_world):
     assert (out / "tables.md").read_text().count("| CXRL |") == 2  # Table 1 and Table 2a
     assert (out / "config.yaml").is_file()
     assert main([*args[:-4], "--variants", "nope"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_smoke_preset_on_the_default_world(tmp_path):
+    """`cxrl reproduce --preset smoke`: the real path (default world, default models) in a few minutes."""
+    from pathlib import Path
+
+    from cxrl.cli import main
+
+    if not (Path("data/world") / "metadata.csv").is_file():
+        pytest.skip("the default world is not built here (cxrl world build)")
+    assert main(["reproduce", "--preset", "smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "tables.json").read_text())
+    rows = {r["name"]: r for r in data["rows"]}
+    assert set(rows) == {"Anchor", "Real test images"} | {v.label for v in VARIANTS}
+    for v in VARIANTS:
+        diff, metrics = rows[v.label]["diff"], rows[v.label]["metrics"]
+        assert (
+            set(diff)
+            == set(metrics)
+            >= {"reward_total", "r_align", "auroc", "clip_similarity", "fid", "msssim"}
+        )
+        assert diff["fid"]["low"] <= diff["fid"]["value"] <= diff["fid"]["high"]
+    assert data["meta"]["prompts"] == 6 and data["meta"]["samples_per_report"] == 2

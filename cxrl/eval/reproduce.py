@@ -138,21 +138,19 @@ class Reproduction:
         ev = self.evaluator(prompts)
         anchor = self._cached(self.out / "runs" / ANCHOR, "Anchor", None, ev, None, lambda: self._anchor(ev))
         scored: dict[str, list[Scored]] = {ANCHOR: [anchor]}
-        info: dict[str, list[dict[str, Any]]] = {ANCHOR: [{}]}
+        info: dict[str, list[dict[str, Any]]] = {ANCHOR: [_info(self.out / "runs" / ANCHOR)]}
         if all(p.image_path is not None for p in prompts):
             real = self._cached(
                 self.out / "runs" / REAL, REAL_LABEL, None, ev, anchor, lambda: self._real(ev)
             )
-            scored[REAL], info[REAL] = [real], [{}]
+            scored[REAL], info[REAL] = [real], [_info(self.out / "runs" / REAL)]
         for seed in self.cfg.seeds:
             for variant in self.cfg.chosen():
                 run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
                 result = self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
                                       lambda v=variant, s=seed, d=run_dir: self._train(v, s, d, train_prompts, ev))  # fmt: skip
                 scored.setdefault(variant.slug, []).append(result)
-                info.setdefault(variant.slug, []).append(
-                    json.loads((run_dir / "eval.json").read_text())["rows"][0]["info"]
-                )
+                info.setdefault(variant.slug, []).append(_info(run_dir))
         return self._tables(ev, scored, info)
 
     def _anchor(self, ev: Evaluator) -> tuple[Scored, dict[str, Any]]:
@@ -280,6 +278,11 @@ class Reproduction:
         data["per_seed"] = {slug: tables_json(seed_rows)["rows"] for slug, seed_rows in per_seed.items()}
         atomic_write_text(self.out / "tables.json", json.dumps(data, indent=1, allow_nan=False))
         return text
+
+
+def _info(run_dir: Path) -> dict[str, Any]:
+    """What a stored evaluation recorded besides its figures (times, epochs)."""
+    return json.loads((run_dir / "eval.json").read_text())["rows"][0]["info"]
 
 
 def _summed(infos: list[dict[str, Any]]) -> dict[str, Any]:
