@@ -81,3 +81,15 @@ def test_listening_sockets_read_from_proc():
         assert found[any6.getsockname()[1]].address == "::" and not found[any6.getsockname()[1]].loopback
         assert other.getsockname()[1] not in found
     assert Listener(1, "::ffff:127.0.0.1", 1).loopback and not Listener(1, "0.0.0.0", 1).loopback
+
+
+def test_a_reaper_whose_owner_is_gone_before_it_starts_kills_nothing_else():
+    """The owner exits at once: the reaper must not mistake init (or anyone) for its owner."""
+    bystander = subprocess.Popen(["sleep", "120"])
+    code = "import os; from cxrl.infra.procs import FateShare; FateShare().start(); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    time.sleep(8)  # the reaper starts, finds its pipe closed, sweeps its own token only
+    try:
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()

@@ -109,7 +109,16 @@ class FateShare:
     def start(self) -> FateShare:
         if self._reaper is not None:
             return self
-        cmd = [sys.executable, "-m", "cxrl.infra.procs", self.token, str(self.grace_s)]
+        me = os.getpid()  # the owner, named here: the reaper may start after we are gone
+        cmd = [
+            sys.executable,
+            "-m",
+            "cxrl.infra.procs",
+            self.token,
+            str(self.grace_s),
+            str(me),
+            _start_time(me),
+        ]
         self._reaper = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True
         )  # its own session: a Ctrl-C or a group kill meant for us does not stop it
@@ -148,15 +157,17 @@ class FateShare:
         self.close()
 
 
-def _reap(token: str, grace_s: float) -> None:
+def _reap(token: str, grace_s: float, owner: int, owner_start: str) -> None:
     """The reaper: note the owner's descendants until its pipe closes (it exited or was killed), then
-    kill them and every process sharing ``token``."""
+    kill them and every process sharing ``token``. Descendants are noted only while the owner is
+    the same live process (a dead owner's pid may belong to anyone, or its orphans to init)."""
     import select
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    owner, tracked, buf = os.getppid(), {}, b""
+    tracked, buf = {}, b""
     while True:
-        tracked.update((pid, _start_time(pid)) for pid in descendants(owner) if pid != os.getpid())
+        if owner > 1 and _alive(owner) and _start_time(owner) == owner_start:
+            tracked.update((pid, _start_time(pid)) for pid in descendants(owner) if pid != os.getpid())
         if not select.select([sys.stdin.buffer], [], [], SNAPSHOT_S)[0]:
             continue
         chunk = os.read(sys.stdin.fileno(), 4096)
@@ -166,7 +177,7 @@ def _reap(token: str, grace_s: float) -> None:
         *lines, buf = buf.split(b"\n")
         tracked.update((int(line.split()[0]), line.split()[1].decode()) for line in lines if line.strip())
     for pid, start in tracked.items():  # the same process, not a later one with its pid
-        if _alive(pid) and _start_time(pid) == start:
+        if pid > 1 and start and _alive(pid) and _start_time(pid) == start:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
     kill_sharing(token, grace_s)
@@ -265,5 +276,5 @@ def listening_sockets(pids: list[int]) -> list[Listener]:
     return sorted(set(found), key=lambda x: (x.port, x.pid))
 
 
-if __name__ == "__main__":  # the FateShare reaper: python -m cxrl.infra.procs TOKEN GRACE_S
-    _reap(sys.argv[1], float(sys.argv[2]))
+if __name__ == "__main__":  # the FateShare reaper: python -m cxrl.infra.procs TOKEN GRACE_S OWNER START
+    _reap(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
