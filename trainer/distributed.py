@@ -18,11 +18,13 @@ the calling process, as after any resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from cxrl.infra.procs import FateShare
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,15 +52,25 @@ def worker_loop(config: dict[str, Any]) -> None:
 def train_on_ray(cfg: TrainConfig) -> None:
     """Train ``cfg``'s epochs on ``cfg.scaling.workers`` Ray Train workers (returns when all are done)."""
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     s = cfg.scaling
     if cfg.run_name is None:
         raise ValueError("a data-parallel run needs a fixed run id (cfg.run_name) shared by its workers")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        ray.init(address=s.address, include_dashboard=False, log_to_driver=True)
+    with contextlib.ExitStack() as stack:
+        if not ray.is_initialized():
+            if s.address is None:  # a local Ray of our own: its processes die with us, even on SIGKILL
+                stack.enter_context(FateShare())
+            ray.init(address=s.address, include_dashboard=False, log_to_driver=True)
+            stack.callback(ray.shutdown)
+        _fit(cfg)
+
+
+def _fit(cfg: TrainConfig) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = cfg.scaling
     threads = cfg.threads or max(1, int(s.cpus_per_worker))
     worker_cfg = cfg.model_copy(update={"threads": threads, "progress": False})
     storage = Path(cfg.out_dir).resolve() / cfg.run_name / "ray"
