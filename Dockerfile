@@ -48,7 +48,8 @@ RUN --mount=type=bind,source=build/wheelhouse,target=/wheels \
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VARIANT=cpu
-# tini: PID 1 that reaps the processes Ray leaves behind and forwards signals.
+# tini: PID 1 that reaps the processes Ray leaves behind and forwards signals to cxrl alone
+# (not to its process group: on SIGTERM `cxrl serve` stops Serve and Ray in order itself).
 # wget: KubeRay's default readiness/liveness probes of Ray pods call it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini wget \
@@ -77,7 +78,7 @@ LABEL org.opencontainers.image.title="cxrl" io.cxrl.variant="${VARIANT}"
 USER 10001:10001
 EXPOSE 9000 8000
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/bin/tini", "-g", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
 # Healthy = every Serve application answers Info over gRPC and the HTTP ingress answers.
 # (The trainer's compose service and Job set their own check.)
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=4 \

@@ -9,7 +9,8 @@
 #     installed, the API docs at /docs render offline (Swagger UI lists the operations)
 #  6. the trainer service for one short epoch against the stack (profile "train")
 #  7. the run as the Redis run registry shows it (`cxrl runs` in the trainer image)
-#  8. `docker compose down --volumes`: no container, network or volume of the project left
+#  8. `docker compose stop`: the reward services end on SIGTERM with exit 0 (not killed)
+#  9. `docker compose down --volumes`: no container, network or volume of the project left
 # Prints the wall time of every step and the disk the images and volumes take.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -103,6 +104,14 @@ grep -q "compose-check" "$work/runs.txt" && grep -q "finished" "$work/runs.txt" 
 step "disk"
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
 docker system df
+
+step "stop: SIGTERM ends the reward services"
+# tini forwards SIGTERM to cxrl serve, which shuts Serve and Ray down and exits 0; a container
+# that needs SIGKILL after the grace period exits 137.
+"${compose[@]}" stop --timeout 60 rewards
+code="$(docker inspect -f '{{.State.ExitCode}}' "$("${compose[@]}" ps -aq rewards)")"
+[ "$code" = 0 ] || { echo "compose-check: rewards exited $code on SIGTERM (137: killed after 60 s)" >&2; exit 1; }
+echo "compose-check: rewards stopped cleanly on SIGTERM (exit 0)"
 
 step "compose down"
 trap - EXIT
