@@ -83,7 +83,9 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     assert d["low"] <= d["value"] <= d["high"]
     assert "fid" not in summary["diff"] and "msssim" in summary["diff"]  # rewards over gRPC: no FID model here
     assert [h["epoch"] for h in summary["history"]] == [0, 1]
-    assert summary["history"][1]["cache_hit_rate"] >= 0  # Redis was used
+    # Redis served anchors: epochs draw 4 of 6 reports with both seeds of their bank, so epoch 2 meets
+    # at least 2 reports (4 images) of epoch 1 in the cache
+    assert summary["history"][1]["cache_hit_rate"] >= 0.5
     page = (out / "report.html").read_text()
     assert "<svg" in page and "data:image/png;base64," in page
     assert "combined reward" in proc.stdout and "AUROC" in proc.stdout
@@ -94,4 +96,4 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     pids = [int(p) for p in re.findall(r"started (?:redis-server|`cxrl serve`) \(pid (\d+)\)", log)]
     assert len(pids) == 2
     assert not any(_alive(p) for p in pids)
-    assert "reward services stopped" in log and "stopped redis-server" in log
+    assert "`cxrl serve` stopped" in log and "stopped redis-server" in log

@@ -100,6 +100,7 @@ def run_demo(args: argparse.Namespace) -> int:
             serve = ServeProcess(Path(args.serve_config or SERVE_CONFIG), out / "serve.log", token=token)
             stack.callback(serve.stop)
             extra["rewards.url"] = serve.start().url
+            log.info("reward services ready at %s", serve.url)
             os.environ[TOKEN_ENV] = serve.token
         cfg = load_config(args.config, args.set, extra)
         result = run_training(cfg)
