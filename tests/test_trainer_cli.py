@@ -99,3 +99,12 @@ eval: {{prompts: 4, grid_prompts: 1, bootstrap: 20}}
     assert (run / "checkpoints" / "latest").is_file()
     assert main(["runs", "--dir", str(tmp_path / "runs")]) == 0
     assert "cli-run" in capsys.readouterr().out
+
+
+def test_redis_urls_are_printed_without_their_password():
+    from trainer.cli import redact
+
+    assert redact("redis://cxrl:s3cret@redis:6379/0") == "redis://cxrl:***@redis:6379/0"
+    assert redact("redis://:s3cret@127.0.0.1:6380/2") == "redis://:***@127.0.0.1:6380/2"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert "s3cret" not in redact("rediss://user:s3cret@[::1]:6379/0")

@@ -119,7 +119,7 @@ def run_runs(args: argparse.Namespace) -> int:
     client = connect(url) if url else None
     if client is not None:
         runs = [vars(r) for r in RunStore(client).list_runs(args.limit)]
-        source = f"registry at {url}"
+        source = f"registry at {redact(url)}"
     else:
         runs = scan_run_dirs(args.dir or list(RUN_DIRS))[: args.limit]
         source = "run directories (no Redis: set REDIS_URL or --redis for the registry)"
@@ -159,3 +159,16 @@ def scan_run_dirs(roots: list[str]) -> list[dict[str, Any]]:
                 "latest": latest,
             })  # fmt: skip
     return sorted(runs, key=lambda r: r["updated"], reverse=True)
+
+
+def redact(url: str) -> str:
+    """A Redis URL fit to print: its password (if any) replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.hostname or ""
+    netloc = user + (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -59,7 +59,8 @@ def train_on_ray(cfg: TrainConfig) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with contextlib.ExitStack() as stack:
         if not ray.is_initialized():
-            if s.address is None:  # a local Ray of our own: its processes die with us, even on SIGKILL
+            if s.address is None and not os.environ.get("RAY_ADDRESS"):
+                # a local Ray of our own (not a cluster's, as in a RayJob): it dies with us, even on SIGKILL
                 stack.enter_context(FateShare())
             ray.init(address=s.address, include_dashboard=False, log_to_driver=True)
             stack.callback(ray.shutdown)
