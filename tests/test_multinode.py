@@ -66,9 +66,13 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+TOKEN = "multinode-test-token-0123456789abcdef"  # the reward API's bearer token on both nodes
+
+
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
+        CXRL_API_TOKEN=TOKEN,  # set here, whatever an earlier test left in this process's environment
         RAY_AUTH_MODE="disabled",
         RAY_USAGE_STATS_ENABLED="0",
         # notice a dead node within seconds instead of the default ~30 s
@@ -207,7 +211,8 @@ def cluster():
         shutil.rmtree(temp_root, ignore_errors=True)
 
 
-def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster):
+def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster, monkeypatch):
+    monkeypatch.setenv("CXRL_API_TOKEN", TOKEN)  # the health check sends it too
     import ray
 
     from cxrl.client import RewardClient
@@ -261,7 +266,7 @@ def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster):
     torch.manual_seed(0)
     images = torch.rand(4, 1, 64, 64)  # [B,1,H,W] in [0,1]
     anchors = torch.rand(4, 1, 64, 64)
-    with RewardClient(f"127.0.0.1:{grpc_port}", token="", timeout_s=60, retries=2) as client:
+    with RewardClient(f"127.0.0.1:{grpc_port}", token=TOKEN, timeout_s=60, retries=2) as client:
         before = client.score(images, REPORTS, anchors)
     assert before.total.shape == (4,) and torch.isfinite(before.total).all()
 
@@ -270,7 +275,7 @@ def test_reward_apps_span_two_nodes_and_survive_losing_one(cluster):
     wait_for("the cluster to mark node2 dead", lambda: node2_id not in alive_nodes(), 120)
 
     def scores_again():
-        with RewardClient(f"127.0.0.1:{grpc_port}", token="", timeout_s=30, retries=0) as client:
+        with RewardClient(f"127.0.0.1:{grpc_port}", token=TOKEN, timeout_s=30, retries=0) as client:
             return client.score(images, REPORTS, anchors)
 
     after = wait_for("the gateway to answer without node2", scores_again, 300, interval=3)

@@ -120,6 +120,7 @@ class _Outage:
 @pytest.mark.service
 def test_redis_stopped_mid_run_training_goes_on_and_uses_the_cache_again(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="trainer")
+    caplog.set_level(logging.INFO, logger="cxrl.infra.redis_guard")  # its "is back" line is INFO
     epochs = 6
     port = free_port()
     first, second = LocalRedis(port=port), LocalRedis(port=port)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,7 +87,9 @@ class LocalRedis:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it ourselves
-                preexec_fn=die_with_parent,  # and if we are killed (even by SIGKILL), the kernel kills it
+                # if we are killed (even by SIGKILL) the kernel kills it; the kernel ties this to the
+                # starting *thread*, so only the main thread asks (a pool thread exits before we do)
+                preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )  # fmt: skip
             ok, last_error = self._wait_ready(proc, port)
             if ok:
