@@ -40,7 +40,7 @@ def config(out: Path, name: str, workers: int, epochs: int, steps: int):
             "epochs": epochs,
             "checkpoint_every": 1000,  # the last epoch only: checkpoint writes are not what scales
             "sampling": {"num_steps": steps, "images_per_epoch": 16, "images_per_prompt": 2, "batch_size": 8},
-            "train": {"batch_size": 4, "gradient_accumulation_steps": 1, "timestep_fraction": 1.0},
+            "train": {"batch_size": 4, "gradient_accumulation_steps": 1, "timestep_fraction": 1.0, "timesteps_per_call": 1},
             "stat_tracker": {"min_count": 2},
         },
         train_prompts=32,
