@@ -81,7 +81,9 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     d = summary["diff"]["reward_total"]
     assert d["value"] == pytest.approx(summary["cxrl"]["reward_total"] - summary["anchor"]["reward_total"])
     assert d["low"] <= d["value"] <= d["high"]
-    assert "fid" not in summary["diff"] and "msssim" in summary["diff"]  # rewards over gRPC: no FID model here
+    assert (
+        "fid" not in summary["diff"] and "msssim" in summary["diff"]
+    )  # rewards over gRPC: no FID model here
     assert [h["epoch"] for h in summary["history"]] == [0, 1]
     # Redis served anchors: epochs draw 4 of 6 reports with both seeds of their bank, so epoch 2 meets
     # at least 2 reports (4 images) of epoch 1 in the cache

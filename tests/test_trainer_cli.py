@@ -16,8 +16,10 @@ EVAL = {
     "n_prompts": 48,
     "anchor": {"r_align": -0.30, "auroc": 0.60, "clip_similarity": 0.20, "reward_total": 4.0},
     "cxrl": {"r_align": -0.25, "auroc": 0.64, "clip_similarity": 0.22, "reward_total": 4.6},
-    "diff": {"reward_total": {"value": 0.6, "low": 0.3, "high": 0.9},
-             "auroc": {"value": 0.04, "low": -0.01, "high": 0.09}},
+    "diff": {
+        "reward_total": {"value": 0.6, "low": 0.3, "high": 0.9},
+        "auroc": {"value": 0.04, "low": -0.01, "high": 0.09},
+    },
 }
 
 
