@@ -248,14 +248,3 @@ def test_bad_setups_are_rejected():
     assert kept == []
     with pytest.raises(ValueError, match="no usable reports"):
         Engine(cfg, policy, backend(cfg), FreshNoise(kept, cfg.sampling, 0))
-
-
-def test_fitting_reports_keeps_only_reports_the_condition_holds_whole():
-    cfg = small_config()
-    policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))  # byte-level tokens, 32 positions
-    room = policy.report_positions - 2  # positions of c_p less BOS and EOS
-    tok = policy.pipe.tokenizer
-    fits, too_long = "a" * room, "a" * (room + 1)
-    assert len(tok(fits).input_ids) - 2 == room
-    assert fitting_reports(policy, [fits, too_long, " "], 74) == [fits]
-    assert fitting_reports(policy, [fits], room - 1) == []  # the config's M binds when smaller

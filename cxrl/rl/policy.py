@@ -229,11 +229,13 @@ def make_policy(cfg: CXRLConfig, pipe: StableDiffusionPipeline | None = None) ->
 
 
 def fitting_reports(policy: Policy, reports: Sequence[str], max_tokens: int) -> list[str]:
-    """The non-empty reports whose tokens fit both ``max_tokens`` (the config's M) and the policy's
-    condition (its ``report_positions`` less BOS and EOS), so no report is cut short."""
+    """The non-empty reports of at most ``max_tokens`` tokens under the generator's tokenizer (M).
+
+    A report longer than the policy's condition holds (``report_positions`` less BOS and EOS: 72 at
+    SD's 77 positions with 3 ACE tokens) is kept and truncated there, its EOS kept (:meth:`Policy.tokenize`).
+    """
     tok = policy.pipe.tokenizer
-    limit = min(max_tokens, policy.report_positions - 2)
-    kept = [r for r in reports if r.strip() and len(tok(r, verbose=False).input_ids) - 2 <= limit]
+    kept = [r for r in reports if r.strip() and len(tok(r, verbose=False).input_ids) - 2 <= max_tokens]
     if len(kept) < len(reports):
-        log.info("%d of %d reports fit the generator's %d report tokens", len(kept), len(reports), limit)
+        log.info("%d of %d reports fit the generator's M=%d tokens", len(kept), len(reports), max_tokens)
     return kept
