@@ -132,14 +132,13 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from bench.common import REPORTS
     from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
-    from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
+    from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
     from cxrl.rl.config import load_preset
     from cxrl.rl.engine import Engine
     from cxrl.rl.plan import SeedBank
     from cxrl.rl.policy import make_policy
     from cxrl.rl.sinks import PHASES
     from trainer.anchor_cache import AnchorCache
-    from trainer.runner import generator_id
 
     setup_logging("WARNING")
     torch.set_num_threads(threads)
@@ -147,12 +146,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     t0 = time.perf_counter()
     policy = make_policy(cfg)
     backend = build_backend(url, models, cfg.rewards.weights)
-    s = cfg.sampling
-    version = anchor_version(
-        generator_id(cfg.generator),
-        {"steps": s.num_steps, "guidance": s.guidance_scale, "eta": s.eta},
-        backend.info(),
-    )
+    version = sampler_version(cfg.generator, cfg.sampling, backend.info())
     setup_s = time.perf_counter() - t0
     runs, ahead_runs = [], []
     with LocalRedis() as redis_url, tempfile.TemporaryDirectory(prefix="cxrl-bench-trainer-") as tmp:

@@ -106,6 +106,33 @@ def test_every_variant_trains_and_is_tabulated(setup):
     assert (out / "runs" / "cxrl-seed0" / "eval.json").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.e2e
+def test_parallel_jobs_give_the_serial_results(setup):
+    """jobs=2: the runs train in two worker processes and score exactly what the serial runs score."""
+    root, prompts = setup
+    serial, parallel = root / "serial", root / "parallel"
+    chosen = ["cxrl", "no-rlcf"]
+    Reproduction(tiny_config(root, variants=chosen), serial, random_scorers(0)).run(REPORTS, prompts)
+    cfg = tiny_config(root, variants=chosen, jobs=2)
+    repro = Reproduction(cfg, parallel, random_scorers(0))
+    assert [(v.slug, s) for v, s in repro.pending(repro.evaluator(prompts))] == [("cxrl", 0), ("no-rlcf", 0)]
+    text = repro.run(REPORTS, prompts)
+    assert "| CXRL |" in text and "| w/o RLCF (direct feedback) |" in text
+    for slug in chosen:
+        a = Scored.load(serial / "runs" / f"{slug}-seed0" / "scores.npz")
+        b = Scored.load(parallel / "runs" / f"{slug}-seed0" / "scores.npz")
+        assert set(a.values) == set(b.values)
+        for metric in a.values:
+            assert a.values[metric].tolist() == b.values[metric].tolist(), (slug, metric)
+        assert (parallel / "runs" / f"{slug}-seed0" / "checkpoints" / "latest").is_file()
+    # the anchor run differs from the untrained policy: the runs really trained something
+    anchor = Scored.load(parallel / "runs" / "anchor" / "scores.npz")
+    cxrl = Scored.load(parallel / "runs" / "cxrl-seed0" / "scores.npz")
+    assert cxrl.values["reward_total"].tolist() != anchor.values["reward_total"].tolist()
+    assert repro.pending(repro.evaluator(prompts)) == []  # everything stored now
+    assert list((parallel / "anchors").rglob("*.npz"))  # CXRL's anchors, kept for the seed's other runs
+
+
 def test_aggregate_over_seeds():
     rows = [Row("CXRL", {"fid": Estimate(1.0, 0.5, 1.5), "auroc": Estimate(0.6, 0.5, 0.7)}),
             Row("CXRL", {"fid": Estimate(3.0, 2.0, 4.0)})]  # fmt: skip

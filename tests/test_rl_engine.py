@@ -8,7 +8,7 @@ import torch
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.anchor import MemoryAnchorStore
+from cxrl.rl.anchor import DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.checkpoint import load_checkpoint
 from cxrl.rl.config import CXRLConfig, load_preset
 from cxrl.rl.ddim import ddim_step_logprob
@@ -123,6 +123,33 @@ def test_seed_bank_anchors_come_from_the_store_in_later_epochs():
     assert len(store) <= 4  # 2 reports x a bank of 2 seeds
     assert first["cache_hit_rate"] < 1 and second["cache_hit_rate"] == 1.0
     assert second["time/anchor"] < first["time/anchor"] / 4  # nothing was re-sampled
+
+
+def test_a_directory_store_serves_a_second_run_the_anchors_of_the_first(tmp_path):
+    """Two runs with one seed (e.g. CXRL and w/o ACE in `cxrl reproduce`) draw the same pairs: the
+    second reads every anchor the first stored and trains exactly as it would sampling its own."""
+    cfg = small_config(epochs=1)
+    first = make_engine(cfg, store=DirAnchorStore(tmp_path, "v1"))
+    first.run_epoch()
+    assert first.history[-1]["cache_hit_rate"] == 0.0
+    files = sorted((tmp_path / "v1").rglob("*.npz"))
+    assert len(files) == len(set(zip(first.plan(0).prompts, first.plan(0).seeds)))
+    second = make_engine(cfg, store=DirAnchorStore(tmp_path, "v1"))
+    alone = make_engine(cfg, store=MemoryAnchorStore())
+    s2, s_alone = second.run_epoch(), alone.run_epoch()
+    assert s2["cache_hit_rate"] == 1.0 and s2["time/anchor"] < s_alone["time/anchor"] / 4
+    assert s2["anchor/total"] == s_alone["anchor/total"] and s2["policy/total"] == s_alone["policy/total"]
+    for a, b in zip(second.policy.trainable_parameters(), alone.policy.trainable_parameters(), strict=True):
+        assert torch.equal(a, b)
+    # another version (generator, sampler or models changed) shares nothing
+    assert DirAnchorStore(tmp_path, "v2").get_many(first.plan(0).prompts, first.plan(0).seeds) == [None] * 8
+    # an entry lacking a component the run needs, or a damaged file, is a miss
+    report, seed = first.plan(0).prompts[0], first.plan(0).seeds[0]
+    assert DirAnchorStore(tmp_path, "v1", fields=("diag_acc",)).get_many([report], [seed])[0] is not None
+    assert DirAnchorStore(tmp_path, "v1", fields=("no_such",)).get_many([report], [seed]) == [None]
+    store = DirAnchorStore(tmp_path, "v1")
+    store.path(report, seed).write_bytes(b"not an npz")
+    assert store.get_many([report], [seed]) == [None] and store.misses == 1
 
 
 def test_plans_are_deterministic_and_step_seeds_fresh_each_epoch():

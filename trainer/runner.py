@@ -36,11 +36,9 @@ from cxrl.eval import heldout
 from cxrl.eval.evaluate import Evaluator, feature_model
 from cxrl.eval.heldout import Prompt, split_reports
 from cxrl.infra.fileio import atomic_write_bytes
-from cxrl.infra.hashing import sha256_tree
 from cxrl.infra.redis_guard import RedisGuard
-from cxrl.models.generator import DEFAULT_DIR
 from cxrl.rewards.types import RewardBackend
-from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, anchor_version
+from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
 from cxrl.rl.parallel import LOCAL, Local
@@ -105,12 +103,6 @@ def build_backend(settings: RewardClientSettings, weights: dict[str, float]) -> 
         retries=0,  # the engine retries transient failures (rewards.retries); one layer, not two
         backoff_s=settings.backoff_s,
     )
-
-
-def generator_id(name: str) -> str:
-    """sha256 over a pipeline directory's weight, config and tokenizer files: the anchor's generator version."""
-    directory = DEFAULT_DIR if name == "default" else Path(name)
-    return sha256_tree(directory, (".safetensors", ".bin", ".json", ".txt"))
 
 
 def save_grid(run_dir: Path, grid: EvalGrid) -> None:
@@ -194,12 +186,7 @@ def prepare(
     held_out = heldout.held_out(test, cfg.eval, rl.data)
     cache = None
     if guard is not None:
-        s = rl.sampling
-        version = anchor_version(
-            gen_id or generator_id(rl.generator),
-            {"steps": s.num_steps, "guidance": s.guidance_scale, "eta": s.eta},
-            backend.info(),
-        )
+        version = sampler_version(rl.generator, rl.sampling, backend.info(), gen_id)
         cache = AnchorCache(
             guard.client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s, guard=guard
         )

@@ -117,6 +117,9 @@ def _register_reproduce(subparsers) -> None:
         "--rewards", default=None, help="RewardModelsConfig YAML (default: the default-world models)"
     )
     p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="runs at once, one process each (default: the preset's)"
+    )
     p.set_defaults(func=run_reproduce)
 
 
@@ -148,7 +151,7 @@ def run_reproduce(args) -> int:
 
     text = reproduce(
         args.preset, out=args.out, data=args.data, seeds=args.seeds, variants=args.variants,
-        rewards=args.rewards, device=args.device,
+        rewards=args.rewards, device=args.device, jobs=args.jobs,
     )  # fmt: skip
     print(text)
     return 0

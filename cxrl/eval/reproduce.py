@@ -88,6 +88,13 @@ class ReproduceConfig(ConfigModel):
     )
     rewards: str | None = Field(None, description="RewardModelsConfig YAML; None = the default-world models")
     device: str = Field("cpu", description="torch device for training and evaluation")
+    jobs: int = Field(
+        1,
+        ge=1,
+        description="(variant, seed) runs trained and evaluated at once, each in its own process (on a "
+        "CPU: one per core, with threads_per_job torch threads each)",
+    )
+    threads_per_job: int = Field(1, ge=1, description="torch threads of each job's process when jobs > 1")
 
     def chosen(self) -> list[Variant]:
         slugs = [v.slug for v in VARIANTS]
@@ -144,6 +151,8 @@ class Reproduction:
                 self.out / "runs" / REAL, REAL_LABEL, None, ev, anchor, lambda: self._real(ev)
             )
             scored[REAL], info[REAL] = [real], [_info(self.out / "runs" / REAL)]
+        if self.cfg.jobs > 1:
+            self._run_parallel(ev, train_prompts, prompts)
         for seed in self.cfg.seeds:
             for variant in self.cfg.chosen():
                 run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
@@ -152,6 +161,60 @@ class Reproduction:
                 scored.setdefault(variant.slug, []).append(result)
                 info.setdefault(variant.slug, []).append(_info(run_dir))
         return self._tables(ev, scored, info)
+
+    def pending(self, ev: Evaluator) -> list[tuple[Variant, int]]:
+        """The (variant, seed) runs without a stored result made with the current settings."""
+        todo = []
+        for seed in self.cfg.seeds:
+            for variant in self.cfg.chosen():
+                run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
+                if not self._stored(run_dir, self._key((variant, seed), ev)):
+                    todo.append((variant, seed))
+        return todo
+
+    def run_one(self, variant: Variant, seed: int, train_prompts: Sequence[str], ev: Evaluator,
+                anchor: Scored) -> Scored:  # fmt: skip
+        """Train and evaluate one (variant, seed) into ``runs/<slug>-seed<s>`` (or reuse it)."""
+        run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
+        return self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
+                            lambda: self._train(variant, seed, run_dir, train_prompts, ev))  # fmt: skip
+
+    def _run_parallel(self, ev: Evaluator, train_prompts: Sequence[str], prompts: Sequence[Prompt]) -> None:
+        """The pending runs in ``jobs`` worker processes; their results land in ``runs/`` like serial ones.
+
+        Runs that sample the anchor go first (they take longest), so the pool's tail is short, variant
+        by variant over the seeds, so that runs side by side sample different seeds' anchors and the
+        later variants of a seed find theirs stored (:meth:`anchor_store`).
+        A failed run fails the reproduction after the others finish (their results are kept).
+        """
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        order = {v.slug: i for i, v in enumerate(VARIANTS)}
+        todo = sorted(self.pending(ev), key=lambda r: (not self._rl_config(*r).rewards.needs_anchor,
+                                                        order[r[0].slug], r[1]))  # fmt: skip
+        if not todo:
+            return
+        jobs = min(self.cfg.jobs, len(todo))
+        log.info("%d runs in %d processes (%d torch thread(s) each)", len(todo), jobs, self.cfg.threads_per_job)
+        errors = []
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=mp.get_context("spawn"),  # no forked torch/thread state in the workers
+            initializer=_init_worker,
+            initargs=(self.cfg, str(self.out), self.scorers, list(train_prompts), list(prompts)),
+        ) as pool:
+            futures = {pool.submit(_worker_run, v.slug, s): (v, s) for v, s in todo}
+            for future in as_completed(futures):
+                variant, seed = futures[future]
+                try:
+                    future.result()
+                    log.info("finished %s-seed%d", variant.slug, seed)
+                except Exception as exc:  # keep the other runs going; report them all at the end
+                    log.error("%s-seed%d failed: %s: %s", variant.slug, seed, type(exc).__name__, exc)
+                    errors.append(f"{variant.slug}-seed{seed}: {type(exc).__name__}: {exc}")
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {len(todo)} runs failed: " + "; ".join(errors))
 
     def _anchor(self, ev: Evaluator) -> tuple[Scored, dict[str, Any]]:
         policy = load_anchor(self._rl_config(VARIANTS[0], self.cfg.seeds[0]).generator, self.cfg.device)
@@ -164,7 +227,6 @@ class Reproduction:
     def _train(
         self, variant: Variant, seed: int, run_dir: Path, prompts: Sequence[str], ev: Evaluator
     ) -> tuple[Scored, dict[str, Any]]:
-        from cxrl.rl.anchor import MemoryAnchorStore
         from cxrl.rl.engine import Engine
         from cxrl.rl.plan import FreshNoise
         from cxrl.rl.sinks import LogLine
@@ -172,8 +234,9 @@ class Reproduction:
         rl = self._rl_config(variant, seed)
         policy = policy_from_config(rl, device=self.cfg.device)
         plan = FreshNoise(list(prompts), rl.sampling, rl.seed)
+        backend = self._backend(rl)
         trainer = Engine(
-            rl, policy, self._backend(rl), plan, run_dir, MemoryAnchorStore(), [LogLine(rl.epochs)]
+            rl, policy, backend, plan, run_dir, self.anchor_store(rl, backend), [LogLine(rl.epochs)]
         )
         trainer.resume()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -212,26 +275,28 @@ class Reproduction:
         return load_preset(self.cfg.train_preset, overrides)
 
     def _backend(self, rl):
+        """Every reward model scores every run (the total uses the run's weights only), so the
+        anchors a run stores hold all components and serve every variant of its seed."""
         from cxrl.rewards.backend import InProcessRewards
 
-        posture, diagnostic, consistency = self.scorers
-        w = rl.rewards.weights
-        return InProcessRewards(
-            posture if "align" in w else None,
-            diagnostic if "diag" in w else None,
-            consistency if "consist" in w else None,
-            weights=w,
-            rlcf=False,  # direct mode: the engine forms the RLCF total against its anchors
-        )
+        return InProcessRewards(*self.scorers, weights=rl.rewards.weights, rlcf=False)
+
+    def anchor_store(self, rl, backend):
+        """Anchor samples on disk under ``anchors/``: the variants of a training seed draw the same
+        (report, noise seed) pairs, so the first run to sample an anchor serves all the others."""
+        from cxrl.rl.anchor import DirAnchorStore, sampler_version
+
+        version = sampler_version(rl.generator, rl.sampling, backend.info())
+        return DirAnchorStore(self.out / "anchors", version, fields=("diag_acc", "consistency"))
 
     def _cached(self, run_dir: Path, name: str, run: tuple[Variant, int] | None, ev: Evaluator,
                 anchor: Scored | None, make) -> Scored:  # fmt: skip
         """The scores of ``run_dir`` if made with the same settings, else ``make()``'s, written with ``eval.json``."""
         path, npz, key = run_dir / "eval.json", run_dir / "scores.npz", self._key(run, ev)
-        if path.is_file() and npz.is_file():
-            if json.loads(path.read_text()).get("meta") == key:
-                log.info("reusing %s", npz)
-                return Scored.load(npz)
+        if self._stored(run_dir, key):
+            log.info("reusing %s", npz)
+            return Scored.load(npz)
+        if path.is_file():
             log.info("%s was made with other settings; evaluating again", path)
         t0, c0 = time.perf_counter(), time.process_time()
         scored, info = make()
@@ -251,6 +316,12 @@ class Reproduction:
         }
         atomic_write_text(path, json.dumps(tables_json([row], meta=key), indent=1, allow_nan=False))
         return scored
+
+    @staticmethod
+    def _stored(run_dir: Path, key: dict[str, Any]) -> bool:
+        """Whether ``run_dir`` holds scores made with the settings ``key``."""
+        path = run_dir / "eval.json"
+        return path.is_file() and (run_dir / "scores.npz").is_file() and json.loads(path.read_text()).get("meta") == key
 
     def _tables(self, ev: Evaluator, scored: dict[str, list[Scored]], info: dict[str, list[dict]]) -> str:
         labels = {ANCHOR: "Anchor", REAL: REAL_LABEL} | {v.slug: v.label for v in VARIANTS}
@@ -280,6 +351,30 @@ class Reproduction:
         return text
 
 
+_WORKER: dict[str, Any] = {}  # a worker process's reproduction, evaluator and anchor scores
+
+
+def _init_worker(cfg: ReproduceConfig, out: str, scorers: tuple, train_prompts: list[str],
+                 prompts: list[Prompt]) -> None:  # fmt: skip
+    import torch
+
+    from cxrl.log import setup_logging
+
+    setup_logging("INFO")
+    torch.set_num_threads(cfg.threads_per_job)
+    reproduction = Reproduction(cfg, out, scorers)
+    ev = reproduction.evaluator(prompts)
+    anchor = Scored.load(Path(out) / "runs" / ANCHOR / "scores.npz")
+    _WORKER.update(reproduction=reproduction, ev=ev, anchor=anchor, train_prompts=train_prompts)
+
+
+def _worker_run(slug: str, seed: int) -> None:
+    """One (variant, seed) in a worker process (see :meth:`Reproduction._run_parallel`)."""
+    w = _WORKER
+    variant = next(v for v in VARIANTS if v.slug == slug)
+    w["reproduction"].run_one(variant, seed, w["train_prompts"], w["ev"], w["anchor"])
+
+
 def _info(run_dir: Path) -> dict[str, Any]:
     """What a stored evaluation recorded besides its figures (times, epochs)."""
     return json.loads((run_dir / "eval.json").read_text())["rows"][0]["info"]
@@ -306,13 +401,16 @@ def reproduce(
     variants: list[str] | None = None,
     rewards: str | None = None,
     device: str = "cpu",
+    jobs: int | None = None,
 ) -> str:
     """`cxrl reproduce`: read the dataset, build the reward models, run everything, return the markdown."""
     from cxrl.eval.heldout import held_out, split_reports
     from cxrl.rewards.factory import scorers_from_yaml
     from cxrl.rl.policy import fitting_reports
 
-    cfg = load_config(preset, data=data, seeds=seeds, variants=variants, rewards=rewards, device=device)
+    cfg = load_config(
+        preset, data=data, seeds=seeds, variants=variants, rewards=rewards, device=device, jobs=jobs
+    )
     cfg.chosen()  # fail early on unknown variants
     reproduction = Reproduction(cfg, out, scorers_from_yaml(cfg.rewards, cfg.device))
     rl = reproduction._rl_config(VARIANTS[0], cfg.seeds[0])

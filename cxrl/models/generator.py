@@ -25,10 +25,17 @@ from pydantic import Field, model_validator
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from cxrl.config import ConfigModel
+from cxrl.infra.hashing import sha256_tree
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "assets" / "default" / "generator"
+
+
+def generator_id(name: str) -> str:
+    """sha256 over a pipeline directory's weight, config and tokenizer files ("default": the default world's)."""
+    directory = DEFAULT_DIR if name == "default" else Path(name)
+    return sha256_tree(directory, (".safetensors", ".bin", ".json", ".txt"))
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

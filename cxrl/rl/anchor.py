@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from cxrl import imaging
+from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.retry import call_with_retries
 from cxrl.reports.labeler import labeler_version
 from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, Row, combine
@@ -105,6 +109,74 @@ class MemoryAnchorStore:
                 self._entries[(r, int(s))] = AnchorEntry(img.detach().cpu(), row)
 
 
+class DirAnchorStore:
+    """Anchor samples as files under ``root/<version>/``, shared by processes (runs of one machine).
+
+    Each (report, seed) is one ``.npz`` (the image in float32 and its JSON component row, no
+    pickles), written atomically, so concurrent writers of the same pair leave one whole file. The
+    directory is named by :func:`anchor_version`: a change of generator, sampler or reward models
+    starts an empty one. An entry that cannot be read, or lacks a component of ``fields``, is a miss.
+    """
+
+    def __init__(self, root: str | Path, version: str, fields: Sequence[str] = ()):
+        if not version:
+            raise ValueError("version must name the generator, sampling settings and reward models")
+        self.dir = Path(root) / version
+        self.fields = tuple(fields)  # components every usable entry must hold
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    def path(self, report: str, seed: int) -> Path:
+        digest = hashlib.sha256(json.dumps([report, int(seed)], ensure_ascii=False).encode()).hexdigest()
+        return self.dir / digest[:2] / f"{digest}.npz"
+
+    def _read(self, report: str, seed: int) -> AnchorEntry | None:
+        path = self.path(report, seed)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                image = torch.from_numpy(np.array(data["image"], dtype=np.float32))
+                row = json.loads(bytes(data["row"]).decode())
+            imaging.validate(image[None], "stored anchor image")
+            Components.from_rows([row])  # names and shapes
+        except Exception as exc:  # a damaged file is sampled again and overwritten
+            log.warning("anchor file %s unreadable (%s: %s); sampling it again", path, type(exc).__name__, exc)
+            return None
+        if any(f not in row for f in self.fields):
+            return None
+        return AnchorEntry(image, row)
+
+    def get_many(
+        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
+    ) -> list[AnchorEntry | None]:
+        if len(reports) != len(seeds):
+            raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
+        out = [self._read(r, s) for r, s in zip(reports, seeds, strict=True)]
+        if count:
+            with self._lock:
+                n_hit = sum(e is not None for e in out)
+                self.hits += n_hit
+                self.misses += len(out) - n_hit
+        return out
+
+    def put_many(
+        self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
+    ) -> None:
+        imaging.validate(images, "anchor images")
+        if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
+            raise ValueError(
+                f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
+                f"{components.num_rows} component rows; give one of each per anchor"
+            )
+        for r, s, img, row in zip(reports, seeds, images, components.to_rows(), strict=True):
+            buf = io.BytesIO()
+            np.savez(buf, image=img.detach().to("cpu", torch.float32).numpy(),
+                     row=np.frombuffer(json.dumps(row).encode(), dtype=np.uint8))  # fmt: skip
+            atomic_write_bytes(self.path(r, s), buf.getvalue())
+
+
 def anchor_version(generator_id: str, sampling: dict, models: Sequence[ModelInfo]) -> str:
     """Everything an anchor's image and components depend on, hashed into a short version string."""
     payload = {
@@ -114,6 +186,19 @@ def anchor_version(generator_id: str, sampling: dict, models: Sequence[ModelInfo
         "labeler": labeler_version(),  # the diagnostic accuracy is scored against the report's labels
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def sampler_version(
+    generator: str, sampling: SamplingSettings, models: Sequence[ModelInfo], generator_hash: str | None = None
+) -> str:
+    """:func:`anchor_version` of a run: its generator (name or directory), sampler and reward models."""
+    from cxrl.models.generator import generator_id
+
+    return anchor_version(
+        generator_hash or generator_id(generator),
+        {"steps": sampling.num_steps, "guidance": sampling.guidance_scale, "eta": sampling.eta},
+        models,
+    )
 
 
 def direct_total(c: Components, weights: dict[str, float]) -> torch.Tensor:
