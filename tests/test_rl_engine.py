@@ -133,7 +133,7 @@ def test_a_directory_store_serves_a_second_run_the_anchors_of_the_first(tmp_path
     first.run_epoch()
     assert first.history[-1]["cache_hit_rate"] == 0.0
     files = sorted((tmp_path / "v1").rglob("*.npz"))
-    assert len(files) == len(set(zip(first.plan(0).prompts, first.plan(0).seeds)))
+    assert len(files) == len(set(zip(first.plan(0).prompts, first.plan(0).seeds, strict=True)))
     second = make_engine(cfg, store=DirAnchorStore(tmp_path, "v1"))
     alone = make_engine(cfg, store=MemoryAnchorStore())
     s2, s_alone = second.run_epoch(), alone.run_epoch()
