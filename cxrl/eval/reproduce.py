@@ -196,7 +196,9 @@ class Reproduction:
         if not todo:
             return
         jobs = min(self.cfg.jobs, len(todo))
-        log.info("%d runs in %d processes (%d torch thread(s) each)", len(todo), jobs, self.cfg.threads_per_job)
+        log.info(
+            "%d runs in %d processes (%d torch thread(s) each)", len(todo), jobs, self.cfg.threads_per_job
+        )
         errors = []
         with ProcessPoolExecutor(
             jobs,
@@ -321,7 +323,11 @@ class Reproduction:
     def _stored(run_dir: Path, key: dict[str, Any]) -> bool:
         """Whether ``run_dir`` holds scores made with the settings ``key``."""
         path = run_dir / "eval.json"
-        return path.is_file() and (run_dir / "scores.npz").is_file() and json.loads(path.read_text()).get("meta") == key
+        return (
+            path.is_file()
+            and (run_dir / "scores.npz").is_file()
+            and json.loads(path.read_text()).get("meta") == key
+        )
 
     def _tables(self, ev: Evaluator, scored: dict[str, list[Scored]], info: dict[str, list[dict]]) -> str:
         labels = {ANCHOR: "Anchor", REAL: REAL_LABEL} | {v.slug: v.label for v in VARIANTS}

@@ -36,6 +36,8 @@ def generator_id(name: str) -> str:
     """sha256 over a pipeline directory's weight, config and tokenizer files ("default": the default world's)."""
     directory = DEFAULT_DIR if name == "default" else Path(name)
     return sha256_tree(directory, (".safetensors", ".bin", ".json", ".txt"))
+
+
 LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

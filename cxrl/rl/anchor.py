@@ -142,7 +142,9 @@ class DirAnchorStore:
             imaging.validate(image[None], "stored anchor image")
             Components.from_rows([row])  # names and shapes
         except Exception as exc:  # a damaged file is sampled again and overwritten
-            log.warning("anchor file %s unreadable (%s: %s); sampling it again", path, type(exc).__name__, exc)
+            log.warning(
+                "anchor file %s unreadable (%s: %s); sampling it again", path, type(exc).__name__, exc
+            )
             return None
         if any(f not in row for f in self.fields):
             return None
