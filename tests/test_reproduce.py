@@ -94,6 +94,14 @@ def test_every_variant_trains_and_is_tabulated(setup):
             (cxrl.values[metric].astype(float) - anchor.values[metric].astype(float)).reshape(2, 2).mean(1)
         )
         assert rows["CXRL"]["diff"][metric]["value"] == pytest.approx(per_report.mean(), rel=1e-9)
+    # the separation section is recomputed from the same differences and the runs' histories
+    sep = data["separation"]
+    assert set(sep) == {v.slug for v in VARIANTS}
+    assert (
+        sep["cxrl"]["metrics"]["reward_total"]["difference"] == rows["CXRL"]["diff"]["reward_total"]["value"]
+    )
+    assert sep["cxrl"]["training"]["runs"] == 1  # one seed, its checkpointed history
+    assert "## Separation from the anchor" in text and "| CXRL | reward_total |" in text
     # + r_align trained on one reward is compared on the paper's combined reward
     align = Scored.load(out / "runs" / "align-seed0" / "scores.npz")
     assert set(align.values) == {"reward_total", "r_align", "diag_acc", "clip_similarity"}

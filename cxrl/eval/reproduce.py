@@ -39,6 +39,8 @@ from cxrl.eval.evaluate import Evaluator
 from cxrl.eval.generators import load_anchor, policy_from_config
 from cxrl.eval.heldout import HeldOutConfig, Prompt
 from cxrl.eval.scores import Scored
+from cxrl.eval.separation import markdown as separation_markdown
+from cxrl.eval.separation import training_curve
 from cxrl.eval.tables import AblationRow, Row, tables_json, write_tables
 from cxrl.infra.fileio import atomic_write_text
 from cxrl.rewards.types import PAPER_WEIGHTS
@@ -319,6 +321,10 @@ class Reproduction:
         atomic_write_text(path, json.dumps(tables_json([row], meta=key), indent=1, allow_nan=False))
         return scored
 
+    def _histories(self, slug: str) -> list[list[dict[str, Any]]]:
+        """Each seed's training history of a variant."""
+        return [_history(self.out / "runs" / f"{slug}-seed{seed}") for seed in self.cfg.seeds]
+
     @staticmethod
     def _stored(run_dir: Path, key: dict[str, Any]) -> bool:
         """Whether ``run_dir`` holds scores made with the settings ``key``."""
@@ -348,8 +354,16 @@ class Reproduction:
         meta = {"seeds": self.cfg.seeds, "train_preset": self.cfg.train_preset, "data": self.cfg.data,
                 "prompts": len(ev.prompts), "samples_per_report": self.cfg.eval.samples_per_report,
                 "combined reward weights": dict(PAPER_WEIGHTS)}  # fmt: skip
-        text = write_tables(main, ablation, meta, markdown_path=self.out / "tables.md")
+        text = write_tables(main, ablation, meta)
+        trained = {
+            slug: (rows[slug].name, rows[slug].diff or {}) for slug in scored if slug not in (ANCHOR, REAL)
+        }
+        curves = {slug: training_curve(self._histories(slug)) for slug in trained}
+        section, separation = separation_markdown(trained, curves, len(ev.prompts))
+        text += "\n" + section
+        atomic_write_text(self.out / "tables.md", text)
         data = tables_json(main + extra, ablation, meta)
+        data["separation"] = separation
         for table in ("table1", "table2a"):
             data[table]["rows"] = [r.name for r in main]
         data["per_seed"] = {slug: tables_json(seed_rows)["rows"] for slug, seed_rows in per_seed.items()}
@@ -379,6 +393,16 @@ def _worker_run(slug: str, seed: int) -> None:
     w = _WORKER
     variant = next(v for v in VARIANTS if v.slug == slug)
     w["reproduction"].run_one(variant, seed, w["train_prompts"], w["ev"], w["anchor"])
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics a run checkpointed last ([] before its first checkpoint)."""
+    from cxrl.rl.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    if latest is None or not (latest / "state.json").is_file():
+        return []
+    return list(json.loads((latest / "state.json").read_text()).get("history", []))
 
 
 def _info(run_dir: Path) -> dict[str, Any]:
