@@ -186,7 +186,10 @@ def test_reproduce_command(setup, tiny_world):
     data = json.loads((out / "tables.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["Anchor", "CXRL", "Real test images"]
     assert data["meta"]["data"] == str(tiny_world)
-    assert (out / "tables.md").read_text().count("| CXRL |") == 2  # Table 1 and Table 2a
+    tables_md = (out / "tables.md").read_text()
+    tables, separation = tables_md.split("## Separation from the anchor")
+    assert tables.count("| CXRL |") == 2  # Table 1 and Table 2a
+    assert separation.count("| CXRL | ") == 4  # one line per metric
     assert (out / "config.yaml").is_file()
     assert main([*args[:-4], "--variants", "nope"]) == 2
 
