@@ -69,47 +69,68 @@ class AnchorStore(Protocol):
     ) -> None: ...
 
 
-class MemoryAnchorStore:
-    """Anchor samples in this process (thread-safe), kept at full precision."""
+def _check_put(
+    reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
+) -> None:
+    """What every store's ``put_many`` requires: valid images and one report, seed and row each."""
+    imaging.validate(images, "anchor images")
+    if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
+        raise ValueError(
+            f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
+            f"{components.num_rows} component rows; give one of each per anchor"
+        )
+
+
+class _CountedStore:
+    """``get_many`` with hit/miss counting over a store's own ``_lookup`` of (report, seed) pairs."""
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[str, int], AnchorEntry] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
+        raise NotImplementedError
 
     def get_many(
         self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
     ) -> list[AnchorEntry | None]:
         if len(reports) != len(seeds):
             raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
-        with self._lock:
-            out = [self._entries.get((r, int(s))) for r, s in zip(reports, seeds, strict=True)]
-            if count:
+        out = self._lookup([(r, int(s)) for r, s in zip(reports, seeds, strict=True)])
+        if count:
+            with self._lock:
                 n_hit = sum(e is not None for e in out)
                 self.hits += n_hit
                 self.misses += len(out) - n_hit
         return out
 
+
+class MemoryAnchorStore(_CountedStore):
+    """Anchor samples in this process (thread-safe), kept at full precision."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._entries: dict[tuple[str, int], AnchorEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
+        with self._lock:
+            return [self._entries.get(pair) for pair in pairs]
+
     def put_many(
         self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
     ) -> None:
-        imaging.validate(images, "anchor images")
-        if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
-            raise ValueError(
-                f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
-                f"{components.num_rows} component rows; give one of each per anchor"
-            )
+        _check_put(reports, seeds, images, components)
         rows = components.to_rows()
         with self._lock:
             for r, s, img, row in zip(reports, seeds, images, rows, strict=True):
                 self._entries[(r, int(s))] = AnchorEntry(img.detach().cpu(), row)
 
 
-class DirAnchorStore:
+class DirAnchorStore(_CountedStore):
     """Anchor samples as files under ``root/<version>/``, shared by processes (runs of one machine).
 
     Each (report, seed) is one ``.npz`` (the image in float32 and its JSON component row, no
@@ -121,11 +142,9 @@ class DirAnchorStore:
     def __init__(self, root: str | Path, version: str, fields: Sequence[str] = ()):
         if not version:
             raise ValueError("version must name the generator, sampling settings and reward models")
+        super().__init__()
         self.dir = Path(root) / version
         self.fields = tuple(fields)  # components every usable entry must hold
-        self.hits = 0
-        self.misses = 0
-        self._lock = threading.Lock()
 
     def path(self, report: str, seed: int) -> Path:
         digest = hashlib.sha256(json.dumps([report, int(seed)], ensure_ascii=False).encode()).hexdigest()
@@ -150,28 +169,13 @@ class DirAnchorStore:
             return None
         return AnchorEntry(image, row)
 
-    def get_many(
-        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
-    ) -> list[AnchorEntry | None]:
-        if len(reports) != len(seeds):
-            raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
-        out = [self._read(r, s) for r, s in zip(reports, seeds, strict=True)]
-        if count:
-            with self._lock:
-                n_hit = sum(e is not None for e in out)
-                self.hits += n_hit
-                self.misses += len(out) - n_hit
-        return out
+    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
+        return [self._read(r, s) for r, s in pairs]
 
     def put_many(
         self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
     ) -> None:
-        imaging.validate(images, "anchor images")
-        if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
-            raise ValueError(
-                f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
-                f"{components.num_rows} component rows; give one of each per anchor"
-            )
+        _check_put(reports, seeds, images, components)
         for r, s, img, row in zip(reports, seeds, images, components.to_rows(), strict=True):
             buf = io.BytesIO()
             np.savez(buf, image=img.detach().to("cpu", torch.float32).numpy(),
