@@ -137,6 +137,10 @@ def test_parallel_jobs_give_the_serial_results(setup):
     anchor = Scored.load(parallel / "runs" / "anchor" / "scores.npz")
     cxrl = Scored.load(parallel / "runs" / "cxrl-seed0" / "scores.npz")
     assert cxrl.values["reward_total"].tolist() != anchor.values["reward_total"].tolist()
+    # the per-seed metrics the jobs computed (not bootstrapped again in this process) are the serial ones
+    assert set(repro._from_jobs) == {str(parallel / "runs" / f"{slug}-seed0") for slug in chosen}
+    per_seed = [json.loads((d / "tables.json").read_text())["per_seed"] for d in (serial, parallel)]
+    assert per_seed[0] == per_seed[1]
     assert repro.pending(repro.evaluator(prompts)) == []  # everything stored now
     assert list((parallel / "anchors").rglob("*.npz"))  # CXRL's anchors, kept for the seed's other runs
 

@@ -124,6 +124,7 @@ class Reproduction:
     def __init__(self, cfg: ReproduceConfig, out: str | Path, scorers: tuple):
         self.cfg, self.out, self.scorers = cfg, Path(out), scorers
         self._metrics: dict[int, dict[str, Estimate]] = {}  # id(Scored) -> its metrics (bootstraps cost)
+        self._from_jobs: dict[str, dict[str, Estimate]] = {}  # run dir -> the metrics its job computed
 
     def metrics(self, ev: Evaluator, scored: Scored) -> dict[str, Estimate]:
         """A row's metrics (the real images without FID: they are the reference), computed once."""
@@ -160,6 +161,8 @@ class Reproduction:
                 run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
                 result = self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
                                       lambda v=variant, s=seed, d=run_dir: self._train(v, s, d, train_prompts, ev))  # fmt: skip
+                if str(run_dir) in self._from_jobs:  # the job computed them from these scores already
+                    self._metrics[id(result)] = self._from_jobs[str(run_dir)]
                 scored.setdefault(variant.slug, []).append(result)
                 info.setdefault(variant.slug, []).append(_info(run_dir))
         return self._tables(ev, scored, info)
@@ -212,7 +215,8 @@ class Reproduction:
             for future in as_completed(futures):
                 variant, seed = futures[future]
                 try:
-                    future.result()
+                    run_dir, metrics = future.result()
+                    self._from_jobs[run_dir] = {k: Estimate.from_dict(v) for k, v in metrics.items()}
                     log.info("finished %s-seed%d", variant.slug, seed)
                 except Exception as exc:  # keep the other runs going; report them all at the end
                     log.error("%s-seed%d failed: %s: %s", variant.slug, seed, type(exc).__name__, exc)
@@ -388,11 +392,15 @@ def _init_worker(cfg: ReproduceConfig, out: str, scorers: tuple, train_prompts: 
     _WORKER.update(reproduction=reproduction, ev=ev, anchor=anchor, train_prompts=train_prompts)
 
 
-def _worker_run(slug: str, seed: int) -> None:
-    """One (variant, seed) in a worker process (see :meth:`Reproduction._run_parallel`)."""
+def _worker_run(slug: str, seed: int) -> tuple[str, dict[str, dict]]:
+    """One (variant, seed) in a worker process (see :meth:`Reproduction._run_parallel`): its run
+    directory and the metrics it computed from its scores (so the tables need not bootstrap them again)."""
     w = _WORKER
     variant = next(v for v in VARIANTS if v.slug == slug)
-    w["reproduction"].run_one(variant, seed, w["train_prompts"], w["ev"], w["anchor"])
+    reproduction: Reproduction = w["reproduction"]
+    scored = reproduction.run_one(variant, seed, w["train_prompts"], w["ev"], w["anchor"])
+    run_dir = reproduction.out / "runs" / f"{slug}-seed{seed}"
+    return str(run_dir), {k: v.to_dict() for k, v in reproduction.metrics(w["ev"], scored).items()}
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
