@@ -158,29 +158,31 @@ class Reproduction:
             self._run_parallel(ev, train_prompts, prompts)
         for seed in self.cfg.seeds:
             for variant in self.cfg.chosen():
-                run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
-                result = self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
-                                      lambda v=variant, s=seed, d=run_dir: self._train(v, s, d, train_prompts, ev))  # fmt: skip
+                run_dir = self.run_dir(variant.slug, seed)
+                result = self.run_one(variant, seed, train_prompts, ev, anchor)
                 if str(run_dir) in self._from_jobs:  # the job computed them from these scores already
                     self._metrics[id(result)] = self._from_jobs[str(run_dir)]
                 scored.setdefault(variant.slug, []).append(result)
                 info.setdefault(variant.slug, []).append(_info(run_dir))
         return self._tables(ev, scored, info)
 
+    def run_dir(self, slug: str, seed: int) -> Path:
+        """Where one (variant, seed) run keeps its checkpoints, ``eval.json`` and ``scores.npz``."""
+        return self.out / "runs" / f"{slug}-seed{seed}"
+
     def pending(self, ev: Evaluator) -> list[tuple[Variant, int]]:
         """The (variant, seed) runs without a stored result made with the current settings."""
         todo = []
         for seed in self.cfg.seeds:
             for variant in self.cfg.chosen():
-                run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
-                if not self._stored(run_dir, self._key((variant, seed), ev)):
+                if not self._stored(self.run_dir(variant.slug, seed), self._key((variant, seed), ev)):
                     todo.append((variant, seed))
         return todo
 
     def run_one(self, variant: Variant, seed: int, train_prompts: Sequence[str], ev: Evaluator,
                 anchor: Scored) -> Scored:  # fmt: skip
-        """Train and evaluate one (variant, seed) into ``runs/<slug>-seed<s>`` (or reuse it)."""
-        run_dir = self.out / "runs" / f"{variant.slug}-seed{seed}"
+        """Train and evaluate one (variant, seed) into :meth:`run_dir` (or reuse it)."""
+        run_dir = self.run_dir(variant.slug, seed)
         return self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
                             lambda: self._train(variant, seed, run_dir, train_prompts, ev))  # fmt: skip
 
@@ -327,7 +329,7 @@ class Reproduction:
 
     def _histories(self, slug: str) -> list[list[dict[str, Any]]]:
         """Each seed's training history of a variant."""
-        return [_history(self.out / "runs" / f"{slug}-seed{seed}") for seed in self.cfg.seeds]
+        return [_history(self.run_dir(slug, seed)) for seed in self.cfg.seeds]
 
     @staticmethod
     def _stored(run_dir: Path, key: dict[str, Any]) -> bool:
@@ -399,8 +401,9 @@ def _worker_run(slug: str, seed: int) -> tuple[str, dict[str, dict]]:
     variant = next(v for v in VARIANTS if v.slug == slug)
     reproduction: Reproduction = w["reproduction"]
     scored = reproduction.run_one(variant, seed, w["train_prompts"], w["ev"], w["anchor"])
-    run_dir = reproduction.out / "runs" / f"{slug}-seed{seed}"
-    return str(run_dir), {k: v.to_dict() for k, v in reproduction.metrics(w["ev"], scored).items()}
+    return str(reproduction.run_dir(slug, seed)), {
+        k: v.to_dict() for k, v in reproduction.metrics(w["ev"], scored).items()
+    }
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:

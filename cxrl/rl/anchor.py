@@ -34,6 +34,7 @@ import torch
 from cxrl import imaging
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.retry import call_with_retries
+from cxrl.models.generator import generator_id
 from cxrl.reports.labeler import labeler_version
 from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, Row, combine
 from cxrl.rl.config import SamplingSettings
@@ -198,8 +199,6 @@ def sampler_version(
     generator: str, sampling: SamplingSettings, models: Sequence[ModelInfo], generator_hash: str | None = None
 ) -> str:
     """:func:`anchor_version` of a run: its generator (name or directory), sampler and reward models."""
-    from cxrl.models.generator import generator_id
-
     return anchor_version(
         generator_hash or generator_id(generator),
         {"steps": sampling.num_steps, "guidance": sampling.guidance_scale, "eta": sampling.eta},
