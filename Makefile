@@ -34,8 +34,9 @@ browser:
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
 
+# PYTHONFAULTHANDLER: a crash, even at interpreter exit after the last test, prints every thread's stack.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -q
 
 # Every fast unit test: no servers, no end-to-end runs, nothing heavy, no browser (marks: pyproject.toml).
 test-fast: setup
@@ -57,13 +58,15 @@ clean:
 
 # Container images and the compose stack (docs/deploy.md). `make images` gathers the pinned
 # wheels into build/wheelhouse and builds cxrl/cxrl:$(IMAGE_TAG)-$(VARIANT) offline from them.
-# Where Docker Hub cannot be reached: LOCAL_BASE=1 (Debian base built with debootstrap).
+# Where Docker Hub cannot be reached: LOCAL_BASE=1 (Debian base built with debootstrap); the default,
+# LOCAL_BASE=auto, takes it when Docker Hub does not answer. The scripts install the Debian host packages
+# they miss (docker.io, debootstrap, a BuildKit client; as root) and stop at the first failing step.
 # `make compose-check` is the pre-release check of the stack (minutes; not in `make test`).
 DOCKER ?= docker
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "$(CURDIR)/$(VENV)/lib/python3.11/site-packages/compose/docker-compose")
+COMPOSE ?= $(shell $(DOCKER) compose version >/dev/null 2>&1 && echo "docker compose" || echo "$(CURDIR)/$(VENV)/lib/python3.11/site-packages/compose/docker-compose")
 VARIANT ?= cpu
 IMAGE_TAG ?= 0.1.0
-LOCAL_BASE ?= 0
+LOCAL_BASE ?= auto
 DOCKER_ENV = DOCKER="$(DOCKER)" COMPOSE="$(COMPOSE)" VARIANT=$(VARIANT) IMAGE_TAG=$(IMAGE_TAG) LOCAL_BASE=$(LOCAL_BASE)
 
 images: setup

@@ -17,6 +17,7 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
 py="${PYTHON:-$repo/.venv/bin/python}"
 cxrl="${CXRL:-$repo/.venv/bin/cxrl}"
+docker="${DOCKER:-docker}"
 compose_bin="${COMPOSE:-docker compose}"
 env_file="$repo/build/compose.env"
 work="$repo/build/compose-check"
@@ -31,11 +32,10 @@ step() {  # step NAME: print the time the previous step took, then announce NAME
   [ -n "$1" ] && echo "compose-check: -- $1"
   return 0
 }
-cleanup() {
+cleanup() {  # on failure once the stack is up: its logs to a file, then down; the failing step's message stays last
   local rc=$?
   if [ "$rc" != 0 ]; then
-    echo "compose-check: FAILED (exit $rc); logs of the stack:" >&2
-    "${compose[@]}" --profile train logs --no-color --tail 80 >&2 || true
+    "${compose[@]}" --profile train logs --no-color --tail 200 > "$work/stack.log" 2>&1 || true
   fi
   "${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60 >/dev/null 2>&1 || true
 }
@@ -44,9 +44,16 @@ step "docker engine"
 "$repo/deploy/docker/dockerd.sh"
 
 step "images"
-# shellcheck disable=SC1091
-source <("$repo/deploy/docker/images.sh" --if-missing --print-env)
-export CXRL_IMAGE CXRL_REDIS_IMAGE
+# A plain assignment keeps images.sh's exit status (`source <(...)` would lose it): on failure
+# the check stops here, with images.sh's message last.
+images_env="$("$repo/deploy/docker/images.sh" --if-missing --print-env)"
+while IFS= read -r line; do
+  case "$line" in
+    CXRL_IMAGE=?* | CXRL_REDIS_IMAGE=?*) export "${line?}" ;;
+    *) echo "compose-check: unexpected line from images.sh --print-env: $line" >&2; exit 1 ;;
+  esac
+done <<< "$images_env"
+[ -n "${CXRL_IMAGE:-}" ] || { echo "compose-check: images.sh printed no CXRL_IMAGE" >&2; exit 1; }
 
 step "secrets (build/compose.env)"
 mkdir -p "$repo/build" "$work"
@@ -58,6 +65,7 @@ fi
 set -a; source "$env_file"; set +a
 
 trap cleanup EXIT
+echo "compose-check: from here a failure takes the stack down and leaves its logs in build/compose-check/stack.log"
 step "compose up --wait (redis, rewards healthy)"
 "${compose[@]}" up -d --wait --wait-timeout "${WAIT_TIMEOUT:-900}"
 "${compose[@]}" ps
@@ -72,7 +80,10 @@ if CXRL_API_TOKEN= "$cxrl" score --images "$work/images" --reports "$work/report
      --server 127.0.0.1:9000 >"$work/no-token.log" 2>&1; then
   echo "compose-check: gRPC scored a request without the token" >&2; exit 1
 fi
-grep -q UNAUTHENTICATED "$work/no-token.log" || { cat "$work/no-token.log" >&2; exit 1; }
+grep -q UNAUTHENTICATED "$work/no-token.log" || {
+  cat "$work/no-token.log" >&2
+  echo "compose-check: without the token, gRPC did not answer UNAUTHENTICATED (its answer above)" >&2; exit 1
+}
 echo "compose-check: without the token, gRPC answers UNAUTHENTICATED"
 
 chromium_bin="$(command -v chromium || command -v chromium-browser || true)"
@@ -102,21 +113,24 @@ grep -q "compose-check" "$work/runs.txt" && grep -q "finished" "$work/runs.txt" 
   || { echo "compose-check: the run is not in Redis as finished" >&2; exit 1; }
 
 step "disk"
-docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
-docker system df
+"$docker" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
+"$docker" system df
 
 step "stop: SIGTERM ends the reward services"
 # tini forwards SIGTERM to cxrl serve, which shuts Serve and Ray down and exits 0; a container
 # that needs SIGKILL after the grace period exits 137.
 "${compose[@]}" stop --timeout 60 rewards
-code="$(docker inspect -f '{{.State.ExitCode}}' "$("${compose[@]}" ps -aq rewards)")"
+rewards_id="$("${compose[@]}" ps -aq rewards)"
+code="$("$docker" inspect -f '{{.State.ExitCode}}' "$rewards_id")"
 [ "$code" = 0 ] || { echo "compose-check: rewards exited $code on SIGTERM (137: killed after 60 s)" >&2; exit 1; }
 echo "compose-check: rewards stopped cleanly on SIGTERM (exit 0)"
 
 step "compose down"
 trap - EXIT
 "${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60
-left="$(docker ps -aq --filter label=com.docker.compose.project=cxrl)$(docker network ls -q --filter label=com.docker.compose.project=cxrl)$(docker volume ls -q --filter label=com.docker.compose.project=cxrl)"
+project=label=com.docker.compose.project=cxrl
+left="$("$docker" ps -aq --filter "$project")$("$docker" network ls -q --filter "$project")"
+left+="$("$docker" volume ls -q --filter "$project")"
 [ -z "$left" ] || { echo "compose-check: left behind: $left" >&2; exit 1; }
 echo "compose-check: nothing of the project left (containers, networks, volumes)"
 step ""
