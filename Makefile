@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup browser protos test test-fast lint demo bench clean images compose-env compose-check
+.PHONY: setup browser protos test test-fast lint demo bench clean images compose-env compose-check chaos-check
 
 # The venv is rebuilt only when pyproject.toml changes (a no-op when up to date).
 setup: $(STAMP) protos
@@ -79,3 +79,9 @@ compose-env:
 
 compose-check: setup
 	$(DOCKER_ENV) deploy/docker/compose-check.sh
+
+# `make chaos-check`: the compose `cluster` profile (Ray head + 2 worker nodes) losing a worker node,
+# its head and the cache Redis, and a frozen node, under scoring load and a training run (tens of
+# minutes; not in `make test`; docs/reliability.md). CHAOS_ARGS: options of deploy/docker/chaos.py.
+chaos-check: setup
+	$(DOCKER_ENV) CHAOS_ARGS="$(CHAOS_ARGS)" deploy/docker/chaos-check.sh

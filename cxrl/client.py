@@ -64,14 +64,34 @@ class RewardServiceError(RuntimeError):
 
 
 def parse_target(url: str) -> str:
-    """``grpc://host:port``, ``grpcs://host:port`` (TLS) or ``host:port`` -> ``host:port``."""
+    """``grpc://host:port``, ``grpcs://host:port`` (TLS) or ``host:port`` -> ``host:port``.
+
+    Several proxies of one service, ``grpc://IP:PORT,IP:PORT,...`` (IP addresses), become gRPC's
+    ``ipv4:``/``ipv6:`` address list: the channel spreads calls over the proxies that answer and
+    a retried call goes to the next one (client-side failover, docs/reliability.md)."""
     target = url.removeprefix("grpcs://").removeprefix("grpc://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(
-            f"reward server address {url!r} must look like grpc://HOST:PORT, grpcs://HOST:PORT or HOST:PORT"
-        )
-    return target
+    parts = target.split(",")
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(
+                f"reward server address {url!r} must look like grpc://HOST:PORT, grpcs://HOST:PORT or HOST:PORT "
+                "(several proxies: grpc://IP:PORT,IP:PORT)"
+            )
+    if len(parts) == 1:
+        return target
+    versions = set()
+    for part in parts:
+        try:
+            versions.add(ipaddress.ip_address(part.rpartition(":")[0].strip("[]")).version)
+        except ValueError:
+            raise ValueError(
+                f"reward server address {url!r}: a list of proxies takes IP addresses "
+                "(one name that resolves to several addresses works as HOST:PORT)"
+            ) from None
+    if len(versions) > 1:
+        raise ValueError(f"reward server address {url!r}: IPv4 and IPv6 proxies cannot be mixed")
+    return f"ipv{versions.pop()}:{target}"
 
 
 @dataclass(frozen=True)
@@ -110,11 +130,14 @@ def _read(path: str | None) -> bytes | None:
 
 
 def _is_loopback(target: str) -> bool:
-    host = target.rpartition(":")[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    for address in target.removeprefix("ipv4:").removeprefix("ipv6:").split(","):
+        host = address.rpartition(":")[0].strip("[]")
+        try:
+            if not (host == "localhost" or ipaddress.ip_address(host).is_loopback):
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 class RewardClient:
@@ -345,6 +368,9 @@ def _channel(target: str, tls: TLS | None, max_message_bytes: int) -> grpc.Chann
     options = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        # every address the target names or resolves to (several proxies, a name with several
+        # records): calls go round-robin over the ones that answer, skipping those that do not
+        ("grpc.lb_policy_name", "round_robin"),
     ]
     if tls is None:
         return grpc.insecure_channel(target, options=options)
