@@ -130,13 +130,17 @@ def service_recovered_at(outcomes: list[Outcome], injected: float, until: float)
 
 
 def fault_report(outcomes: list[Outcome], faults: list[Fault], load_end: float) -> list[dict[str, Any]]:
-    """Per fault: the window from injection to recovery ("during"), then to the next fault ("after")."""
+    """Per fault: the window from injection to recovery ("during"), then to the next fault ("after").
+
+    The cluster has recovered when every container is healthy again (``Fault.healthy``); the
+    service when the last request disturbed before that has ended. A request disturbed later
+    counts as a failure after recovery."""
     rows = []
     for i, fault in enumerate(faults):
         next_start = faults[i + 1].injected if i + 1 < len(faults) else load_end
-        service = service_recovered_at(outcomes, fault.injected, next_start)
-        recovered = max(service, fault.healthy if fault.healthy is not None else next_start)
-        recovered = min(recovered, next_start)
+        healthy = next_start if fault.healthy is None else min(fault.healthy, next_start)
+        service = service_recovered_at(outcomes, fault.injected, healthy)
+        recovered = min(max(service, healthy), next_start)
         rows.append(
             {
                 "fault": fault.name,
@@ -407,7 +411,7 @@ class Cluster:
         ).stdout.strip()
 
     def all_healthy(self) -> bool:
-        return all(self.health(s) == "running/healthy" for s in NODES)
+        return all(self.health(s) == "running/healthy" for s in (*NODES, CACHE))
 
     def exec(
         self, service: str, *cmd: str, timeout: float = 120, check: bool = True
