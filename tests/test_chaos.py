@@ -316,3 +316,27 @@ def test_a_client_spreads_over_proxies_and_fails_over_when_one_dies_or_freezes(p
     with RewardClient(addr_a, token="", timeout_s=1.0, retries=1, backoff_s=0.05) as alone:
         with pytest.raises(RewardServiceError, match="UNAVAILABLE"):
             alone.score(images, ["x", "y"])
+
+
+def test_the_rayservice_and_rayjob_carry_what_the_cluster_profile_needed(cluster):
+    """No replica on the head, workers that outlive a head restart as long as compose's do, and a
+    RayJob whose Train controller waits for a lost node's replacement (the chaos check's findings)."""
+    rayservice = yaml.safe_load((REPO / "deploy" / "base" / "rayservice.yaml").read_text())["spec"][
+        "rayClusterConfig"
+    ]
+    assert rayservice["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert rayservice["gcsFaultToleranceOptions"]["redisAddress"] == "cxrl-ray-gcs:6379"
+    compose_workers = cluster["services"]["ray-worker-1"]["environment"]
+    for group in rayservice["workerGroupSpecs"]:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert (
+            env["RAY_gcs_rpc_server_reconnect_timeout_s"]
+            == compose_workers["RAY_gcs_rpc_server_reconnect_timeout_s"]
+        )
+    rayjob = yaml.safe_load((REPO / "deploy/overlays/gpu-multinode/trainer-rayjob.yaml").read_text())
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    compose_head = cluster["services"]["ray-head"]["environment"]
+    assert int(env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]) >= int(
+        compose_head["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]
+    )
