@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
+from cxrl.infra.ports import free_port
 from cxrl.infra.procs import FateShare
-from services import exposure
+from services import exposure, metrics
 from services.gatekeeper import PROXY_CALLBACK, PROXY_LIMIT_ENV, http_body_limit
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "serve-cpu.yaml"
 GRPC_SIZE_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+METRICS_HOST = "127.0.0.1"  # the local Ray head's node address: every metrics endpoint binds it
+NO_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address may be loopback
 
 
 def register_serve(subparsers) -> None:
@@ -62,6 +65,16 @@ def register_serve(subparsers) -> None:
         help="without REDIS_URL, start a private redis-server for the score cache (default: no cache)",
     )
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for the applications")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of Ray's Prometheus exporter (/metrics: the services' and Ray's metrics), bound to "
+        "127.0.0.1 (default: a free port, printed)",
+    )
+    p.add_argument(
+        "--no-metrics", action="store_true", help="record and export no metrics (Ray's and the services')"
+    )
     p.add_argument(
         "--allow-unauthenticated",
         action="store_true",
@@ -131,7 +144,20 @@ def grpc_message_limit(config: dict[str, Any]) -> int:
     return min(limit + (1 << 20), (2 << 30) - 1) if limit else (2 << 30) - 1
 
 
+def loopback_node() -> None:
+    """Make the local Ray head's node address 127.0.0.1, so that every metrics endpoint Ray starts
+    (the metrics agent's exporter, the dashboard's and the autoscaler's ``/metrics``, and the agents'
+    HTTP servers) binds loopback: Ray binds them to localhost only when the node address is localhost,
+    and ``ray.init(_node_ip_address="127.0.0.1")`` is rewritten to the machine's address unless Ray
+    is told this is no multi-node cluster (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read at import:
+    set before Ray is imported here and inherited by Ray's processes)."""
+    os.environ[NO_CLUSTER_ENV] = "0"
+    if "ray._private.ray_constants" in sys.modules:  # imported already (the config's schema)
+        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
+
+
 def run(args: argparse.Namespace) -> int:
+    loopback_node()  # before Ray is imported
     exposure.enable_ray_token_auth()  # before Ray reads its config
     config = load_config(args.config, args.host, args.http_port, args.grpc_port)
     try:
@@ -160,8 +186,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray's Prometheus exporter answers anyone on every interface, token or not: off unless asked for
-    os.environ.setdefault("RAY_enable_metrics_collection", "0")
+    # Ray's metrics endpoints (the metrics agent's exporter, the dashboard's and the autoscaler's
+    # /metrics) bind the node's address and answer without a token: the node is 127.0.0.1, so all of
+    # them listen on loopback only (Ray binds them to localhost when the node address is; scrape
+    # from this host, or through a token-checking proxy)
+    metrics_port = None
+    if args.no_metrics:
+        os.environ["RAY_enable_metrics_collection"] = "0"
+        os.environ[metrics.ENABLE_ENV] = "0"
+    else:
+        os.environ.setdefault("RAY_EXPORT_COUNTER_AS_GAUGE", "0")  # counters as counters only
+        metrics_port = args.metrics_port or free_port(METRICS_HOST)
     os.environ.setdefault(GRPC_SIZE_ENV, str(grpc_message_limit(config)))
     # the token and body limit checked in Ray's HTTP proxy too, before it buffers a body
     os.environ.setdefault(PROXY_LIMIT_ENV, str(http_body_limit(max_request_bytes(config))))
@@ -183,7 +218,15 @@ def _run_ray(config: dict[str, Any], args: argparse.Namespace) -> int:
             include_dashboard=False,
             namespace="serve",
             log_to_driver=True,
+            _metrics_export_port=metrics_port,
         )
+        node = ray.util.get_node_ip_address()
+        if node != METRICS_HOST:  # Ray's metrics endpoints would answer on every interface
+            raise RuntimeError(f"Ray's node address is {node}, not {METRICS_HOST}: not starting")
+        if metrics_port:
+            print(
+                f"cxrl serve: metrics on http://{METRICS_HOST}:{metrics_port}/metrics (loopback)", flush=True
+            )
         # after ray.init, which installs its own SIGTERM handler (exit without serve shutdown)
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         return _serve(config, args.ready_timeout, stop)

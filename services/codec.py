@@ -29,6 +29,15 @@ def diag_columns(models) -> tuple[list[int], tuple[str, ...]]:
     return keep, tuple(DIAG_LABELS[j] for j in keep)
 
 
+class Refused(ValueError):
+    """A request over one of the server's limits; ``reason`` names which (size, images, pixels,
+    report), for the refusal metrics (``services.metrics``). Still a ``ValueError``: INVALID_ARGUMENT."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one request may hold; every limit is checked before any image is decoded."""
@@ -53,9 +62,10 @@ class ScoreInputs:
 def check_size(nbytes: int, limit: int) -> None:
     """Reject requests over the server's size limit (INVALID_ARGUMENT, not a transport error)."""
     if limit > 0 and nbytes > limit:
-        raise ValueError(
+        raise Refused(
+            "size",
             f"request is {nbytes} bytes, over the server's limit of {limit} bytes; "
-            "split the batch into smaller requests (cxrl.client does this automatically)"
+            "split the batch into smaller requests (cxrl.client does this automatically)",
         )
 
 
@@ -80,10 +90,13 @@ def batch_pixels(batch: pb.ImageBatch, limits: Limits, what: str) -> int:
             sizes = [(shape[-1], shape[-2])] * shape[0]
         else:
             return 0
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    try:
         for i, (w, h) in enumerate(sizes):
             imaging.check_pixels(w, h, limits.max_image_pixels, f" (image {i})")
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise Refused("pixels", f"{what}: {exc}") from None
     return sum(w * h for w, h in sizes)
 
 
@@ -95,15 +108,17 @@ def check_request(req: pb.ScoreRequest | pb.PredictRequest, limits: Limits) -> N
         batches.append(("anchor_images", req.anchor_images))
     n = sum(batch_count(b) for _, b in batches)
     if n > limits.max_batch_images:
-        raise ValueError(
+        raise Refused(
+            "images",
             f"{n} images (policy + anchor) in one request; the server takes at most "
-            f"{limits.max_batch_images}: split the batch (cxrl.client does this automatically)"
+            f"{limits.max_batch_images}: split the batch (cxrl.client does this automatically)",
         )
     pixels = sum(batch_pixels(b, limits, what) for what, b in batches)
     if limits.max_request_pixels and pixels > limits.max_request_pixels:
-        raise ValueError(
+        raise Refused(
+            "pixels",
             f"the images of this request decode to {pixels} pixels, over the server's limit of "
-            f"{limits.max_request_pixels} per request; send fewer or smaller images per request"
+            f"{limits.max_request_pixels} per request; send fewer or smaller images per request",
         )
     check_report_lengths(req.reports, limits.max_report_chars)
 
@@ -111,9 +126,10 @@ def check_request(req: pb.ScoreRequest | pb.PredictRequest, limits: Limits) -> N
 def check_report_lengths(reports, max_chars: int) -> None:
     for i, report in enumerate(reports):
         if max_chars and len(report) > max_chars:
-            raise ValueError(
+            raise Refused(
+                "report",
                 f"report {i} is {len(report)} characters, over the limit of {max_chars}; "
-                "send the findings/impression sections only (the models read the first tokens)"
+                "send the findings/impression sections only (the models read the first tokens)",
             )
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 
 from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized
+from services.metrics import OFF, ServiceMetrics, route_method
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def proxy_middlewares() -> list:
     from services.grpc_servicer import server_token
 
     limit = int(os.environ.get(PROXY_LIMIT_ENV, "0") or 0)
-    return [Middleware(Gatekeeper, token=server_token(), max_body_bytes=limit)]
+    return [Middleware(Gatekeeper, token=server_token(), max_body_bytes=limit, metrics=ServiceMetrics())]
 
 
 def http_body_limit(max_request_bytes: int) -> int:
@@ -66,10 +67,11 @@ def is_public(method: str, path: str) -> bool:
 class Gatekeeper:
     """ASGI middleware: token and size checked on the headers, streamed bodies capped."""
 
-    def __init__(self, app, token: str, max_body_bytes: int):
+    def __init__(self, app, token: str, max_body_bytes: int, metrics: ServiceMetrics = OFF):
         self.app = app
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics  # refusals by reason (auth, size)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -78,11 +80,13 @@ class Gatekeeper:
         if self.token and not is_public(scope["method"], scope["path"]):
             auth = headers.get(b"authorization", b"").decode("latin-1")
             if not authorized(auth, self.token):
+                self.metrics.refused(route_method(scope["path"]), "http", "auth")
                 return await reply(send, 401, UNAUTHENTICATED_MESSAGE, {"www-authenticate": "Bearer"})
         if not self.max_body_bytes:
             return await self.app(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            self.metrics.refused(route_method(scope["path"]), "http", "size")
             return await reply(send, 413, self._too_large(length.decode("latin-1")))
         return await self._capped(scope, receive, send)
 
@@ -100,6 +104,7 @@ class Gatekeeper:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
                     refused = True
+                    self.metrics.refused(route_method(scope["path"]), "http", "size")
                     log.warning("refused a streamed body at %d bytes (limit %d)", seen, self.max_body_bytes)
                     if not started:
                         await reply(send, 413, self._too_large(f"more than {self.max_body_bytes}"))

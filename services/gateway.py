@@ -31,6 +31,7 @@ from cxrl.rewards.consistency import check_reports
 from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
 from services import codec
 from services.grpc_servicer import handle_rpc, parse, server_token
+from services.metrics import ServiceMetrics
 from services.models import DEPLOYMENT_NAMES
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,10 @@ class Gateway:
     def check(self, inputs: codec.ScoreInputs) -> None:
         n = inputs.images.shape[0] * (1 if inputs.anchor_images is None else 2)
         if n > self.args.max_batch_images:
-            raise ValueError(
+            raise codec.Refused(
+                "images",
                 f"{n} images (policy + anchor) in one request; the server takes at most "
-                f"{self.args.max_batch_images}: split the batch (cxrl.client does this automatically)"
+                f"{self.args.max_batch_images}: split the batch (cxrl.client does this automatically)",
             )
 
     async def score(self, inputs: codec.ScoreInputs) -> RewardResult:
@@ -155,7 +157,7 @@ class Gateway:
     async def score_message(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         inputs = codec.decode_score_request(request, self.args.weights, self.args.limits)
         if "consist" in inputs.weights:  # per-item checks here, never inside a model's shared batch
-            check_reports(inputs.reports)
+            check_report_texts(inputs.reports)
         result = await self.score(inputs)
         return codec.encode_score_response(request.request_id, result, inputs.weights)
 
@@ -168,6 +170,14 @@ class Gateway:
             max_request_bytes=self.args.max_request_bytes,
             max_batch_images=self.args.max_batch_images,
         )
+
+
+def check_report_texts(reports: list[str]) -> None:
+    """The consistency model's report checks (non-empty text), refused with reason ``report``."""
+    try:
+        check_reports(reports)
+    except ValueError as exc:
+        raise codec.Refused("report", str(exc)) from None
 
 
 def _cat_images(images: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -187,6 +197,7 @@ class RewardGateway:
         self._handles: dict = {}
         self.gateway = Gateway(self.args, self._handle, share=ray.put)
         self.token = server_token()
+        self.metrics = ServiceMetrics()
 
     def _handle(self, kind: str):
         # looked up on first use: the model applications may deploy after the gateway
@@ -198,7 +209,7 @@ class RewardGateway:
     def __serve_build_asgi_app__(self):
         from services.http import create_app
 
-        return create_app(self.gateway, self.token)
+        return create_app(self.gateway, self.token, self.metrics)
 
     async def Score(self, request: pb.ScoreRequest | bytes, grpc_context=None) -> pb.ScoreResponse:
         return await handle_rpc(
@@ -206,6 +217,8 @@ class RewardGateway:
             self.token,
             lambda: self.gateway.score_message(parse(pb.ScoreRequest, request)),
             pb.ScoreResponse(),
+            self.metrics,
+            "Score",
         )
 
     async def Info(self, request: pb.InfoRequest | bytes, grpc_context=None) -> pb.InfoResponse:
@@ -213,7 +226,7 @@ class RewardGateway:
             parse(pb.InfoRequest, request)
             return await self.gateway.info_message()
 
-        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse())
+        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse(), self.metrics, "Info")
 
 
 def reward_app(args: dict) -> serve.Application:

@@ -28,6 +28,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from cxrl.reward.v1 import reward_pb2 as pb
+from services.metrics import OFF, ServiceMetrics, Timer, reason_of, status_of
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +109,50 @@ UNAUTHENTICATED_MESSAGE = (
 )
 
 
-async def handle_rpc(grpc_context, token: str, work: Callable[[], Awaitable[M]], empty: M) -> M:
-    """Run ``work`` for one RPC; on failure set the status on ``grpc_context`` and return ``empty``."""
+async def handle_rpc(
+    grpc_context,
+    token: str,
+    work: Callable[[], Awaitable[M]],
+    empty: M,
+    metrics: ServiceMetrics = OFF,
+    method: str = "",
+) -> M:
+    """Run ``work`` for one RPC; on failure set the status on ``grpc_context`` and return ``empty``.
+    The outcome (status, refusal reason, seconds) is recorded in ``metrics`` under ``method``."""
+    timer = Timer()
+    code, error = None, None
+    try:
+        return await _run_rpc(grpc_context, token, work, empty)
+    except _Failed as failed:
+        code, error = failed.code, failed.exc
+        _fail(grpc_context, code, failed.details)
+        return empty
+    finally:
+        status = status_of(code)
+        metrics.request(method, "grpc", status, timer.seconds, reason_of(error, status))
+
+
+class _Failed(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, exc: BaseException | None = None):
+        self.code, self.details, self.exc = code, details, exc
+
+
+async def _run_rpc(grpc_context, token: str, work: Callable[[], Awaitable[M]], empty: M) -> M:
     metadata = dict(grpc_context.invocation_metadata()) if grpc_context is not None else {}
     if not authorized(metadata.get("authorization"), token):
-        _fail(grpc_context, grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
-        return empty
+        raise _Failed(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
     try:
         return await work()
     except ValueError as exc:
-        _fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise _Failed(grpc.StatusCode.INVALID_ARGUMENT, str(exc), exc) from None
     except Exception as exc:  # the replica must keep serving
         code = transient_status(exc)
         if code is None:
             log.exception("internal error while serving an RPC")
-            _fail(grpc_context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
-        else:
-            log.warning("reward model call failed, the caller may retry: %s: %s", type(exc).__name__, exc)
-            _fail(grpc_context, code, f"{_TRANSIENT_HINT[code]}: {type(exc).__name__}: {exc}")
-    return empty
+            details = f"internal error: {type(exc).__name__}: {exc}"
+            raise _Failed(grpc.StatusCode.INTERNAL, details, exc) from None
+        log.warning("reward model call failed, the caller may retry: %s: %s", type(exc).__name__, exc)
+        raise _Failed(code, f"{_TRANSIENT_HINT[code]}: {type(exc).__name__}: {exc}", exc) from None
 
 
 _TRANSIENT_HINT = {

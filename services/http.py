@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from cxrl.reward.v1 import reward_pb2 as pb
 from services.gatekeeper import DOCS_ASSETS, Gatekeeper, http_body_limit
 from services.grpc_servicer import UNAUTHENTICATED_MESSAGE, authorized, transient_status
+from services.metrics import OFF, ServiceMetrics, Timer, reason_of, route_method
 
 HTTP_STATUS = {grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503}
 
@@ -123,27 +124,38 @@ class PredictResponseJSON(BaseModel):
     diag_labels: list[str] = Field(default_factory=list)
 
 
-def _denied(authorization: str | None, token: str) -> JSONResponse | None:
+def _denied(
+    authorization: str | None, token: str, metrics: ServiceMetrics, method: str
+) -> JSONResponse | None:
     if authorized(authorization, token):
         return None
+    metrics.request(method, "http", "unauthenticated", 0.0, "auth")
     return JSONResponse(status_code=401, content={"detail": UNAUTHENTICATED_MESSAGE})
 
 
-async def _call(body: BaseModel, message_type, run):
-    """Body -> proto -> ``run`` -> JSON; bad input -> 422 with the reason."""
+async def _call(body: BaseModel | None, message_type, run, metrics: ServiceMetrics = OFF, method: str = ""):
+    """Body -> proto -> ``run`` -> JSON; bad input -> 422 with the reason. The outcome is recorded in
+    ``metrics`` (status, refusal reason, seconds) under ``method``."""
+    timer, status, error = Timer(), "internal", None
     try:  # the body's size was checked by the Gatekeeper before it was read; the message's here
-        message = json_format.ParseDict(body.model_dump(exclude_none=True), message_type())
-        return to_json(await run(message))
+        message = json_format.ParseDict(body.model_dump(exclude_none=True), message_type()) if body else None
+        out = to_json(await run(message))
+        status = "ok"
+        return out
     except (ValueError, json_format.ParseError) as exc:
+        status, error = "invalid_argument", exc
         return JSONResponse(status_code=422, content={"detail": str(exc)})
     except Exception as exc:
         code = transient_status(exc)
         if code is None:
             raise
+        status, error = code.name.lower(), exc
         detail = f"a reward model is busy or restarting; retry with backoff: {type(exc).__name__}: {exc}"
         return JSONResponse(
             status_code=HTTP_STATUS[code], content={"detail": detail}, headers={"Retry-After": "1"}
         )
+    finally:
+        metrics.request(method, "http", status, timer.seconds, reason_of(error, status))
 
 
 def _json_safe(value):
@@ -159,18 +171,20 @@ def _json_safe(value):
     return repr(value)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, metrics: ServiceMetrics = OFF) -> None:
     """Every malformed body -> 422 with a JSON detail (FastAPI would give 500 for a validation error
     whose input holds NaN/Infinity, and 400 for a body too deeply nested to parse)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError):
         errors = [{k: e.get(k) for k in ("type", "loc", "msg", "input")} for e in exc.errors()]
+        metrics.request(route_method(request.url.path), "http", "invalid_argument", 0.0, "invalid")
         return JSONResponse(status_code=422, content={"detail": _json_safe(errors)})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         if exc.status_code == 400 and request.method == "POST":  # FastAPI's "error parsing the body"
+            metrics.request(route_method(request.url.path), "http", "invalid_argument", 0.0, "invalid")
             detail = f"the request body could not be parsed as JSON ({exc.detail}); send a JSON object"
             return JSONResponse(status_code=422, content={"detail": detail})
         return await http_exception_handler(request, exc)
@@ -179,27 +193,29 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_model_app(model, token: str) -> FastAPI:
     """FastAPI routes of one model application (``services.models.RewardModel``)."""
     app = FastAPIOffline(title=f"cxrl {model.kind} reward model", version="v1", static_url=DOCS_ASSETS)
-    install_error_handlers(app)
-    app.add_middleware(Gatekeeper, token=token, max_body_bytes=http_body_limit(model.args.max_request_bytes))
+    metrics = getattr(model, "metrics", OFF)
+    install_error_handlers(app, metrics)
+    limit = http_body_limit(model.args.max_request_bytes)
+    app.add_middleware(Gatekeeper, token=token, max_body_bytes=limit, metrics=metrics)
 
     @app.post("/v1/predict", response_model=PredictResponseJSON)
     async def predict(body: PredictBody, authorization: str | None = Header(None)):
         """This model's components for a batch of images."""
-        if (resp := _denied(authorization, token)) is not None:
+        if (resp := _denied(authorization, token, metrics, "Predict")) is not None:
             return resp
-        return await _call(body, pb.PredictRequest, model.predict_message)
+        return await _call(body, pb.PredictRequest, model.predict_message, metrics, "Predict")
 
     @app.get("/v1/info", response_model=InfoResponseJSON)
     async def info(authorization: str | None = Header(None)):
         """The model's name, version and weights hash."""
-        if (resp := _denied(authorization, token)) is not None:
+        if (resp := _denied(authorization, token, metrics, "Info")) is not None:
             return resp
-        return to_json(await model.info_message())
+        return await _call(None, None, lambda _: model.info_message(), metrics, "Info")
 
     return app
 
 
-def create_app(gateway, token: str) -> FastAPI:
+def create_app(gateway, token: str, metrics: ServiceMetrics = OFF) -> FastAPI:
     """FastAPI routes over a ``services.gateway.Gateway``."""
     app = FastAPIOffline(
         static_url=DOCS_ASSETS,  # /docs and /redoc load their scripts from the package, not a CDN
@@ -207,24 +223,27 @@ def create_app(gateway, token: str) -> FastAPI:
         version="v1",
         description="Comparative rewards (posture, diagnostic, CXR-CLIP consistency) for generated chest X-rays.",
     )
-    install_error_handlers(app)
+    install_error_handlers(app, metrics)
     app.add_middleware(
-        Gatekeeper, token=token, max_body_bytes=http_body_limit(gateway.args.max_request_bytes)
+        Gatekeeper,
+        token=token,
+        max_body_bytes=http_body_limit(gateway.args.max_request_bytes),
+        metrics=metrics,
     )
 
     @app.post("/v1/score", response_model=ScoreResponseJSON)
     async def score(body: ScoreBody, authorization: str | None = Header(None)):
         """Score a batch: per-image components, anchor counterparts, weighted totals, models used."""
-        if (resp := _denied(authorization, token)) is not None:
+        if (resp := _denied(authorization, token, metrics, "Score")) is not None:
             return resp
-        return await _call(body, pb.ScoreRequest, gateway.score_message)
+        return await _call(body, pb.ScoreRequest, gateway.score_message, metrics, "Score")
 
     @app.get("/v1/info", response_model=InfoResponseJSON)
     async def info(authorization: str | None = Header(None)):
         """The models served (name, version, weights hash), default weights and request limits."""
-        if (resp := _denied(authorization, token)) is not None:
+        if (resp := _denied(authorization, token, metrics, "Info")) is not None:
             return resp
-        return to_json(await gateway.info_message())
+        return await _call(None, None, lambda _: gateway.info_message(), metrics, "Info")
 
     @app.get("/healthz")
     async def healthz():

@@ -29,6 +29,7 @@ from cxrl.rewards.types import Components, ModelInfo
 from services import codec
 from services.cache import ScoreCache, content_hash, signature
 from services.grpc_servicer import handle_rpc, parse, server_token
+from services.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class ModelServer:
         self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s, salt=cache_salt(kind, self.scorer))
         self.row_signature = signature(self._run(torch.zeros(1, 1, 64, 64), ["No finding."]).to_rows()[0])
         self.token = server_token()
+        self.metrics = ServiceMetrics()
         self._score_batch.set_max_batch_size(self.args.max_batch_images)
         self._score_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
         log.info("%s model ready: %s %s", kind, self.info.name, self.info.version)
@@ -172,7 +174,10 @@ class ModelServer:
             raise ValueError(f"got {images.shape[0]} images but {len(reports)} reports; send one per image")
         codec.check_report_lengths(reports, self.args.max_report_chars)
         if self.kind == "consistency":
-            check_reports(reports)
+            try:
+                check_reports(reports)
+            except ValueError as exc:
+                raise codec.Refused("report", str(exc)) from None
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_batch_images)
     async def _score_batch(
@@ -187,6 +192,7 @@ class ModelServer:
         for members in groups.values():
             images = torch.cat([items[n][0] for n in members])  # [sum B,1,H,W]
             reports = [r for n in members for r in items[n][1]]
+            self.metrics.batch(self.kind, images.shape[0])
             try:
                 out = await asyncio.to_thread(self._run, images, reports)
             except Exception:
@@ -224,6 +230,12 @@ class ModelServer:
         return await self._score(images, reports), self.info
 
     async def _score(self, images: torch.Tensor, reports: list[str]) -> Components:
+        with self.metrics.model_call(self.kind):
+            out = await self._score_checked(images, reports)
+        self.metrics.scored(self.kind, images.shape[0])
+        return out
+
+    async def _score_checked(self, images: torch.Tensor, reports: list[str]) -> Components:
         self.check_items(images, reports)
         images = codec.as_float(images)  # [B,1,H,W] float
         if not self.cache.enabled:
@@ -234,6 +246,7 @@ class ModelServer:
         ]
         cached = await asyncio.to_thread(self.cache.get, self.info, keys, self.row_signature)
         miss = [i for i, row in enumerate(cached) if row is None]
+        self.metrics.cache(self.kind, len(cached) - len(miss), len(miss))
         if not miss:
             return Components.from_rows(cached)
         fresh = await self._score_uncached(images[miss], [reports[i] for i in miss])
@@ -270,6 +283,8 @@ class ModelServer:
             self.token,
             lambda: self.predict_message(parse(pb.PredictRequest, request)),
             pb.PredictResponse(),
+            self.metrics,
+            "Predict",
         )
 
     async def Info(self, request: pb.InfoRequest | bytes, grpc_context=None) -> pb.InfoResponse:
@@ -277,7 +292,7 @@ class ModelServer:
             parse(pb.InfoRequest, request)
             return await self.info_message()
 
-        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse())
+        return await handle_rpc(grpc_context, self.token, work, pb.InfoResponse(), self.metrics, "Info")
 
 
 RewardModel = serve.deployment(max_ongoing_requests=64)(serve.ingress()(ModelServer))

@@ -69,11 +69,13 @@ class ServeProcess:
         ready_timeout_s: float = 600.0,  # for the applications to run (the command's --ready-timeout)
         token: str | None = None,  # the reward API's bearer token (None: CXRL_API_TOKEN, else a fresh one)
         allow_unauthenticated: bool = False,  # no API token, no Ray token auth (an unreachable machine)
+        metrics_port: int | None = None,  # Ray's Prometheus exporter, on 127.0.0.1 (None: a free port)
     ):
         self.config = Path(config)
         self.host = host
         self.grpc_port = grpc_port or free_port(host)
         self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port("127.0.0.1")
         self.num_cpus = num_cpus
         self.nice = nice
         self.ready_timeout_s = ready_timeout_s
@@ -116,11 +118,16 @@ class ServeProcess:
     def http_url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        """Ray's Prometheus exporter: the services' and Ray's metrics (loopback only)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def command(self) -> list[str]:
         cmd = ["nice", "-n", str(self.nice)] if self.nice else []
         cmd += [sys.executable, "-m", "cxrl.cli", "serve", "--config", str(self.config), "--host", self.host]
         cmd += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
-        cmd += ["--ready-timeout", str(self.ready_timeout_s)]
+        cmd += ["--ready-timeout", str(self.ready_timeout_s), "--metrics-port", str(self.metrics_port)]
         if self.num_cpus:
             cmd += ["--num-cpus", str(self.num_cpus)]
         return cmd
