@@ -104,9 +104,8 @@ def worker(generator: str, threads: int, per_call: int, epochs: int, tmp: Path) 
     from cxrl.rewards.backend import InProcessRewards
     from cxrl.rewards.factory import random_scorers
     from cxrl.rl.config import load_preset
-    from cxrl.rl.engine import Engine
-    from cxrl.rl.plan import FreshNoise
     from cxrl.rl.policy import make_policy
+    from cxrl.rl.run import build
 
     setup_logging("WARNING")
     torch.set_num_threads(threads)
@@ -114,7 +113,7 @@ def worker(generator: str, threads: int, per_call: int, epochs: int, tmp: Path) 
     cfg.generator = "default" if generator == "default" else str(rgb_pipeline_dir(tmp))
     policy = make_policy(cfg)
     backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=False)
-    engine = Engine(cfg, policy, backend, FreshNoise(list(REPORTS), cfg.sampling, cfg.seed))
+    engine = build(cfg, REPORTS, backend, policy=policy).engine
     try:
         engine.run_epoch()  # warm-up
         walls, phases = [], []

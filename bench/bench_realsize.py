@@ -153,8 +153,7 @@ def current_rss_gb() -> float:
 def exact_resume(engine, cfg, target: str, run_dir: Path) -> dict:
     """Restore the written checkpoint into a fresh engine over perturbed adapters; compare every state."""
     from cxrl.client import RewardClient
-    from cxrl.rl.engine import Engine
-    from cxrl.rl.plan import FreshNoise
+    from cxrl.rl.run import build
 
     policy = engine.policy
     params = [p.detach().clone() for p in policy.trainable_parameters()]
@@ -165,7 +164,7 @@ def exact_resume(engine, cfg, target: str, run_dir: Path) -> dict:
         for p in policy.trainable_parameters():
             p.add_(1.0)  # the fresh engine must bring the trained values back
     backend = RewardClient(target, weights=dict(cfg.rewards.weights))
-    again = Engine(cfg, policy, backend, FreshNoise(list(realsize.REPORTS), cfg.sampling, cfg.seed), run_dir)
+    again = build(cfg, realsize.REPORTS, backend, policy=policy, run_dir=run_dir).engine
     try:
         resumed = again.resume()
         restored = again.optimizer.state_dict()

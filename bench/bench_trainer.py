@@ -134,9 +134,8 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from cxrl.log import setup_logging
     from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
     from cxrl.rl.config import load_preset
-    from cxrl.rl.engine import Engine
-    from cxrl.rl.plan import SeedBank
     from cxrl.rl.policy import make_policy
+    from cxrl.rl.run import Wiring, build
     from cxrl.rl.sinks import PHASES
     from trainer.anchor_cache import AnchorCache
 
@@ -152,9 +151,12 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     with LocalRedis() as redis_url, tempfile.TemporaryDirectory(prefix="cxrl-bench-trainer-") as tmp:
         client = redis.Redis.from_url(redis_url)
 
-        def engine(cfg_, name: str, cache, bank: int) -> Engine:
-            plan = SeedBank(list(REPORTS), cfg_.sampling, cfg_.seed, bank)
-            return Engine(cfg_, policy, backend, plan, Path(tmp) / name, cache)
+        def engine(cfg_, name: str, cache, bank: int):
+            wiring = Wiring(plan="seed-bank", seed_bank=bank)
+            run = build(
+                cfg_, REPORTS, backend, policy=policy, wiring=wiring, run_dir=Path(tmp) / name, anchors=cache
+            )
+            return run.engine
 
         def epoch(name: str, cfg_, cache) -> dict:
             loop = engine(cfg_, name, cache, SEED_BANK)

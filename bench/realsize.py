@@ -263,16 +263,15 @@ def run_paper_epoch(
     (engine, metrics, timer); the caller closes the engine.
     """
     from cxrl.client import RewardClient
-    from cxrl.rl.engine import Engine
-    from cxrl.rl.plan import FreshNoise
     from cxrl.rl.policy import make_policy
+    from cxrl.rl.run import build
 
     policy = make_policy(cfg, pipe)
     if prepare is not None:
         prepare(policy)
     timer = UnetTimer(policy.unet, cuda, echo)
     backend = RewardClient(target, weights=dict(cfg.rewards.weights), timeout_s=3600.0)
-    engine = Engine(cfg, policy, backend, FreshNoise(list(REPORTS), cfg.sampling, cfg.seed), run_dir)
+    engine = build(cfg, REPORTS, backend, policy=policy, run_dir=run_dir).engine
     t0 = time.perf_counter()
     metrics = engine.run_epoch()
     metrics["time/epoch"] = time.perf_counter() - t0

@@ -37,7 +37,9 @@ def backend(cfg: CXRLConfig) -> InProcessRewards:
 def make_engine(cfg: CXRLConfig, run_dir=None, plan=None, backend_=None, **kwargs) -> Engine:
     policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
     plan = plan or FreshNoise(list(REPORTS), cfg.sampling, cfg.seed)
-    return Engine(cfg, policy, backend_ or backend(cfg), plan, run_dir, **kwargs)
+    return Engine(
+        cfg=cfg, policy=policy, backend=backend_ or backend(cfg), plan=plan, run_dir=run_dir, **kwargs
+    )
 
 
 def trainable(policy: Policy) -> dict[str, torch.Tensor]:
@@ -274,4 +276,4 @@ def test_bad_setups_are_rejected():
     kept = fitting_reports(policy, REPORTS, cfg.max_report_tokens)
     assert kept == []
     with pytest.raises(ValueError, match="no usable reports"):
-        Engine(cfg, policy, backend(cfg), FreshNoise(kept, cfg.sampling, 0))
+        Engine(cfg=cfg, policy=policy, backend=backend(cfg), plan=FreshNoise(kept, cfg.sampling, 0))

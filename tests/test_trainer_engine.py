@@ -14,9 +14,8 @@ from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.config import load_preset
-from cxrl.rl.engine import Engine
-from cxrl.rl.plan import SeedBank
 from cxrl.rl.policy import Policy
+from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, format_epoch_line
 from trainer.anchor_cache import AnchorCache
 from trainer.runner import RedisMetrics
@@ -53,10 +52,19 @@ def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=
     sinks = [HistoryFile(tmp_path / "run" / "history.jsonl")]
     if store is not None:
         sinks.append(RedisMetrics(store, "run-t"))
-    plan = SeedBank(PROMPTS, cfg.sampling, cfg.seed, seed_bank)
-    return Engine(
-        cfg, policy, backend, plan, tmp_path / "run", cache, sinks, max_in_flight, retries, backoff_s=0.0
+    wiring = Wiring(
+        plan="seed-bank", seed_bank=seed_bank, max_in_flight=max_in_flight, retries=retries, backoff_s=0
     )
+    return build(
+        cfg,
+        PROMPTS,
+        backend,
+        policy=policy,
+        wiring=wiring,
+        run_dir=tmp_path / "run",
+        anchors=cache,
+        sinks=sinks,
+    ).engine
 
 
 def trainable(engine):

@@ -42,8 +42,8 @@ from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
 from cxrl.rl.parallel import LOCAL, Local
-from cxrl.rl.plan import SeedBank
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
+from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
@@ -150,8 +150,7 @@ class Run:
 
     @property
     def retries(self) -> int:
-        r = self.cfg.rewards
-        return 0 if r.url == "inprocess" else r.retries  # in-process errors would repeat; gRPC ones may not
+        return wiring(self.cfg).retries
 
 
 def run_id_of(cfg: TrainConfig) -> str:
@@ -193,17 +192,27 @@ def prepare(
     return Run(cfg, rl, run_id, run_dir, policy, backend, train, held_out, guard, store, cache)
 
 
+def wiring(cfg: TrainConfig) -> Wiring:
+    """What a trainer run names: the seed-bank plan and how reward calls are made (its anchor store
+    is the Redis cache, passed to the builder)."""
+    r = cfg.rewards
+    return Wiring(
+        plan="seed-bank", seed_bank=cfg.seed_bank, max_in_flight=r.max_in_flight,
+        retries=0 if r.url == "inprocess" else r.retries,  # in-process errors would repeat; gRPC ones may not
+        backoff_s=r.backoff_s,
+    )  # fmt: skip
+
+
 def build_engine(run: Run, group: Local = LOCAL) -> Engine:
-    """The engine of a run: seed-bank plan, Redis anchor cache, log line, history file, metrics stream."""
+    """The engine of a run (:func:`cxrl.rl.run.build`): Redis anchor cache, log line, history file, metrics stream."""
     sinks: list[Sink] = [LogLine(run.rl.epochs), HistoryFile(run.run_dir / "history.jsonl")]
     if run.store is not None:
         sinks.append(RedisMetrics(run.store, run.run_id))
-    r = run.cfg.rewards
-    plan = SeedBank(run.train, run.rl.sampling, run.rl.seed, run.cfg.seed_bank)
-    return Engine(
-        run.rl, run.policy, run.backend, plan, run.run_dir, run.cache, sinks, r.max_in_flight, run.retries,
-        r.backoff_s, group,
+    built = build(
+        run.rl, run.train, run.backend, policy=run.policy, wiring=wiring(run.cfg), run_dir=run.run_dir,
+        anchors=run.cache, sinks=sinks, group=group,
     )  # fmt: skip
+    return built.engine
 
 
 def run_training(

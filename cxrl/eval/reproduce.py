@@ -191,7 +191,7 @@ class Reproduction:
 
         Runs that sample the anchor go first (they take longest), so the pool's tail is short, variant
         by variant over the seeds, so that runs side by side sample different seeds' anchors and the
-        later variants of a seed find theirs stored (:meth:`anchor_store`).
+        later variants of a seed find theirs stored (:meth:`wiring`).
         A failed run fails the reproduction after the others finish (their results are kept).
         """
         import multiprocessing as mp
@@ -237,17 +237,14 @@ class Reproduction:
     def _train(
         self, variant: Variant, seed: int, run_dir: Path, prompts: Sequence[str], ev: Evaluator
     ) -> tuple[Scored, dict[str, Any]]:
-        from cxrl.rl.engine import Engine
-        from cxrl.rl.plan import FreshNoise
+        from cxrl.rl.run import build
         from cxrl.rl.sinks import LogLine
 
         rl = self._rl_config(variant, seed)
         policy = policy_from_config(rl, device=self.cfg.device)
-        plan = FreshNoise(list(prompts), rl.sampling, rl.seed)
-        backend = self._backend(rl)
-        trainer = Engine(
-            rl, policy, backend, plan, run_dir, self.anchor_store(rl, backend), [LogLine(rl.epochs)]
-        )
+        run = build(rl, prompts, self._backend(rl), policy=policy, wiring=self.wiring(), run_dir=run_dir,
+                    sinks=[LogLine(rl.epochs)])  # fmt: skip
+        trainer = run.engine
         trainer.resume()
         t0, c0 = time.perf_counter(), time.process_time()
         try:
@@ -291,13 +288,13 @@ class Reproduction:
 
         return InProcessRewards(*self.scorers, weights=rl.rewards.weights, rlcf=False)
 
-    def anchor_store(self, rl, backend):
-        """Anchor samples on disk under ``anchors/``: the variants of a training seed draw the same
-        (report, noise seed) pairs, so the first run to sample an anchor serves all the others."""
-        from cxrl.rl.anchor import DirAnchorStore, sampler_version
+    def wiring(self):
+        """Fresh noise each epoch; anchor samples on disk under ``anchors/``: the variants of a training
+        seed draw the same (report, noise seed) pairs, so the first run to sample an anchor serves all
+        the others."""
+        from cxrl.rl.run import Wiring
 
-        version = sampler_version(rl.generator, rl.sampling, backend.info())
-        return DirAnchorStore(self.out / "anchors", version, fields=("diag_acc", "consistency"))
+        return Wiring(plan="fresh-noise", anchors="directory", anchor_dir=str(self.out / "anchors"))
 
     def _cached(self, run_dir: Path, name: str, run: tuple[Variant, int] | None, ev: Evaluator,
                 anchor: Scored | None, make) -> Scored:  # fmt: skip

@@ -60,6 +60,7 @@ class Engine:
 
     def __init__(
         self,
+        *,
         cfg: CXRLConfig,
         policy: Policy,
         backend: RewardBackend,
