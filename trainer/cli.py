@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default=None, help="where runs go (default from the config)")
     p.add_argument("--workers", type=int, default=None,
                    help="data-parallel training workers on Ray Train (overrides scaling.workers)")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve the epoch metrics for Prometheus on http://127.0.0.1:PORT/metrics "
+                        "(0: a free port, logged; overrides metrics.port)")  # fmt: skip
     p.set_defaults(func=run_train)
 
     r = subparsers.add_parser("runs", help="list training runs with their status and latest metrics")
@@ -72,6 +75,8 @@ def run_train(args: argparse.Namespace) -> int:
         extra["out_dir"] = args.out_dir
     if args.workers:
         extra["scaling"] = {"workers": args.workers}
+    if args.metrics_port is not None:
+        extra["metrics"] = {"port": args.metrics_port}
     cfg = load_config(args.config, args.set, extra)
     try:
         if cfg.scaling.workers > 1:

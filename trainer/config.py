@@ -18,6 +18,7 @@ from cxrl.config import ConfigModel, deep_merge
 from cxrl.eval.heldout import HeldOutConfig
 from cxrl.rewards.factory import RewardModelsConfig
 from cxrl.rl.config import CXRLConfig, load_preset
+from trainer.metrics import MetricsSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -116,6 +117,9 @@ class TrainConfig(ConfigModel):
     rewards: RewardClientSettings = Field(default_factory=RewardClientSettings, description="reward backend")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="Redis")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="held-out evaluation")
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="the run's Prometheus /metrics endpoint (off by default)"
+    )
 
     @model_validator(mode="after")
     def _rl_valid(self) -> TrainConfig:

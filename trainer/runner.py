@@ -47,6 +47,7 @@ from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
+from trainer.metrics import metrics_sink
 from trainer.prompts import choose
 from trainer.report import EvalGrid, write_report
 from trainer.store import RunStore
@@ -235,6 +236,8 @@ def run_training(
              len(run.held_out))  # fmt: skip
     progress = cfg.progress and os.isatty(2)
     engine = build_engine(run)
+    if (metrics := metrics_sink(cfg.metrics, run_id)) is not None:  # the run's /metrics (trainer.metrics)
+        engine.sinks.append(metrics)
     frozen = FrozenAnchor(run.policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
         cfg.eval, run.held_out, rl.sampling, run.backend, rl.rewards.weights, run.policy,
