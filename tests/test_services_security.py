@@ -150,6 +150,16 @@ def test_serve_refuses_to_listen_beyond_loopback_without_tokens(tmp_path):
 
 @pytest.mark.service
 @pytest.mark.slow
+def _get_metrics(address: str, port: int) -> str:
+    """``GET /metrics`` over plain HTTP without a token: the status, or why there was none."""
+    host = "127.0.0.1" if address in ("::", "0.0.0.0") else address
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return f"HTTP {httpx.get(f'http://{target}/metrics', timeout=10).status_code}"
+    except httpx.HTTPError as exc:  # a gRPC server answers HTTP/1.1 with a protocol error
+        return f"no HTTP: {type(exc).__name__}"
+
+
 def test_every_listener_beyond_loopback_demands_a_token(service):
     listeners = listening_sockets(service.processes())
     http_port = int(service.http_url.rsplit(":", 1)[1])
@@ -164,6 +174,16 @@ def test_every_listener_beyond_loopback_demands_a_token(service):
     assert service.grpc_port in beyond and len(beyond) >= 3
     refused = {"UNAUTHENTICATED", "HTTP 401", "HTTP 403"}
     assert all(status in refused for *_, status in statuses.values()), statuses
+    # no metrics beyond loopback: GET /metrics on every such port gets no 200 (Ray's exporter, the
+    # dashboard's and the autoscaler's /metrics answered anyone on 0.0.0.0 before cxrl serve made
+    # the node address 127.0.0.1)
+    metrics = {p: _get_metrics(address[p], p) for p in beyond}
+    print(f"GET /metrics beyond loopback: {metrics}")
+    assert not [s for s in metrics.values() if s.startswith("HTTP 2")], metrics
+    # ... while the exporter answers on loopback, and only there
+    exporter = [x for x in listeners if x.port == service.metrics_port]
+    assert [x.address for x in exporter] == ["127.0.0.1"], exporter
+    assert httpx.get(service.metrics_url, timeout=10).status_code == 200
     with RewardClient(service.grpc_target, token=TOKEN) as client:  # with the token: served
         assert len(client.info()) == 3
 
