@@ -9,7 +9,7 @@ What runs (nothing downloaded, every weight random, built from configs by :mod:`
    BERT-base 224, posture ResNet-18 224) served by `cxrl serve` with the GPU profile
    (``services/configs/serve-gpu.yaml``: one replica per model, a third of the GPU each);
 2. a Stable Diffusion 1.5-shaped pipeline (UNet ~860 M parameters) in float16 on the GPU, LoRA and
-   ACE in float32 (:class:`cxrl.models.generator.Policy`);
+   ACE in float32 (:class:`cxrl.rl.policy.Policy`);
 3. one epoch of the ``paper`` preset through the engine (:class:`cxrl.rl.engine.Engine`): 81 images,
    50 DDIM steps with guidance 5, anchors sampled (no cache), rewards over gRPC, one optimiser
    step on all 81.
