@@ -21,7 +21,9 @@ ray_token="${RAY_AUTH_TOKEN:-}" gcs_password="${RAY_GCS_REDIS_PASSWORD:-}"
 [ "${#ray_token}" -ge 32 ] \
   || fail "the cluster's Ray token is missing or short: set CXRL_RAY_TOKEN (>= 32 characters) in the env file"
 python /app/healthcheck.py --require-token
-common="--block --disable-usage-stats --node-ip-address=$(hostname -i | cut -d' ' -f1)"
+# the container's address on the compose network (Ray's own guess asks for a route to the internet)
+ip="$(python -c 'import socket; print(socket.gethostbyname(socket.gethostname()))')"
+common="--block --disable-usage-stats --node-ip-address=$ip"
 case "$role" in
   head)
     [ "${#gcs_password}" -ge 32 ] \
@@ -31,6 +33,20 @@ case "$role" in
       --redis-password="$gcs_password" $common &
     ;;
   worker)
+    # wait for the head's GCS (a raylet that finds none gives up after a minute)
+    python - "${RAY_HEAD_ADDRESS:-ray-head:6379}" <<'EOF'
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+deadline = time.monotonic() + 900
+while True:
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        break
+    except OSError as exc:
+        if time.monotonic() > deadline:
+            sys.exit(f"ray-node: the head's GCS at {sys.argv[1]} does not answer: {exc}")
+        time.sleep(2)
+EOF
     # shellcheck disable=SC2086
     ray start --address="${RAY_HEAD_ADDRESS:-ray-head:6379}" --num-cpus="${RAY_NODE_CPUS:-2}" $common &
     ;;

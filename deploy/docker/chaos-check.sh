@@ -20,7 +20,10 @@ compose_bin="${COMPOSE:-docker compose}"
 env_file="$repo/build/compose.env"
 work="$repo/build/chaos-check"
 read -r -a compose <<< "$compose_bin"
-compose+=(--env-file "$env_file" --project-directory "$repo" -f "$repo/docker-compose.yml" --profile cluster)
+# a project of its own (cxrl-chaos): a compose-check or `docker compose up` of the default stack
+# (project cxrl) beside it touches nothing of it, nor it theirs
+project="${CHAOS_PROJECT:-cxrl-chaos}"
+compose+=(-p "$project" --env-file "$env_file" --project-directory "$repo" -f "$repo/docker-compose.yml" --profile cluster)
 nodes=(ray-head ray-worker-1 ray-worker-2)
 ports=(9100 9101 9102 8100 8101 8102)
 t_start=$(date +%s)
@@ -74,7 +77,7 @@ step "cluster up --wait (redis, ray-gcs-redis, head, 2 worker nodes)"
 
 step "token auth between nodes; replicas across worker nodes"
 if "${compose[@]}" exec -T -e RAY_AUTH_TOKEN="$(secret)" ray-worker-1 \
-     ray status --address ray-head:6379 >"$work/wrong-token.log" 2>&1; then
+     timeout 120 ray status --address ray-head:6379 >"$work/wrong-token.log" 2>&1; then
   echo "chaos-check: a Ray client with a wrong token reached the GCS" >&2; exit 1
 fi
 echo "chaos-check: a Ray client with a wrong token is refused ($(grep -m1 -io 'unauthenticated\|auth[a-z]*' "$work/wrong-token.log" || echo refused))"
@@ -93,12 +96,14 @@ assert len(apps) == 4 and not bad, f"applications without a replica on each work
 EOF
 
 step "chaos under load (deploy/docker/chaos.py)"
-"$py" "$repo/deploy/docker/chaos.py" --env-file "$env_file" --out "$work" --compose "$compose_bin" ${CHAOS_ARGS:-}
+# shellcheck disable=SC2086
+"$py" "$repo/deploy/docker/chaos.py" --env-file "$env_file" --out "$work" --compose "$compose_bin" \
+  --project "$project" ${CHAOS_ARGS:-}
 
 step "compose down"
 trap - EXIT
 "${compose[@]}" down --volumes --remove-orphans --timeout 60
-left="$(docker ps -aq --filter label=com.docker.compose.project=cxrl)$(docker network ls -q --filter label=com.docker.compose.project=cxrl)$(docker volume ls -q --filter label=com.docker.compose.project=cxrl)"
+left="$(docker ps -aq --filter label=com.docker.compose.project=$project)$(docker network ls -q --filter label=com.docker.compose.project=$project)$(docker volume ls -q --filter label=com.docker.compose.project=$project)"
 [ -z "$left" ] || { echo "chaos-check: left behind: $left" >&2; exit 1; }
 for port in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env-file", type=Path, required=True, help="compose env file with the secrets")
     p.add_argument("--out", type=Path, required=True, help="folder of the report and the runs copied out")
     p.add_argument("--compose", default=os.environ.get("COMPOSE", "docker compose"), help="compose command")
+    p.add_argument("--project", default="cxrl-chaos", help="compose project name of the cluster")
     p.add_argument("--seconds", type=float, default=3000, help="upper bound on the load's duration")
     p.add_argument("--max-requests", type=int, default=20000, help="upper bound on requests sent")
     p.add_argument("--grpc-clients", type=int, default=2)
@@ -565,8 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(line.split("=", 1) for line in args.env_file.read_text().splitlines() if "=" in line)
     token = env["CXRL_API_TOKEN"]
-    compose = [*shlex.split(args.compose), "--env-file", str(args.env_file), "--project-directory", str(REPO),
-               "-f", str(REPO / "docker-compose.yml")]  # fmt: skip
+    compose = [*shlex.split(args.compose), "-p", args.project, "--env-file", str(args.env_file),
+               "--project-directory", str(REPO), "-f", str(REPO / "docker-compose.yml")]  # fmt: skip
     cluster = Cluster(compose)
     log_file = open(args.out / "chaos.log", "w")
 
