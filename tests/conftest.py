@@ -23,6 +23,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Nothing a test started may outlive the session into interpreter exit, where a thread still
+    running native code (Ray's core worker, gRPC's pollers, torch) can crash the process after
+    every test passed. A Ray driver left connected is shut down here; threads still alive are
+    named in the output (`make test` runs with PYTHONFAULTHANDLER=1, which prints the stacks of
+    a crash at exit)."""
+    import sys
+    import threading
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        print("\nconftest: a test left Ray initialised; shutting it down", file=sys.stderr)
+        ray.shutdown()
+    left = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if left:
+        names = ", ".join(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in left)
+        print(f"\nconftest: threads alive at the end of the session: {names}", file=sys.stderr)
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxrl.world.build import WorldConfig, build_world

@@ -47,13 +47,13 @@ def _serve(credentials: grpc.ServerCredentials, ready: threading.Event, box: dic
         add_reward_service(GatewayServicer(), server)
         box["port"] = server.add_secure_port("127.0.0.1:0", credentials)
         await server.start()
-        box["stop"] = asyncio.Event()
+        box["loop"], box["stop"] = asyncio.get_running_loop(), asyncio.Event()
         ready.set()
         await box["stop"].wait()
         await server.stop(None)
 
-    box["loop"] = asyncio.new_event_loop()
-    box["loop"].run_until_complete(main())
+    # asyncio.run closes the loop and its default executor's threads: nothing of it outlives the module
+    asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,8 @@ def tls_server(pki):
     assert ready.wait(60)
     yield f"127.0.0.1:{box['port']}"
     box["loop"].call_soon_threadsafe(box["stop"].set)
-    thread.join(10)
+    thread.join(30)
+    assert not thread.is_alive(), "the TLS server's thread did not end"
 
 
 def _images():

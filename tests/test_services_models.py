@@ -33,6 +33,19 @@ LOOP = asyncio.new_event_loop()
 run = LOOP.run_until_complete
 
 
+@pytest.fixture(scope="module", autouse=True)
+def close_loop():
+    """The module's loop ends with the module: serve.batch's queue tasks cancelled, the default
+    executor's threads joined, the loop closed (none of it left for interpreter exit)."""
+    yield
+    pending = asyncio.all_tasks(LOOP)
+    for task in pending:
+        task.cancel()
+    run(asyncio.gather(*pending, return_exceptions=True))
+    run(LOOP.shutdown_default_executor())
+    LOOP.close()
+
+
 @pytest.fixture(autouse=True)
 def replica_context(monkeypatch):
     """serve.batch reads max_ongoing_requests from the replica context; stand in for it."""
