@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONHASHSEED ?= 0
 
-.PHONY: setup browser protos test test-fast lint demo bench clean images compose-env compose-check chaos-check
+.PHONY: setup browser prometheus protos test test-fast lint demo bench clean images compose-env compose-check chaos-check
 
 # The venv is rebuilt only when pyproject.toml changes (a no-op when up to date).
 setup: $(STAMP) protos
@@ -35,7 +35,14 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq chromium >/dev/null; }
 
 # PYTHONFAULTHANDLER: a crash, even at interpreter exit after the last test, prints every thread's stack.
-test: setup browser
+# Prometheus and promtool for the observability tests (Debian's package, like chromium above).
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus (with promtool) for the observability tests"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: setup browser prometheus
 	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -q
 
 # Every fast unit test: no servers, no end-to-end runs, nothing heavy, no browser (marks: pyproject.toml).
