@@ -77,3 +77,27 @@ def test_rules_name_only_metrics_that_exist():
              for s in ("_bucket", "_sum", "_count")}  # fmt: skip
     used = set(re.findall(r"\b(?:ray_cxrl_\w+|cxrl_trainer_\w+)", text))
     assert used and used <= ours | TRAINER_FAMILIES, used - ours - TRAINER_FAMILIES
+
+
+def test_dashboard_generator_reproduces_the_committed_json():
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("cxrl_dashboard", MONITORING / "dashboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # grafana-foundation-sdk builds it
+    assert module.render() == (MONITORING / "cxrl-dashboard.json").read_text(), (
+        "run deploy/monitoring/dashboard.py"
+    )
+    board = json.loads(module.render())
+    panels = [p for p in board["panels"] if p["type"] == "timeseries"]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    assert len(panels) == 12 and all(
+        len({t["refId"] for t in p["targets"]}) == len(p["targets"]) for p in panels
+    )
+    ours = {RAY_PREFIX + n + s for n, (kind, *_) in METRICS.items()
+            for s in (("_total",) if kind == "counter" else ("_bucket", "_sum", "_count"))}  # fmt: skip
+    used = {m for e in exprs for m in re.findall(r"\b(?:ray_cxrl_\w+|cxrl_trainer_\w+)", e)}
+    assert used <= ours | TRAINER_FAMILIES, used - ours - TRAINER_FAMILIES
+    assert used >= {"ray_cxrl_reward_requests_total", "ray_cxrl_reward_refused_requests_total",
+                    "ray_cxrl_reward_cache_lookups_total", "cxrl_trainer_epoch_metric"}  # fmt: skip
