@@ -12,7 +12,7 @@ the paper's ablations are switches: ``ace.enabled: false`` (w/o ACE), ``rewards.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -52,6 +52,58 @@ class SamplingSettings(ConfigModel):
         description="the policy reuses the anchor's per-step DDIM noise too (False: only the initial "
         "latent is shared, the policy's step noise is fresh each epoch; see cxrl.rl.sampler)",
     )
+    # -- the training sampler (evaluation always uses num_steps / guidance_scale / eta above) -------
+    train_num_steps: int | None = Field(
+        None,
+        ge=1,
+        description="DDIM steps of the trajectories sampled for training (and of their anchors); "
+        "None = num_steps (the paper). Fewer than at evaluation: Flow-GRPO (Liu et al. 2025)",
+    )
+    train_guidance_scale: float | None = Field(
+        None,
+        ge=1.0,
+        description="CFG scale of the training trajectories and of the loss's log-probs; 1 = CFG-free "
+        "training (one UNet branch, Flow-GRPO); None = guidance_scale (the paper)",
+    )
+    window: int = Field(
+        0,
+        ge=0,
+        description="stochastic steps per training trajectory: only these are sampled with eta and "
+        "trained, the others are deterministic DDIM (eta 0); 0 = every step (the paper's DDPO). "
+        "Flow-GRPO-Fast / MixGRPO",
+    )
+    window_start: int = Field(
+        0, ge=0, description="index of the window's first step in the training schedule"
+    )
+    window_slide_every: int = Field(
+        0,
+        ge=0,
+        description="move the window one step later every this many epochs (MixGRPO's sliding window), "
+        "wrapping back to window_start after the last position; 0 = a fixed window",
+    )
+    branch: bool = Field(
+        False,
+        description="the images of a report in an epoch share one initial noise and the deterministic "
+        "steps before the window (computed once per group) and branch at the window (Flow-GRPO-Fast); "
+        "needs window > 0 and images_per_prompt > 1",
+    )
+
+    @property
+    def train_steps(self) -> int:
+        """DDIM steps of a training trajectory."""
+        return self.train_num_steps or self.num_steps
+
+    @property
+    def train_guidance(self) -> float:
+        """CFG scale of a training trajectory."""
+        return self.guidance_scale if self.train_guidance_scale is None else self.train_guidance_scale
+
+    def window_at(self, epoch: int) -> int:
+        """The window's first step at ``epoch`` (fixed, or sliding one step per window_slide_every)."""
+        if not self.window_slide_every:
+            return self.window_start
+        positions = self.train_steps - self.window - self.window_start + 1
+        return self.window_start + (epoch // self.window_slide_every) % positions
 
 
 class TrainSettings(ConfigModel):
@@ -82,6 +134,13 @@ class TrainSettings(ConfigModel):
         ge=0,
         description="weight of DPOK's per-step KL(policy || frozen anchor) on the policy's trajectory; "
         "0 = off (the paper's setting); > 0 costs one more UNet forward per trained step",
+    )
+    timestep_weighting: Literal["uniform", "noise_level"] = Field(
+        "uniform",
+        description="weight of each trained step's loss: uniform (the paper's DDPO), or noise_level: "
+        "proportional to the step's DDIM standard deviation, normalised to mean 1 over the trainable "
+        "steps (TempFlow-GRPO's noise-aware weighting, He et al. 2025): the log-prob gradient of a "
+        "step grows as 1/sigma_t, so low-noise steps would otherwise dominate",
     )
 
 
@@ -134,6 +193,9 @@ class CXRLConfig(ConfigModel):
     seed: int = Field(0, description="seed of prompts, noise, LoRA/ACE init and training shuffles")
     epochs: int = Field(100, ge=1, description="epochs to run")
     checkpoint_every: int = Field(1, ge=1, description="write a checkpoint every this many epochs")
+    checkpoint_keep: int = Field(
+        3, ge=1, description="keep only the newest this many checkpoints (the final one is the newest)"
+    )
     device: str = Field("cpu", description="torch device")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapters")
     ace: AceSettings = Field(default_factory=AceSettings, description="adaptive condition embeddings")
@@ -159,6 +221,23 @@ class CXRLConfig(ConfigModel):
                 f"sampling.images_per_epoch ({n}) must be a multiple of train.batch_size x "
                 f"train.gradient_accumulation_steps ({step})"
             )
+        if s.window_start + s.window > s.train_steps:
+            raise ValueError(
+                f"sampling.window_start ({s.window_start}) + window ({s.window}) exceeds the training "
+                f"trajectory's {s.train_steps} steps: shrink the window or start it earlier"
+            )
+        if s.branch:
+            if not s.window or s.images_per_prompt < 2 or s.shared_step_noise:
+                raise ValueError(
+                    "sampling.branch needs a stochastic window (window > 0), several images per report "
+                    "(images_per_prompt > 1) and fresh step noise (shared_step_noise: false), or every "
+                    "member of a group would be the same image"
+                )
+            if s.batch_size % s.images_per_prompt:
+                raise ValueError(
+                    f"sampling.branch: batch_size ({s.batch_size}) must be a multiple of images_per_prompt "
+                    f"({s.images_per_prompt}) so a group is sampled in one sub-batch and shares its prefix"
+                )
         st = self.stat_tracker
         if st.per_prompt and s.images_per_prompt < st.min_count and not st.batch_fallback:
             raise ValueError(
@@ -171,8 +250,9 @@ class CXRLConfig(ConfigModel):
 
     @property
     def train_timesteps(self) -> int:
-        """Steps per trajectory trained on (at least one)."""
-        return max(1, int(self.sampling.num_steps * self.train.timestep_fraction))
+        """Steps per trajectory trained on (at least one): a share of its stochastic steps."""
+        s = self.sampling
+        return max(1, int((s.window or s.train_steps) * self.train.timestep_fraction))
 
     @property
     def optimizer_steps_per_epoch(self) -> int:

@@ -45,25 +45,16 @@ def _alphas64(scheduler: DDIMScheduler) -> torch.Tensor:
     return cached
 
 
-def ddim_step_logprob(
+def _mean_and_std(
     scheduler: DDIMScheduler,
-    model_output: torch.Tensor,  # [B, C, h, w] the UNet's (guided) prediction
+    model_output: torch.Tensor,  # [B, C, h, w]
     timestep: int | torch.Tensor,  # scalar or [B]
     sample: torch.Tensor,  # [B, C, h, w] x_t
-    eta: float = 1.0,
-    prev_sample: torch.Tensor | None = None,  # [B, C, h, w] x_{t-1} to score instead of sampling
-    variance_noise: torch.Tensor | None = None,  # [B, C, h, w] standard normal noise for sampling
-    generator: torch.Generator | None = None,
-) -> StepOutput:
-    """One stochastic DDIM step; returns x_{t-1} and its log-probability under the step's Gaussian.
-
-    With ``prev_sample`` given (training), that sample is scored; otherwise one is drawn as
-    ``mean + std * variance_noise`` (noise drawn from ``generator`` when not given).
-    """
+    eta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DDIM step's mean [B, C, h, w] and standard deviation [B, 1, 1, 1] (zero for eta = 0)."""
     if scheduler.num_inference_steps is None:
         raise ValueError("call scheduler.set_timesteps(num_steps) before stepping")
-    if eta <= 0:
-        raise ValueError(f"eta must be > 0 for a stochastic policy with a log-probability, got {eta}")
     if scheduler.config.thresholding:
         raise ValueError("dynamic thresholding is not supported; use a scheduler with thresholding=False")
     model_output, sample = (
@@ -80,7 +71,7 @@ def ddim_step_logprob(
     a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)], final).reshape(a_t.shape)
     variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
     std = eta * variance.sqrt()
-    if bool((std <= 0).any()):
+    if eta > 0 and bool((std <= 0).any()):
         raise ValueError(
             "a DDIM step has zero variance (set_alpha_to_one=True?); load with cxrl's ddim_scheduler"
         )
@@ -102,11 +93,53 @@ def ddim_step_logprob(
         r = scheduler.config.clip_sample_range
         x0 = x0.clamp(-r, r)
     mean = a_prev.sqrt() * x0 + (1 - a_prev - std**2).sqrt() * eps  # [B, C, h, w]
+    return mean, std
 
+
+def ddim_std(scheduler: DDIMScheduler, timesteps: torch.Tensor, eta: float) -> torch.Tensor:
+    """Each step's standard deviation sigma_t [T] (float64) of a schedule's ``timesteps`` [T]."""
+    x = torch.zeros(len(timesteps), 1)
+    return _mean_and_std(scheduler, x, timesteps.cpu(), x, eta)[1].reshape(-1).double()
+
+
+def ddim_step_deterministic(
+    scheduler: DDIMScheduler,
+    model_output: torch.Tensor,  # [B, C, h, w] the UNet's (guided) prediction
+    timestep: int | torch.Tensor,  # scalar or [B]
+    sample: torch.Tensor,  # [B, C, h, w] x_t
+) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0, Song et al. 2021 Eq. 12): x_{t-1} [B, C, h, w], no log-prob.
+
+    The steps outside a stochastic window (:mod:`cxrl.rl.sampler`) are these: the same mean
+    arithmetic as the stochastic step with sigma_t = 0.
+    """
+    mean, _ = _mean_and_std(scheduler, model_output, timestep, sample, 0.0)
+    return mean
+
+
+def ddim_step_logprob(
+    scheduler: DDIMScheduler,
+    model_output: torch.Tensor,  # [B, C, h, w] the UNet's (guided) prediction
+    timestep: int | torch.Tensor,  # scalar or [B]
+    sample: torch.Tensor,  # [B, C, h, w] x_t
+    eta: float = 1.0,
+    prev_sample: torch.Tensor | None = None,  # [B, C, h, w] x_{t-1} to score instead of sampling
+    variance_noise: torch.Tensor | None = None,  # [B, C, h, w] standard normal noise for sampling
+    generator: torch.Generator | None = None,
+) -> StepOutput:
+    """One stochastic DDIM step; returns x_{t-1} and its log-probability under the step's Gaussian.
+
+    With ``prev_sample`` given (training), that sample is scored; otherwise one is drawn as
+    ``mean + std * variance_noise`` (noise drawn from ``generator`` when not given).
+    """
+    if eta <= 0:
+        raise ValueError(f"eta must be > 0 for a stochastic policy with a log-probability, got {eta}")
+    mean, std = _mean_and_std(scheduler, model_output, timestep, sample, eta)
+    ndim = sample.ndim
     if prev_sample is None:
         if variance_noise is None:
             variance_noise = torch.randn(
-                sample.shape, generator=generator, device=sample.device, dtype=sample.dtype
+                sample.shape, generator=generator, device=sample.device, dtype=torch.float32
             )
         prev_sample = mean + std * variance_noise.float()
     prev_sample = prev_sample.float()

@@ -45,7 +45,7 @@ from cxrl.rl.config import CXRLConfig
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import EpochPlan, Plan
 from cxrl.rl.policy import Policy
-from cxrl.rl.sampler import concat, sample
+from cxrl.rl.sampler import Sampler, concat, sample
 from cxrl.rl.sinks import PHASES, Sink
 from cxrl.rl.stat_tracker import PerPromptStatTracker
 from cxrl.rl.update import PPOUpdate
@@ -88,13 +88,16 @@ class Engine:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.ahead: AnchorAhead | None = None  # set by the caller to sample anchors ahead
+        self.sampler = Sampler.training(cfg.sampling, 0)  # this epoch's training sampler
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="reward")
         self.max_in_flight = max_in_flight
         log.info(
-            "CXRL engine: %d reports, %d images/epoch (%d per report) on %d worker(s), %d DDIM steps "
-            "(%d trained, %d per UNet call), %d optimiser steps/epoch",
-            len(plan.prompts), cfg.sampling.images_per_epoch, cfg.sampling.images_per_prompt, group.world,
-            cfg.sampling.num_steps, cfg.train_timesteps, cfg.train.timesteps_per_call,
+            "CXRL engine: %d reports, %d images/epoch (%d per report%s) on %d worker(s), %d DDIM steps "
+            "(%s, %d trained, %d per UNet call, guidance %g), %d optimiser steps/epoch",
+            len(plan.prompts), cfg.sampling.images_per_epoch, cfg.sampling.images_per_prompt,
+            ", branched" if cfg.sampling.branch else "", group.world, cfg.sampling.train_steps,
+            f"window of {cfg.sampling.window}" if cfg.sampling.window else "all stochastic",
+            cfg.train_timesteps, cfg.train.timesteps_per_call, cfg.sampling.train_guidance,
             cfg.optimizer_steps_per_epoch,
         )  # fmt: skip
 
@@ -119,9 +122,12 @@ class Engine:
         s = self.cfg.sampling
         t0 = time.perf_counter()
         embeds = self.policy.encode_prompts(part.prompts)  # [B, M, d]
+        pairs = list(zip(part.prompts, part.seeds, strict=True))
+        ids = {pair: n for n, pair in enumerate(dict.fromkeys(pairs))}
         traj = sample(
-            self.policy, embeds, part.seeds, s.num_steps, s.guidance_scale, s.eta, step_seeds=part.step_seeds
-        )
+            self.policy, embeds, part.seeds, step_seeds=part.step_seeds, sampler=self.sampler,
+            groups=[ids[p] for p in pairs] if s.branch else None,
+        )  # fmt: skip
         t1 = time.perf_counter()
         timings["sample"] += t1 - t0
         chunk = SampledChunk(prompts=list(part.prompts), seeds=list(part.seeds), trajectory=traj)
@@ -131,12 +137,15 @@ class Engine:
         chunk.cached = self.store.get_many(part.prompts, part.seeds) if self.store else [None] * n
         chunk.missing = [i for i, e in enumerate(chunk.cached) if e is None]
         if chunk.missing:
+            # one anchor per (report, seed): a branched group shares it
+            first = {pairs[i]: i for i in reversed(chunk.missing)}
+            rows = list(dict.fromkeys(first[pairs[i]] for i in chunk.missing))
             with self.policy.anchor():
                 anchor = sample(
-                    self.policy, embeds[chunk.missing], [part.seeds[i] for i in chunk.missing],
-                    s.num_steps, s.guidance_scale, s.eta,
-                )  # fmt: skip
-            chunk.fresh_anchor = anchor.images  # [m, 1, H, W]
+                    self.policy, embeds[rows], [part.seeds[i] for i in rows], sampler=Sampler.anchor(s)
+                )
+            where = {pairs[i]: n for n, i in enumerate(rows)}
+            chunk.fresh_anchor = anchor.images[[where[pairs[i]] for i in chunk.missing]]  # [m, 1, H, W]
         timings["anchor"] += time.perf_counter() - t1
         return chunk
 
@@ -201,6 +210,7 @@ class Engine:
         if self.ahead is not None:
             self.ahead.current = epoch
         plan = self.plan(epoch)
+        self.sampler = Sampler.training(self.cfg.sampling, epoch)
         owned = g.share(len(plan))
         chunks, results, retries = self.sample_and_score(plan.take(owned), timings)
         t0 = time.perf_counter()
@@ -228,6 +238,7 @@ class Engine:
         timings["comm"] += self.update.comm_s - comm0
         timings["train"] += time.perf_counter() - t0 - timings["comm"]
         metrics = self._metrics(epoch, images, keep, stats, timings, retries, hits0, misses0)
+        metrics.update(group_diagnostics(plan, images["total"], keep))
         metrics["time/epoch"] = time.perf_counter() - start
         self.history.append(dict(metrics))  # as checkpointed (time/checkpoint is known only after)
         self.epoch += 1
@@ -263,6 +274,7 @@ class Engine:
         m["dropped_images"] = int((~keep).sum())
         for key in ("loss", "approx_kl", "clipfrac", "kl", "grad_norm", "skipped_steps"):
             m[key] = stats.get(key, 0.0 if key == "kl" else float("nan"))
+        m.update({k: v for k, v in stats.items() if k.startswith("grad_eps/")})
         if self.store is not None:
             counts = self.group.sum_(np.array([self.store.hits - hits0, self.store.misses - misses0]))
             m["cache_hit_rate"] = float(counts[0] / counts.sum()) if counts.sum() else 0.0
@@ -323,6 +335,20 @@ class Engine:
         self.history = list(state["history"])
         log.info("resumed from %s at epoch %d", directory, self.epoch)
         return True
+
+
+def group_diagnostics(plan: EpochPlan, totals: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    """The advantage normalisation's groups (a report's images in the epoch): their mean size and the
+    share whose finite rewards have no spread (no learning signal under per-report normalisation)."""
+    groups: dict[str, list[float]] = {}
+    for report, total, ok in zip(plan.prompts, totals, keep, strict=True):
+        if ok:
+            groups.setdefault(report, []).append(float(total))
+    flat = [np.ptp(v) <= 1e-9 * max(1.0, float(np.abs(v).max())) for v in groups.values()]
+    return {
+        "group_size": float(np.mean([len(v) for v in groups.values()])) if groups else float("nan"),
+        "zero_spread_groups": float(np.mean(flat)) if flat else float("nan"),
+    }
 
 
 def per_image(results: list[RewardResult], spec: RewardSpec) -> dict[str, np.ndarray]:

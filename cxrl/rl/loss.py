@@ -2,7 +2,8 @@
 
 For one denoising step of each image, with ratio ``rho = exp(log p_theta - log p_old)`` and clipped
 advantage ``A``, the loss is ``mean(max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps)))``. Its gradient at
-``rho = 1`` is the REINFORCE estimate of CXRL's Eq. 2 for that step.
+``rho = 1`` is the REINFORCE estimate of CXRL's Eq. 2 for that step. Optional per-sample weights
+scale each (image, step) term (TempFlow-GRPO's noise-level weighting of the steps).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def ppo_loss(
     advantages: torch.Tensor,  # [B]
     clip_range: float = 1e-4,
     adv_clip_max: float = 5.0,
+    weights: torch.Tensor | None = None,  # [B] per-sample loss weights (per-timestep weighting)
 ) -> LossOutput:
     if not log_prob.shape == old_log_prob.shape == advantages.shape:
         raise ValueError(
@@ -38,7 +40,12 @@ def ppo_loss(
     ratio = torch.exp(diff)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = torch.maximum(unclipped, clipped).mean()
+    per_sample = torch.maximum(unclipped, clipped)  # [B]
+    if weights is not None:
+        if weights.shape != per_sample.shape:
+            raise ValueError(f"weights {list(weights.shape)} must match the batch {list(per_sample.shape)}")
+        per_sample = per_sample * weights
+    loss = per_sample.mean()
     return LossOutput(
         loss=loss,
         approx_kl=0.5 * (diff.detach() ** 2).mean(),

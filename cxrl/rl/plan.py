@@ -8,7 +8,9 @@ run would have, and a data-parallel worker can take its share of the same plan. 
   (report, seed) pair recurs and an anchor store serves it after its first epoch.
 
 In both, the policy's per-step DDIM noise comes from separate step seeds, fresh each epoch (see
-:mod:`cxrl.rl.sampler`): policy and anchor share the initial latent only.
+:mod:`cxrl.rl.sampler`): policy and anchor share the initial latent only. With ``sampling.branch``
+the images of a report in an epoch form one group sharing a single initial-noise seed (and so one
+anchor): they differ only by their step noise inside the stochastic window (Flow-GRPO-Fast).
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ class FreshNoise:
         rng = np.random.default_rng([self.seed, epoch])
         k = self.sampling.images_per_prompt
         prompts = [p for p in self._reports(rng) for _ in range(k)]
-        seeds = rng.integers(0, 2**31 - 1, size=len(prompts)).tolist()
+        if self.sampling.branch:  # one seed per group, shared by its k members
+            seeds = [s for s in rng.integers(0, 2**31 - 1, size=len(prompts) // k).tolist() for _ in range(k)]
+        else:
+            seeds = rng.integers(0, 2**31 - 1, size=len(prompts)).tolist()
         return EpochPlan(prompts, seeds, self._step_seeds(epoch, len(prompts)))
 
 
@@ -96,7 +101,11 @@ class SeedBank(FreshNoise):
         k = self.sampling.images_per_prompt
         prompts, seeds = [], []
         for report in self._reports(rng):
-            for slot in rng.choice(self.bank, size=k, replace=k > self.bank):
+            if self.sampling.branch:  # one bank slot per group, shared by its k members
+                slots = [int(rng.integers(self.bank))] * k
+            else:
+                slots = rng.choice(self.bank, size=k, replace=k > self.bank)
+            for slot in slots:
                 prompts.append(report)
                 seeds.append(bank_seed(self.seed, report, int(slot)))
         return EpochPlan(prompts, seeds, self._step_seeds(epoch, len(prompts)))

@@ -14,6 +14,13 @@ pays where the device is under-used at the training batch (GPUs, several CPU thr
 of each step's Gaussian under the policy from the frozen anchor's, on the policy's own trajectory,
 ``|mu_theta - mu_anchor|^2 / (2 sigma_t^2)`` averaged over latent elements (the log-prob's scale).
 
+With a stochastic window (``sampling.window``) only the window's steps are actions, so only they
+are chosen for training (Flow-GRPO-Fast, MixGRPO); the trajectories then come from the training
+sampler (``sampling.train_num_steps`` / ``train_guidance_scale``: fewer steps, CFG-free). With
+``train.timestep_weighting: noise_level`` each step's term is weighted by its sigma_t over the mean
+sigma of the trainable steps (TempFlow-GRPO). The norm of the loss's gradient at the UNet output is
+recorded by trajectory step (``grad_eps/step_XX``): which steps carry the signal.
+
 A non-finite gradient norm skips that optimiser step (logged, counted as ``skipped_steps``): a
 poisoned reward or an overflow never reaches the adapters or a checkpoint.
 """
@@ -29,7 +36,7 @@ import numpy as np
 import torch
 
 from cxrl.rl.config import CXRLConfig
-from cxrl.rl.ddim import ddim_step_logprob
+from cxrl.rl.ddim import ddim_std, ddim_step_logprob
 from cxrl.rl.loss import gaussian_kl, ppo_loss
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.policy import Policy
@@ -54,6 +61,8 @@ class PPOUpdate:
         self.global_step = 0
         self.skipped_steps = 0
         self.comm_s = 0.0  # seconds spent summing gradients and statistics across workers
+        self._weights: torch.Tensor | None = None  # [T] per-step loss weights of the epoch (or None)
+        self._grad_eps: dict[int, list[float]] = {}  # trajectory step -> [sum of norms, count]
 
     def __call__(
         self,
@@ -69,7 +78,9 @@ class PPOUpdate:
         worker, so any number of workers trains on the same minibatches.
         """
         t, dev = self.cfg.train, self.policy.device
-        n_local, steps = traj.log_probs.shape
+        n_local = traj.log_probs.shape[0]
+        trainable = traj.trainable_steps  # [S] the trajectory's actions (all steps without a window)
+        steps = len(trainable)
         owned = list(range(n_local)) if owned is None else list(owned)
         b = int(group.sum_(np.array([len(owned)]))[0])  # images in the epoch, all workers
         pos = {g: i for i, g in enumerate(owned)}
@@ -80,12 +91,18 @@ class PPOUpdate:
         weights = dict.fromkeys(keys, 0.0)
         norms: list[float] = []
         adv = advantages.to(dev)
-        self.policy.pipe.scheduler.set_timesteps(self.cfg.sampling.num_steps, device=dev)
+        scheduler = self.policy.pipe.scheduler
+        scheduler.set_timesteps(self.cfg.sampling.train_steps, device=dev)
+        self._weights = None
+        if t.timestep_weighting == "noise_level":
+            sigma = ddim_std(scheduler, traj.timesteps, self.cfg.sampling.eta)  # [T]
+            self._weights = (sigma / sigma[trainable].mean()).float()
+        self._grad_eps: dict[int, list[float]] = {}
         self.optimizer.zero_grad(set_to_none=True)
         for _ in range(t.inner_epochs):
             order = torch.randperm(b, generator=self.generator)  # [B] epoch-wide
             chosen = torch.stack([torch.randperm(steps, generator=self.generator) for _ in range(b)])
-            chosen = chosen[:, :k_steps]  # [B, K] the steps each image trains on
+            chosen = trainable[chosen[:, :k_steps]]  # [B, K] the trajectory steps each image trains on
             for n, start in enumerate(range(0, b, t.batch_size), start=1):
                 mb = order[start : start + t.batch_size].tolist()  # epoch-wide indices
                 mine = [g for g in mb if g in pos]
@@ -108,6 +125,8 @@ class PPOUpdate:
             for i, k in enumerate(keys)
         }
         stats["grad_norm"] = float(np.mean(norms)) if norms else float("nan")
+        for j, (total, count) in sorted(self._grad_eps.items()):
+            stats[f"grad_eps/step_{j:02d}"] = total / count
         stats["skipped_steps"] = float(self.skipped_steps)
         return stats
 
@@ -132,16 +151,19 @@ class PPOUpdate:
         x_prev = traj.latents[rows, steps + 1].to(dev)
         embeds = traj.prompt_embeds[rows].to(dev)  # [b'*m, M, d]
         model_in = scheduler.scale_model_input(x_t, ts)
-        g, eta = cfg.sampling.guidance_scale, cfg.sampling.eta
+        g, eta = cfg.sampling.train_guidance, cfg.sampling.eta
         ref = None
         if cfg.train.kl_coef > 0:
             with torch.no_grad(), self.policy.anchor():
                 eps_ref = self.policy.predict_noise(model_in, ts, embeds, g)
             ref = ddim_step_logprob(scheduler, eps_ref, ts_cpu, x_t, eta, prev_sample=x_prev)
         eps = self.policy.predict_noise(model_in, ts, embeds, g)
+        if eps.requires_grad:
+            eps.register_hook(lambda grad, steps=steps: self._record_grad(grad, steps))
         step = ddim_step_logprob(scheduler, eps, ts_cpu, x_t, eta, prev_sample=x_prev)
         old = traj.log_probs[rows, steps].to(dev)
-        out = ppo_loss(step.log_prob, old, adv[rows], cfg.train.clip_range, cfg.train.adv_clip_max)
+        w = None if self._weights is None else self._weights[steps].to(dev)
+        out = ppo_loss(step.log_prob, old, adv[rows], cfg.train.clip_range, cfg.train.adv_clip_max, w)
         loss = out.loss
         stats = {"loss": out.loss.item(), "approx_kl": out.approx_kl.item(), "clipfrac": out.clipfrac.item()}
         if ref is not None:
@@ -150,6 +172,14 @@ class PPOUpdate:
             stats["kl"] = kl.item()
         (loss * share * m / (k_steps * cfg.train.gradient_accumulation_steps)).backward()
         return stats
+
+    def _record_grad(self, grad: torch.Tensor, steps: torch.Tensor) -> None:
+        """Per-row norms of d loss / d eps [b'*m], summed by trajectory step."""
+        norms = grad.detach().flatten(1).norm(dim=1).cpu().tolist()
+        for j, value in zip(steps.tolist(), norms, strict=True):
+            acc = self._grad_eps.setdefault(j, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
 
     def _optimizer_step(self, group: Local) -> float:
         params = self.policy.trainable_parameters()
