@@ -199,7 +199,9 @@ def test_one_grpc_message_limit_per_profile(overlay):
         assert int(env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]) == grpc_message_limit(serve), container["name"]
         assert int(env[PROXY_LIMIT_ENV]) == http_body_limit(max_request_bytes(serve)), container["name"]
         assert env[PROXY_CALLBACK_ENV] == PROXY_CALLBACK
-        assert env["RAY_enable_metrics_collection"] == "0", "Ray's /metrics answers without a token"
+        # Ray's metrics on (its exporter on 8080, reached from the monitoring namespace only)
+        assert env.get("RAY_enable_metrics_collection", "1") != "0", container["name"]
+        assert {"name": "metrics", "containerPort": 8080} in container["ports"], container["name"]
 
 
 def test_images_follow_the_overlay_and_registry_images_are_pinned_by_digest(overlay):
@@ -389,10 +391,17 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def allowed(
-    objs: list[dict[str, Any]], source: dict[str, str], target: dict[str, str], port: int, *, same_ns=True
+    objs: list[dict[str, Any]],
+    source: dict[str, str],
+    target: dict[str, str],
+    port: int,
+    *,
+    same_ns=True,
+    ns: dict[str, str] | None = None,
 ):
     """NetworkPolicy ingress semantics: a pod selected by no policy accepts everything; a
-    selected pod accepts what any of its policies' rules allow (peers AND ports)."""
+    selected pod accepts what any of its policies' rules allow (peers AND ports). ``ns``: the
+    labels of the source's namespace when it is another one."""
     policies = [o for o in objs if o["kind"] == "NetworkPolicy" and matches(o["spec"]["podSelector"], target)]
     if not policies:
         return True
@@ -402,8 +411,9 @@ def allowed(
             if ports and port not in ports:
                 continue
             for peer in rule.get("from", []):
-                if "namespaceSelector" in peer:
-                    ns_ok = peer["namespaceSelector"] == {}  # any namespace
+                if "namespaceSelector" in peer:  # {}: any namespace
+                    selector = peer["namespaceSelector"]
+                    ns_ok = selector == {} or (not same_ns and ns is not None and matches(selector, ns))
                 else:
                     ns_ok = same_ns
                 if ns_ok and matches(peer.get("podSelector", {}), source):
@@ -440,6 +450,22 @@ def test_network_policies_let_only_members_reach_ray_and_only_clients_the_api(ov
     assert not allowed(objs, trainer, gcs, 6379) and not allowed(objs, stranger, gcs, 6379)
     for port in RAY_PORTS:  # the trainer's own Ray cluster (RayJob) is closed the same way
         assert not allowed(objs, rewards, trainer, port) and not allowed(objs, stranger, trainer, port)
+
+
+def test_only_the_monitoring_namespace_reaches_the_metrics_port(overlay):
+    _, objs = overlay
+    rewards = labels_of(objs, "RayService", "cxrl-rewards")
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+    assert allowed(objs, prometheus, rewards, 8080, same_ns=False, ns=monitoring)
+    assert not allowed(
+        objs, prometheus, rewards, 8080, same_ns=False, ns={"kubernetes.io/metadata.name": "x"}
+    )
+    client = {"app.kubernetes.io/name": "notebook", "cxrl.io/reward-client": "true"}
+    for outsider in (client, {"app.kubernetes.io/name": "something-else"}):
+        assert not allowed(objs, outsider, rewards, 8080), outsider
+    for port in (*RAY_PORTS, 8000, 9000):  # the monitoring side reaches the metrics port alone
+        assert not allowed(objs, prometheus, rewards, port, same_ns=False, ns=monitoring), port
 
 
 def test_policy_evaluator_is_not_vacuous(overlay):
