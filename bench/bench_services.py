@@ -46,6 +46,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import RewardModelsConfig, build_scorers, random_scorers
 
 TARGET_RATIO = 1.15
+METRICS_OVERHEAD = 0.03  # metrics may cost at most 3 % of throughput
 
 
 def workload(pairs: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -126,6 +127,32 @@ def on_service(replicas: int, models: str, args, backend, batch, results: dict, 
     )
 
 
+def metrics_overhead(models: str, args, batch, tmp: Path) -> dict:
+    """Throughput of two services up at once, metrics on and off (``--no-metrics``), measured in
+    turn (the order alternating each round) so both see the same background load."""
+    import secrets
+
+    token = secrets.token_urlsafe(32)  # one token for both, as the clients read CXRL_API_TOKEN
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    with (
+        service(models, args.threads, 1, tmp / "on", metrics=True, token=token) as on,
+        service(models, args.threads, 1, tmp / "off", metrics=False, token=token) as off,
+    ):
+        targets = {"on": on.grpc_target, "off": off.grpc_target}
+        for target in targets.values():
+            throughput(target, batch, args.concurrency, rounds=1)  # warm-up
+        for r in range(args.repeats):
+            for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                rates[name].append(throughput(targets[name], batch, args.concurrency, rounds=1))
+                print(f"metrics {name}: {rates[name][-1]:.1f} images/s", flush=True)
+    ratio = statistics.median(rates["on"]) / statistics.median(rates["off"])
+    print(
+        f"throughput metrics on / off: {ratio:.3f} (medians {statistics.median(rates['on']):.1f} / "
+        f"{statistics.median(rates['off']):.1f} images/s; target >= {1 - METRICS_OVERHEAD:.2f})"
+    )
+    return {"metrics_on_images_s": rates["on"], "metrics_off_images_s": rates["off"], "on_over_off": ratio}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_services.json")
@@ -139,11 +166,28 @@ def main(argv: list[str] | None = None) -> int:
         "--trainer-repeats", type=int, default=2,
         help="cold/warm trainer epoch pairs scored over gRPC on the 1-replica service (0 = skip)",
     )  # fmt: skip
+    p.add_argument(
+        "--metrics-overhead", action="store_true",
+        help="only compare throughput with metrics on and off (two services side by side); "
+        "writes bench_services_metrics.json",
+    )  # fmt: skip
     args = p.parse_args(argv)
     models = args.models
     if models == "auto":
         models = "default" if (DEFAULT_ASSETS / "posture").is_dir() else "random"
     batch = workload(args.pairs, args.size, seed=0)
+    if args.metrics_overhead:
+        load = os.getloadavg()
+        with tempfile.TemporaryDirectory(prefix="cxrl-bench-") as tmp:
+            report = metrics_overhead(models, args, batch, Path(tmp))
+        report.update(images=2 * args.pairs, size=args.size, models=models, concurrency=args.concurrency,
+                      load_average_start=load, load_average_end=os.getloadavg(), cpus=os.cpu_count())  # fmt: skip
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_services_metrics.json").write_text(json.dumps(report, indent=1))
+        print(
+            f"load average {load[0]:.2f} -> {os.getloadavg()[0]:.2f}; wrote {args.out}/bench_services_metrics.json"
+        )
+        return 0 if report["on_over_off"] >= 1 - METRICS_OVERHEAD else 1
     policy, anchor, reports = batch
 
     torch.set_num_threads(args.threads)

@@ -39,17 +39,30 @@ def serve_config(path: Path, models: str, threads: int, replicas: int) -> None:
 
 
 @contextlib.contextmanager
-def service(models: str, threads: int, replicas: int, workdir: Path) -> Iterator[ServeProcess]:
+def service(
+    models: str,
+    threads: int,
+    replicas: int,
+    workdir: Path,
+    metrics: bool = True,
+    token: str | None = None,
+) -> Iterator[ServeProcess]:
     """``with service(...) as serve:`` a running ``cxrl serve`` (no score cache) on free ports; its API
-    token is exported as CXRL_API_TOKEN, which the benchmark's clients and workers send."""
+    token is exported as CXRL_API_TOKEN, which the benchmark's clients and workers send.
+    ``metrics=False``: what ``cxrl serve --no-metrics`` sets (no Ray metrics, no service metrics)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / f"serve-{replicas}.yaml"
     serve_config(config, models, threads, replicas)
+    env: dict[str, str | None] = {"REDIS_URL": None}
+    if not metrics:
+        env.update({"RAY_enable_metrics_collection": "0", "CXRL_METRICS": "0"})
     serve = ServeProcess(
         config,
         workdir / f"serve-{replicas}.log",
         num_cpus=os.cpu_count(),
-        env={"REDIS_URL": None},
+        env=env,
         ready_timeout_s=870,
+        token=token,
     )
     t0 = time.monotonic()
     with serve:
