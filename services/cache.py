@@ -8,8 +8,10 @@ serves stale scores. Values are the image's Components row as JSON
 (:meth:`cxrl.rewards.types.Components.to_rows`, the anchor cache's row format too).
 
 Values are not trusted: a row read back must have exactly the fields and lengths of a row the
-model produces (``signature``), every value a finite number; anything else (garbage, NaN, a
-field too many) is a miss, deleted from Redis and logged, and the image is scored afresh.
+model produces (:func:`cxrl.rewards.types.row_signature`), every value a finite number (the one row
+check of every store, :func:`cxrl.rewards.types.valid_row`); anything else (garbage, NaN, a field
+too many) is a miss, deleted from Redis and logged, and the image is scored afresh. A row that fails
+the same check is never written.
 
 The cache is optional: without ``REDIS_URL``, or when Redis cannot be reached,
 scoring goes on uncached; Redis calls go through the shared outage guard
@@ -22,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 
 import torch
 
 from cxrl.infra.redis_guard import RedisGuard
-from cxrl.rewards.types import ModelInfo
+from cxrl.rewards.types import ModelInfo, RowSignature, valid_row
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +46,6 @@ def content_hash(image: torch.Tensor, report: str | None) -> str:
         h.update(b"\0report\0")
         h.update(report.encode("utf-8"))
     return h.hexdigest()
-
-
-Signature = dict[str, int]  # field -> vector length, 0 for a scalar field
-
-
-def signature(row: dict) -> Signature:
-    """The shape of one row as ``to_rows`` writes it."""
-    return {k: len(v) if isinstance(v, list) else 0 for k, v in row.items()}
-
-
-def valid_row(value, like: Signature) -> dict | None:
-    """``value`` (raw bytes from Redis) as a row shaped like ``like`` with finite numbers, else None."""
-    try:
-        row = json.loads(value)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(row, dict) or set(row) != set(like):
-        return None
-    for name, n in like.items():
-        items = row[name] if n else [row[name]]
-        if not isinstance(items, list) or len(items) != max(n, 1):
-            return None
-        if not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in items
-        ):
-            return None
-    return row
 
 
 def model_prefix(info: ModelInfo, salt: str = "") -> str:
@@ -107,7 +81,7 @@ class ScoreCache:
     def enabled(self) -> bool:
         return self.guard is not None
 
-    def get(self, info: ModelInfo, hashes: Sequence[str], like: Signature) -> list[dict | None]:
+    def get(self, info: ModelInfo, hashes: Sequence[str], like: RowSignature) -> list[dict | None]:
         """Cached rows for ``hashes`` shaped like ``like`` (None where missing, invalid or down)."""
         if self.guard is None or not hashes:
             return [None] * len(hashes)
@@ -128,7 +102,13 @@ class ScoreCache:
         if self.guard is None or not hashes:
             return
         prefix = model_prefix(info, self.salt)
+        good = [(h, row) for h, row in zip(hashes, rows, strict=True) if valid_row(row) is not None]
+        if len(good) < len(hashes):  # a NaN score is served to this call only, never cached
+            log.warning("score cache: %d row(s) of %s not cached (not finite or malformed)",
+                        len(hashes) - len(good), info.name)  # fmt: skip
+        if not good:
+            return
         pipe = self.guard.client.pipeline(transaction=False)
-        for h, row in zip(hashes, rows, strict=True):
+        for h, row in good:
             pipe.set(f"{prefix}:{h}", json.dumps(row), ex=self.ttl_s)
         self.guard.call("score cache write", pipe.execute, None)

@@ -25,9 +25,9 @@ from cxrl.reports.labeler import labeler_version
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards import factory
 from cxrl.rewards.consistency import check_reports
-from cxrl.rewards.types import Components, ModelInfo
+from cxrl.rewards.types import Components, ModelInfo, row_signature
 from services import codec
-from services.cache import ScoreCache, content_hash, signature
+from services.cache import ScoreCache, content_hash
 from services.grpc_servicer import handle_rpc, parse, server_token
 from services.metrics import ServiceMetrics
 
@@ -143,7 +143,7 @@ class ModelServer:
         self.scorer = build_scorer(kind, self.args)
         self.info = self.scorer.info
         self.cache = ScoreCache(ttl_s=self.args.cache_ttl_s, salt=cache_salt(kind, self.scorer))
-        self.row_signature = signature(self._run(torch.zeros(1, 1, 64, 64), ["No finding."]).to_rows()[0])
+        self.row_signature = row_signature(self._run(torch.zeros(1, 1, 64, 64), ["No finding."]).to_rows()[0])
         self.token = server_token()
         self.metrics = ServiceMetrics()
         self._score_batch.set_max_batch_size(self.args.max_batch_images)

@@ -65,7 +65,7 @@ def test_unreachable_redis_degrades_and_warns_once(caplog):
     with caplog.at_level(logging.WARNING, logger="cxrl.infra.redis_guard"):
         for _ in range(3):
             assert cache.get(INFO, ["h"], POSTURE) == [None]
-            cache.put(INFO, ["h"], [{"r_align": [1.0]}])
+            cache.put(INFO, ["h"], [{"r_align": 1.0}])
     warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1 and "scoring goes on uncached" in warnings[0]
     assert cache.guard.outages == 1 and cache.guard.failures == 7  # connect + 3 reads + 3 writes, all tried
@@ -92,6 +92,16 @@ def test_poisoned_entries_are_misses_deleted_and_logged(redis_url, poison, caplo
     with caplog.at_level(logging.WARNING, logger="services.cache"):
         assert cache.get(INFO, ["poisoned"], POSTURE) == [None]
     assert client.get(key) is None and "invalid entries" in caplog.text
+
+
+def test_rows_that_are_not_finite_are_never_written(redis_url, caplog):
+    cache = ScoreCache(redis_url)
+    good = {"psi": [1.0, 1.0, 0.0, 0.0, 0.0], "r_align": -0.1}
+    with caplog.at_level(logging.WARNING, logger="services.cache"):
+        cache.put(INFO, ["ok", "nan"], [good, {**good, "r_align": float("nan")}])
+    assert cache.get(INFO, ["ok", "nan"], POSTURE) == [good, None]
+    assert redis.Redis.from_url(redis_url).keys("cxrl:score:v2:*nan") == []
+    assert "1 row(s) of posture-resnet18 not cached" in caplog.text
 
 
 def test_a_salt_keeps_scores_of_another_labeler_or_tokenizer_apart(redis_url):

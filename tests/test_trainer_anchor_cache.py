@@ -39,7 +39,7 @@ def test_round_trip_images_and_components(redis_client):
     assert torch.equal(stacked.psi, comps.psi)
     assert torch.equal(stacked.consistency, comps.consistency)
     assert stacked.diag_probs is None
-    assert cache.hits == 3 and cache.misses == 3 and cache.hit_rate == 0.5
+    assert cache.hits == 3 and cache.misses == 3
 
 
 def test_key_depends_on_version_report_and_seed(redis_client):
@@ -73,7 +73,7 @@ def test_ttl_is_set(redis_client):
 def test_bad_input(redis_client):
     cache = AnchorCache(redis_client, "gen-bad")
     images, comps = _batch(2)
-    with pytest.raises(ValueError, match="2 anchor images"):
+    with pytest.raises(ValueError, match="2 images and 2 component rows; give one of each"):
         cache.put_many(["a"], [0], images, comps)
     with pytest.raises(ValueError, match="one seed per report"):
         cache.get_many(["a", "b"], [0])
@@ -84,7 +84,7 @@ def test_bad_input(redis_client):
 def test_put_many_checks_that_components_match_the_images(redis_client):
     cache = AnchorCache(redis_client, "gen-rows")
     images, comps = _batch(3)
-    with pytest.raises(ValueError, match="components for 3 images and 2 anchor images"):
+    with pytest.raises(ValueError, match="2 images and 3 component rows"):
         cache.put_many(["a", "b"], [0, 1], images[:2], comps)
     assert cache.get_many(["a", "b"], [0, 1]) == [None, None]  # nothing was written
 
@@ -104,3 +104,18 @@ def test_anchor_version_names_generator_sampling_models_and_labeler(monkeypatch)
     monkeypatch.setattr(anchor, "labeler_version", lambda: "another-labeler")
     changed.add(anchor.anchor_version("gen", {"steps": 20}, models))
     assert base not in changed and len(changed) == 4
+
+
+def test_non_finite_rows_are_neither_stored_nor_served(redis_client, caplog):
+    cache = AnchorCache(redis_client, "gen-nan")
+    images, comps = _batch(3)
+    comps.consistency[1] = float("nan")
+    comps.r_align[2] = float("inf")
+    cache.put_many(["a", "b", "c"], [0, 1, 2], images, comps)
+    assert redis_client.exists(cache.key("b", 1)) == 0 and redis_client.exists(cache.key("c", 2)) == 0
+    assert [e is not None for e in cache.get_many(["a", "b", "c"], [0, 1, 2])] == [True, False, False]
+    assert "2 anchor row(s) not stored" in caplog.text
+    # a NaN written behind the store's back is a miss, and deleted
+    good = redis_client.hget(cache.key("a", 0), "png")
+    redis_client.hset(cache.key("d", 3), mapping={"png": good, "components": '{"r_align": NaN}'})
+    assert cache.get_many(["d"], [3]) == [None] and redis_client.exists(cache.key("d", 3)) == 0

@@ -8,8 +8,10 @@ anchor's sampling and its reward calls.
 Key: ``{prefix}:anchor:<sha256(anchor_version, report, seed)>``, where ``anchor_version`` names
 everything the anchor image depends on (generator weights, sampling settings, reward models).
 Value: a hash with ``png`` (8-bit greyscale PNG of the image) and ``components`` (JSON of the
-per-image reward components). Every entry is validated when read: one that does not decode or
-holds a non-finite value (a poisoned or damaged cache) is a miss, deleted and logged.
+per-image reward components). It is one of the anchor stores (:mod:`cxrl.rl.anchor_store`): their
+hit/miss counting and put checks, and the one row check (:func:`cxrl.rewards.types.valid_row`) when
+an entry is read: one that does not decode or holds a non-finite value (a poisoned or damaged cache)
+is a miss, deleted and logged.
 
 With a :class:`~cxrl.infra.redis_guard.RedisGuard`, Redis failing never fails a call: a read answers
 "not cached" for every pair and a write is dropped, so the trainer goes on uncached until Redis is back.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -29,15 +30,14 @@ import torch
 
 from cxrl import imaging
 from cxrl.infra.redis_guard import RedisGuard
-from cxrl.labels import XRV_PATHOLOGIES
-from cxrl.rewards.types import COMPONENT_FIELDS, Components
-from cxrl.rl.anchor import AnchorEntry
+from cxrl.rewards.types import Components, valid_row
+from cxrl.rl.anchor_store import AnchorEntry, CountedStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AnchorCache:
+class AnchorCache(CountedStore):
     """Get/put anchor samples for (report, seed) pairs of one anchor version."""
 
     def __init__(
@@ -50,13 +50,12 @@ class AnchorCache:
     ):
         if not anchor_version:
             raise ValueError("anchor_version must name the generator and sampling settings")
+        super().__init__()
         self.r = client
         self.guard = guard  # None: Redis errors propagate
         self.anchor_version = anchor_version
         self.prefix = prefix
         self.ttl_s = ttl_s
-        self.hits = 0
-        self.misses = 0
 
     def _run(self, what: str, fn: Callable[[], T], fallback: T) -> T:
         return self.guard.call(what, fn, fallback) if self.guard is not None else fn()
@@ -67,24 +66,17 @@ class AnchorCache:
         ).hexdigest()
         return f"{self.prefix}:anchor:{digest}"
 
-    def get_many(
-        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
-    ) -> list[AnchorEntry | None]:
-        """One entry per (report, seed); ``None`` where not cached (or invalid: then deleted).
-
-        ``count`` adds the lookups to :attr:`hits` / :attr:`misses`.
-        """
-        if len(reports) != len(seeds):
-            raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
+    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
+        """One entry per (report, seed); ``None`` where not cached (or invalid: then deleted)."""
         pipe = self.r.pipeline()
-        for report, seed in zip(reports, seeds, strict=True):
+        for report, seed in pairs:
             pipe.hmget(self.key(report, seed), ["png", "components"])
         found = self._run("anchor cache read", pipe.execute, None)
         if found is None:  # Redis down: nothing is cached
-            found = [(None, None)] * len(reports)
+            found = [(None, None)] * len(pairs)
         out: list[AnchorEntry | None] = []
         bad: list[str] = []
-        for report, seed, (png, comps) in zip(reports, seeds, found, strict=True):
+        for (report, seed), (png, comps) in zip(pairs, found, strict=True):
             entry = None if png is None or comps is None else _decode(png, comps)
             if entry is None and png is not None:
                 bad.append(self.key(report, seed))
@@ -92,10 +84,6 @@ class AnchorCache:
         if bad:
             log.warning("anchor cache: %d invalid entr(ies) deleted and sampled again: %s", len(bad), bad[:3])
             self._run("anchor cache delete", lambda: self.r.delete(*bad), None)
-        if count:
-            n_hit = sum(e is not None for e in out)
-            self.hits += n_hit
-            self.misses += len(out) - n_hit
         return out
 
     def put_many(
@@ -105,53 +93,26 @@ class AnchorCache:
         images: torch.Tensor,  # [B, 1, H, W] in [0, 1]
         components: Components,
     ) -> None:
-        imaging.validate(images, "anchor images")
-        n = images.shape[0]
-        if not len(reports) == len(seeds) == n:
-            raise ValueError(f"got {len(reports)} reports, {len(seeds)} seeds and {n} anchor images")
-        if components.num_rows != n:
-            raise ValueError(f"got components for {components.num_rows} images and {n} anchor images")
-        rows = components.to_rows()
-        pngs = imaging.encode_pngs(images)
+        items = self._storable(reports, seeds, images, components)
+        if not items:
+            return
+        pngs = imaging.encode_pngs(torch.stack([img for _, _, img, _ in items]))
         pipe = self.r.pipeline()
-        for report, seed, png, row in zip(reports, seeds, pngs, rows, strict=True):
+        for (report, seed, _, row), png in zip(items, pngs, strict=True):
             key = self.key(report, seed)
             pipe.hset(key, mapping={"png": png, "components": json.dumps(row)})
             if self.ttl_s:
                 pipe.expire(key, self.ttl_s)
         self._run("anchor cache write", pipe.execute, None)
 
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-    def reset_stats(self) -> None:
-        self.hits = self.misses = 0
-
-
-WIDTHS = {"psi": 5, "diag_probs": len(XRV_PATHOLOGIES)}  # the vector components' lengths
-
 
 def _decode(png: bytes, comps: bytes) -> AnchorEntry | None:
     """A stored entry, or None when anything in it is malformed or not finite."""
+    row = valid_row(comps)
+    if row is None:
+        return None
     try:
-        row = json.loads(comps)
-        if not isinstance(row, dict) or not row or not set(row) <= set(COMPONENT_FIELDS):
-            return None
-        if not all(_finite(v) for v in row.values()):
-            return None
-        if any(len(row[k]) != n if isinstance(row.get(k), list) else k in row for k, n in WIDTHS.items()):
-            return None
-        Components.from_rows([row])  # scalars where scalars belong, vectors where vectors do
         image = imaging.decode_png(png)
     except Exception:  # garbage of any kind is a miss, never a crash
         return None
     return AnchorEntry(image=image, components=row)
-
-
-def _finite(v: object) -> bool:
-    values = v if isinstance(v, list) else [v]
-    return bool(values) and all(
-        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values
-    )

@@ -11,6 +11,7 @@ The RLCF combination follows the CXRL paper (Han et al., MICCAI 2024, Sec. 2.3):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Protocol
 import torch
 
 from cxrl import imaging
+from cxrl.labels import XRV_PATHOLOGIES
 
 REWARD_NAMES: tuple[str, ...] = ("align", "diag", "consist")
 PAPER_WEIGHTS: dict[str, float] = {"align": 1.0, "diag": 10.0, "consist": 10.0}
@@ -40,6 +42,49 @@ VECTOR_FIELDS: frozenset[str] = frozenset({"psi", "diag_probs"})  # [B, K]; the 
 Row = dict[
     str, float | list[float]
 ]  # one image's components as JSON: a float per [B] field, a list per [B, K]
+RowSignature = dict[str, int]  # a row's fields -> vector length (0 for a [B] field)
+ROW_WIDTHS: dict[str, int] = {"psi": 5, "diag_probs": len(XRV_PATHOLOGIES)}  # lengths of the [B, K] fields
+
+
+def row_signature(row: Row) -> RowSignature:
+    """The shape of one row as :meth:`Components.to_rows` writes it."""
+    return {k: len(v) if isinstance(v, list) else 0 for k, v in row.items()}
+
+
+def _numbers(items: object, nan_ok: bool = False) -> bool:
+    """A list of finite numbers (NaN allowed where ``nan_ok``: labels a classifier does not score)."""
+    return isinstance(items, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and (math.isfinite(x) or (nan_ok and x != x))
+        for x in items
+    )
+
+
+def valid_row(value: Row | str | bytes, like: RowSignature | None = None) -> Row | None:
+    """A stored component row (JSON text or parsed), or None when it is not a usable one.
+
+    The one check of every store of rows (the services' score cache, the anchor stores in memory, on
+    disk and in Redis): a non-empty object of known component names, a finite number per [B] field,
+    a list of :data:`ROW_WIDTHS` finite numbers per [B, K] field (``diag_probs`` is NaN for the labels
+    its classifier does not score, :mod:`cxrl.rewards.diagnostic`); with ``like`` exactly its fields
+    and lengths. NaN or infinity elsewhere, booleans, strings, a field too many or a number short: None.
+    """
+    try:
+        row = json.loads(value) if isinstance(value, str | bytes | bytearray) else value
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(row, dict) or not row or not set(row) <= set(COMPONENT_FIELDS):
+        return None
+    if like is not None and set(row) != set(like):
+        return None
+    for name, v in row.items():
+        width = ROW_WIDTHS.get(name, 0) if name in VECTOR_FIELDS else 0
+        if like is not None:
+            width = like[name]
+        if bool(width) != (name in VECTOR_FIELDS) or not _numbers(v if width else [v], name == "diag_probs"):
+            return None
+        if width and len(v) != width:
+            return None
+    return row
 
 
 @dataclass

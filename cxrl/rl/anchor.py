@@ -7,7 +7,8 @@ noise (Han et al., MICCAI 2024, Sec. 2.3, "reinforcement learning with comparati
 
 The anchor never changes during a run and each image's noise is a function of its seed
 (:mod:`cxrl.rl.sampler`), so its image and reward components for a (report, seed) pair are computed
-once and kept in an :class:`AnchorStore` (in memory here; in Redis in the trainer service). The
+once and kept in an anchor store (:mod:`cxrl.rl.anchor_store`: in memory, on disk, or in Redis in
+the trainer service). The
 reward backend is called in direct mode: only the anchors a store lacks travel, appended to the
 policy images of the same call, and the total is formed here with :func:`cxrl.rewards.types.combine`.
 
@@ -19,169 +20,31 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
-from cxrl import imaging
-from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.retry import call_with_retries
 from cxrl.models.generator import generator_id
 from cxrl.reports.labeler import labeler_version
-from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, Row, combine
+from cxrl.rewards.types import Components, ModelInfo, RewardBackend, RewardResult, combine
+from cxrl.rl.anchor_store import (  # noqa: F401  (the stores' home; re-exported for their users)
+    AnchorEntry,
+    AnchorStore,
+    CountedStore,
+    DirAnchorStore,
+    MemoryAnchorStore,
+)
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.plan import Plan
 from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import Trajectory, sample_images
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AnchorEntry:
-    """One stored anchor sample."""
-
-    image: torch.Tensor  # [1, H, W] float in [0, 1] (8-bit precision in Redis)
-    components: Row  # per-image slice of Components; absent = not computed
-
-
-class AnchorStore(Protocol):
-    """Where anchor samples are kept: :class:`MemoryAnchorStore`, or Redis in the trainer service."""
-
-    hits: int
-    misses: int
-
-    def get_many(
-        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
-    ) -> list[AnchorEntry | None]:
-        """One entry per (report, seed), None where not stored; ``count`` adds to hits/misses."""
-        ...
-
-    def put_many(
-        self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
-    ) -> None: ...
-
-
-def _check_put(
-    reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
-) -> None:
-    """What every store's ``put_many`` requires: valid images and one report, seed and row each."""
-    imaging.validate(images, "anchor images")
-    if not len(reports) == len(seeds) == images.shape[0] == components.num_rows:
-        raise ValueError(
-            f"got {len(reports)} reports, {len(seeds)} seeds, {images.shape[0]} images and "
-            f"{components.num_rows} component rows; give one of each per anchor"
-        )
-
-
-class _CountedStore:
-    """``get_many`` with hit/miss counting over a store's own ``_lookup`` of (report, seed) pairs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
-        raise NotImplementedError
-
-    def get_many(
-        self, reports: Sequence[str], seeds: Sequence[int], count: bool = True
-    ) -> list[AnchorEntry | None]:
-        if len(reports) != len(seeds):
-            raise ValueError(f"got {len(reports)} reports and {len(seeds)} seeds; give one seed per report")
-        out = self._lookup([(r, int(s)) for r, s in zip(reports, seeds, strict=True)])
-        if count:
-            with self._lock:
-                n_hit = sum(e is not None for e in out)
-                self.hits += n_hit
-                self.misses += len(out) - n_hit
-        return out
-
-
-class MemoryAnchorStore(_CountedStore):
-    """Anchor samples in this process (thread-safe), kept at full precision."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._entries: dict[tuple[str, int], AnchorEntry] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
-        with self._lock:
-            return [self._entries.get(pair) for pair in pairs]
-
-    def put_many(
-        self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
-    ) -> None:
-        _check_put(reports, seeds, images, components)
-        rows = components.to_rows()
-        with self._lock:
-            for r, s, img, row in zip(reports, seeds, images, rows, strict=True):
-                self._entries[(r, int(s))] = AnchorEntry(img.detach().cpu(), row)
-
-
-class DirAnchorStore(_CountedStore):
-    """Anchor samples as files under ``root/<version>/``, shared by processes (runs of one machine).
-
-    Each (report, seed) is one ``.npz`` (the image in float32 and its JSON component row, no
-    pickles), written atomically, so concurrent writers of the same pair leave one whole file. The
-    directory is named by :func:`anchor_version`: a change of generator, sampler or reward models
-    starts an empty one. An entry that cannot be read, or lacks a component of ``fields``, is a miss.
-    """
-
-    def __init__(self, root: str | Path, version: str, fields: Sequence[str] = ()):
-        if not version:
-            raise ValueError("version must name the generator, sampling settings and reward models")
-        super().__init__()
-        self.dir = Path(root) / version
-        self.fields = tuple(fields)  # components every usable entry must hold
-
-    def path(self, report: str, seed: int) -> Path:
-        digest = hashlib.sha256(json.dumps([report, int(seed)], ensure_ascii=False).encode()).hexdigest()
-        return self.dir / digest[:2] / f"{digest}.npz"
-
-    def _read(self, report: str, seed: int) -> AnchorEntry | None:
-        path = self.path(report, seed)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                image = torch.from_numpy(np.array(data["image"], dtype=np.float32))
-                row = json.loads(bytes(data["row"]).decode())
-            imaging.validate(image[None], "stored anchor image")
-            Components.from_rows([row])  # names and shapes
-        except Exception as exc:  # a damaged file is sampled again and overwritten
-            log.warning(
-                "anchor file %s unreadable (%s: %s); sampling it again", path, type(exc).__name__, exc
-            )
-            return None
-        if any(f not in row for f in self.fields):
-            return None
-        return AnchorEntry(image, row)
-
-    def _lookup(self, pairs: list[tuple[str, int]]) -> list[AnchorEntry | None]:
-        return [self._read(r, s) for r, s in pairs]
-
-    def put_many(
-        self, reports: Sequence[str], seeds: Sequence[int], images: torch.Tensor, components: Components
-    ) -> None:
-        _check_put(reports, seeds, images, components)
-        for r, s, img, row in zip(reports, seeds, images, components.to_rows(), strict=True):
-            buf = io.BytesIO()
-            np.savez(buf, image=img.detach().to("cpu", torch.float32).numpy(),
-                     row=np.frombuffer(json.dumps(row).encode(), dtype=np.uint8))  # fmt: skip
-            atomic_write_bytes(self.path(r, s), buf.getvalue())
 
 
 def anchor_version(generator_id: str, sampling: dict, models: Sequence[ModelInfo]) -> str:
@@ -310,9 +173,21 @@ class AnchorAhead:
         self.sampling, self.spec, self.after = sampling, spec, after
         self.sampled = 0  # anchor images this thread sampled and stored
         self.error: BaseException | None = None
-        self.current = 0  # the epoch the engine is on; the thread works only on later ones
+        self._lock = threading.Lock()  # guards _current: the engine's thread writes it, this one reads it
+        self._current = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> int:
+        """The epoch the engine is on (set by the engine's thread); the thread works only on later ones."""
+        with self._lock:
+            return self._current
+
+    @current.setter
+    def current(self, epoch: int) -> None:
+        with self._lock:
+            self._current = int(epoch)
 
     def start(self, first: int, last: int) -> AnchorAhead:
         self.current = first - 1
