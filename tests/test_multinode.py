@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
-pytestmark = [pytest.mark.service, pytest.mark.slow]
+pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.own_process]  # a Ray driver: own process
 _spec = importlib.util.spec_from_file_location("healthcheck", REPO / "deploy" / "healthcheck.py")
 healthcheck = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(healthcheck)

@@ -48,6 +48,7 @@ def test_profile_keeps_only_the_named_applications(tmp_path):
 
 @pytest.mark.service
 @pytest.mark.slow
+@pytest.mark.own_process  # joins the service's Ray cluster as a driver
 def test_posture_scales_up_under_load_and_back_down_losing_no_request(tmp_path):
     plan = Plan(clients=3, idle_s=3.0, hold_s=4.0, load_s=100.0, cooldown_s=60.0, settle_s=2.0)
     result = run(plan, profile(tmp_path / "serve-autoscale.yaml", ["posture"]), nice=10)

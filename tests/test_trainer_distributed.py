@@ -26,7 +26,7 @@ from trainer.config import TrainConfig
 from trainer.distributed import train_on_ray
 from trainer.runner import run_training
 
-pytestmark = [pytest.mark.service, pytest.mark.slow]
+pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.own_process]  # a Ray driver: own process
 
 
 @pytest.fixture(scope="module")
