@@ -243,3 +243,58 @@ def test_every_file_and_directory_is_fsynced_before_the_latest_pointer_moves(tmp
     assert {f"{tmp_dir}/{p.name}" for p in path.iterdir()} <= synced  # every file of the checkpoint
     assert str(tmp_path) in synced  # the directory entry of the renamed checkpoint
     assert ("fsync", str(tmp_path)) in events[moved + 1 :]  # and the pointer's own rename after it
+
+
+# -- bounded checkpoints: the newest K kept, the history stored once -------------------------------
+def _epochs(policy: Policy, root, epochs: int, keep: int | None) -> list[int]:
+    """Checkpoints of ``epochs`` epochs with a growing history; the bytes under ``root`` after each."""
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(5)
+    history, sizes = [], []
+    for epoch in range(epochs):
+        history.append({"epoch": epoch, "policy/total": 0.125 + epoch % 7, "loss": -0.5})
+        state = {"global_step": epoch + 1, "history": history, "config": {"checkpoint_keep": keep}}
+        ckpt.save_checkpoint(root, epoch + 1, policy, opt, gen, {}, state)
+        sizes.append(sum(p.stat().st_size for p in root.rglob("*") if p.is_file()))
+    return sizes
+
+
+def test_only_the_newest_checkpoints_are_kept_and_disk_use_grows_linearly(tmp_path):
+    policy = trained_policy()
+    sizes = _epochs(policy, tmp_path / "bounded", 9, keep=2)
+    root = tmp_path / "bounded"
+    assert sorted(p.name for p in root.iterdir()) == ["epoch-000008", "epoch-000009", ckpt.HISTORY, "latest"]
+    # the history is stored once: no checkpoint carries it, each reads back its own epochs
+    assert all("history" not in json.loads((d / "state.json").read_text()) for d in root.glob("epoch-*"))
+    assert [m["epoch"] for m in ckpt.checkpoint_history(root / "epoch-000008")] == list(range(8))
+    state, _ = ckpt.load_checkpoint(root / "epoch-000009", _fresh()[0])
+    assert [m["epoch"] for m in state["history"]] == list(range(9)) and "history_sha256" not in state
+    # once K checkpoints exist, each epoch adds one history entry's bytes: linear, not quadratic
+    growth = [b - a for a, b in zip(sizes[2:], sizes[3:], strict=False)]
+    assert max(growth) - min(growth) <= 2 and 0 < max(growth) < 200, growth
+    # keeping every checkpoint (the old behaviour) grows by a whole checkpoint each epoch
+    unbounded = _epochs(policy, tmp_path / "all", 4, keep=None)
+    assert unbounded[3] - unbounded[2] > 10 * max(growth)
+
+
+def test_a_checkpoint_whose_history_was_altered_is_refused_with_the_fallback(tmp_path):
+    _epochs(trained_policy(), tmp_path, 3, keep=2)
+    history = json.loads((tmp_path / ckpt.HISTORY).read_text())
+    history[1]["policy/total"] = 99.0
+    (tmp_path / ckpt.HISTORY).write_text(json.dumps(history))
+    with pytest.raises(ckpt.CheckpointError, match="does not hold the 3 epoch.*epoch-000002") as err:
+        ckpt.load_checkpoint(tmp_path / "epoch-000003", _fresh()[0])
+    assert "history.json" in str(err.value)
+    (tmp_path / ckpt.HISTORY).unlink()
+    with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
+        ckpt.checkpoint_history(tmp_path / "epoch-000003")
+
+
+def test_pruning_never_removes_the_checkpoint_latest_names(tmp_path):
+    _epochs(trained_policy(), tmp_path, 3, keep=None)
+    (tmp_path / "latest").write_text("epoch-000002\n")  # the user fell back to epoch 2
+    removed = ckpt.prune(tmp_path, 1)
+    assert [p.name for p in removed] == ["epoch-000001"]
+    assert sorted(p.name for p in tmp_path.glob("epoch-*")) == ["epoch-000002", "epoch-000003"]
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        ckpt.save_checkpoint(tmp_path, 4, trained_policy(), None, None, {}, {}, keep=0)

@@ -321,6 +321,7 @@ def test_trainer_killed_mid_epoch_resumes_exactly(train_config, caplog):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     sa, sb = (json.loads((d / "state.json").read_text()) for d in (a, b))
     assert sa["global_step"] == sb["global_step"]
+    sa["history"], sb["history"] = (ckpt.checkpoint_history(d) for d in (a, b))
     assert _without_times(sa["history"]) == _without_times(sb["history"])
     ha, hb = (
         [json.loads(x) for x in (r / "history.jsonl").read_text().splitlines()]

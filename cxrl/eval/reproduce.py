@@ -405,12 +405,12 @@ def _worker_run(slug: str, seed: int) -> tuple[str, dict[str, dict]]:
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch metrics a run checkpointed last ([] before its first checkpoint)."""
-    from cxrl.rl.checkpoint import latest_checkpoint
+    from cxrl.rl.checkpoint import checkpoint_history, latest_checkpoint
 
     latest = latest_checkpoint(run_dir / "checkpoints")
     if latest is None or not (latest / "state.json").is_file():
         return []
-    return list(json.loads((latest / "state.json").read_text()).get("history", []))
+    return checkpoint_history(latest)
 
 
 def _info(run_dir: Path) -> dict[str, Any]:

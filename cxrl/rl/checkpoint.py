@@ -5,8 +5,14 @@ A checkpoint is a directory ``RUN/checkpoints/epoch-NNNNNN/`` holding
 - ``pytorch_lora_weights.safetensors``: the UNet LoRA, loadable by ``pipe.load_lora_weights(dir)``
 - ``ace.safetensors``: ACE tokens ``{"tokens": [N, d]}`` (absent without ACE)
 - ``optimizer.pt``, ``rng.pt`` (torch, numpy, python and the trainer's generator), ``stat_tracker.json``
-- ``state.json``: epoch, optimiser step, metrics history, the run config.
+- ``state.json``: epoch, optimiser step, the run config, and the length and sha256 of its metrics
+  history;
 - ``manifest.json``: sha256 and size of every other file, written last.
+
+The metrics history is kept once for all checkpoints, in ``RUN/checkpoints/history.json`` (written
+before the checkpoint it belongs to): a checkpoint of epoch k reads its first k entries back and checks
+them against its sha256. Only the newest ``checkpoint_keep`` checkpoints of the run config are kept
+(the final one is the newest), so disk use grows linearly with the epochs, not with their square.
 
 It is written to a temporary directory beside it and renamed into place; the ``latest`` pointer file
 is replaced last, so a crash leaves either the old or the new checkpoint, never half of one (a kill
@@ -38,8 +44,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers, convert_unet_state_dict_to_peft
 from safetensors.torch import load_file, save_file
 
-from cxrl.infra.fileio import fsync_dir, fsync_tree
-from cxrl.infra.hashing import sha256_file
+from cxrl.infra.fileio import atomic_write_text, fsync_dir, fsync_tree
+from cxrl.infra.hashing import sha256_file, sha256_json
 from cxrl.rl.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,8 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 ACE_FILE = "ace.safetensors"
 MANIFEST = "manifest.json"
 LATEST = "latest"
-TMP_PREFIXES = (".tmp-epoch-", ".latest-")
+HISTORY = "history.json"
+TMP_PREFIXES = (".tmp-epoch-", ".latest-", f".{HISTORY}.")
 
 
 class CheckpointError(ValueError):
@@ -91,10 +98,20 @@ def save_checkpoint(
     generator: torch.Generator,
     stat_tracker_state: dict,
     state: dict[str, Any],
+    keep: int | None = None,
 ) -> Path:
-    """Write ``root/epoch-NNNNNN`` atomically and point ``root/latest`` at it. Returns its path."""
+    """Write ``root/epoch-NNNNNN`` atomically and point ``root/latest`` at it. Returns its path.
+
+    ``state["history"]`` goes to ``root/history.json`` (one copy for all checkpoints). Then only the
+    newest ``keep`` checkpoints stay (default: ``state["config"]["checkpoint_keep"]``; None keeps all).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    if keep is None:
+        keep = (state.get("config") or {}).get("checkpoint_keep")
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be >= 1 checkpoint, got {keep}")
+    state = _history_out(root, state)
     final = root / f"epoch-{epoch:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-epoch-{epoch:06d}-", dir=root))
     try:
@@ -119,7 +136,64 @@ def save_checkpoint(
         raise
     _write_pointer(root, final.name)
     log.info("checkpoint %s", final)
+    if keep is not None:
+        prune(root, keep)
     return final
+
+
+def prune(root: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints up to the one ``latest`` names; returns the deleted."""
+    root = Path(root)
+    latest = latest_checkpoint(root)
+    if latest is None:
+        return []
+    done = sorted(p for p in root.glob("epoch-*") if p.is_dir() and p.name <= latest.name)
+    removed = done[: max(0, len(done) - keep)]
+    for p in removed:
+        shutil.rmtree(p)
+    if removed:
+        fsync_dir(root)
+        log.debug("removed %d old checkpoint(s), keeping the newest %d", len(removed), keep)
+    return removed
+
+
+def _history_out(root: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without its history, which goes to ``root/history.json``; its length and hash stay."""
+    if "history" not in state:
+        return state
+    history = list(state["history"])
+    atomic_write_text(root / HISTORY, json.dumps(history))
+    rest = {k: v for k, v in state.items() if k != "history"}
+    return rest | {"history_epochs": len(history), "history_sha256": sha256_json(history)}
+
+
+def _history_in(directory: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with its history read back from ``history.json`` beside the checkpoint, checked."""
+    if "history_sha256" not in state:
+        return state  # no history, or a checkpoint that carries its own
+    n, digest = state.pop("history_epochs"), state.pop("history_sha256")
+    path = directory.parent / HISTORY
+    try:
+        history = json.loads(path.read_text())[:n]
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path} (the metrics history of {directory.name}) cannot be read ({type(exc).__name__}: "
+            f"{exc}); {_remedy(directory)}"
+        ) from exc
+    if len(history) != n or sha256_json(history) != digest:
+        raise CheckpointError(
+            f"{path} does not hold the {n} epoch(s) of metrics history {directory.name} was written "
+            f"with (altered or truncated); {_remedy(directory)}"
+        )
+    state["history"] = history
+    return state
+
+
+def checkpoint_history(directory: str | Path) -> list[dict[str, Any]]:
+    """The metrics history a checkpoint was written with (its epochs only)."""
+    directory = Path(directory)
+    state = _read(directory, "state.json", _read_json)
+    return list(_history_in(directory, state).get("history", []))
 
 
 def _write_pointer(root: Path, name: str) -> None:
@@ -318,6 +392,7 @@ def load_checkpoint(
     tracker = _read(directory, "stat_tracker.json", _read_json)
     if not isinstance(state, dict) or "epoch" not in state:
         raise _corrupt(directory, "state.json", "holds no 'epoch' (not a CXRL checkpoint state)")
+    state = _history_in(directory, state)
     opt_state = _read(directory, "optimizer.pt", _torch_load) if optimizer is not None else None
     rng_state = _read(directory, "rng.pt", _torch_load) if generator is not None else None
     load_lora(policy, directory, verify=False)
