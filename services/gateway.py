@@ -28,7 +28,15 @@ from ray import serve
 from cxrl.config import ConfigModel
 from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards.consistency import check_reports
-from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
+from cxrl.rewards.types import (
+    PAPER_WEIGHTS,
+    REWARD_NAMES,
+    REWARDS,
+    Components,
+    ModelInfo,
+    RewardResult,
+    combine,
+)
 from services import codec
 from services.grpc_servicer import handle_rpc, parse, server_token
 from services.metrics import ServiceMetrics
@@ -36,8 +44,8 @@ from services.models import DEPLOYMENT_NAMES
 
 log = logging.getLogger(__name__)
 
-REWARD_MODEL: dict[str, str] = {"align": "posture", "diag": "diagnostic", "consist": "consistency"}
-COMPARATIVE: frozenset[str] = frozenset({"diagnostic", "consistency"})
+REWARD_MODEL: dict[str, str] = {r.key: r.model for r in REWARDS}  # weights key -> model deployment
+COMPARATIVE: frozenset[str] = frozenset(r.model for r in REWARDS if r.comparative)  # models scoring anchors
 
 
 class GatewayArgs(ConfigModel):

@@ -30,7 +30,7 @@ from cxrl.eval.heldout import HeldOutConfig, Prompt, held_out_seed
 from cxrl.eval.imagedir import Group, ImageDirWriter
 from cxrl.eval.scores import PER_IMAGE, Scored, metrics, paired_difference
 from cxrl.infra.retry import call_with_retries
-from cxrl.rewards.types import Components, RewardBackend
+from cxrl.rewards.types import COMPONENT_OF, REWARDS, Components, RewardBackend
 from cxrl.rl.anchor import FrozenAnchor, direct_total
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.policy import Policy
@@ -172,8 +172,8 @@ class Evaluator:
 
     def _join(self, name: str, parts: list[dict[str, Any]], reports: list[str], counts: list[int]) -> Scored:
         c = Components.concat([p["components"] for p in parts])
-        values = {"r_align": c.r_align, "diag_acc": c.diag_acc, "clip_similarity": c.consistency}
-        if all(getattr(c, _FIELDS_OF[w]) is not None for w in self.weights):
+        values = {r.eval_metric: getattr(c, r.component) for r in REWARDS}
+        if all(getattr(c, COMPONENT_OF[w]) is not None for w in self.weights):
             values["reward_total"] = direct_total(c, self.weights)
         sizes = {p["size"] for p in parts}
         return Scored(
@@ -247,9 +247,6 @@ class Evaluator:
     def evaluate(self) -> dict[str, Any]:
         """The evaluator's policy against the anchor (the trainer's end-of-run evaluation)."""
         return self.compare(self.sampled("cxrl"))
-
-
-_FIELDS_OF = {"align": "r_align", "diag": "diag_acc", "consist": "consistency"}
 
 
 def _num(v: float) -> float | None:

@@ -34,10 +34,11 @@ from cxrl.eval import auroc
 from cxrl.eval.bootstrap import Estimate, bootstrap_ci
 from cxrl.eval.fid import FrechetReference
 from cxrl.eval.heldout import HeldOutConfig
+from cxrl.rewards.types import REWARDS
 
 log = logging.getLogger(__name__)
 
-PER_IMAGE: tuple[str, ...] = ("reward_total", "r_align", "diag_acc", "clip_similarity")
+PER_IMAGE: tuple[str, ...] = ("reward_total", *(r.eval_metric for r in REWARDS))  # per-image eval values
 METRICS: tuple[str, ...] = (
     "reward_total",
     "r_align",

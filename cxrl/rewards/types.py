@@ -22,7 +22,31 @@ import torch
 from cxrl import imaging
 from cxrl.labels import XRV_PATHOLOGIES
 
-REWARD_NAMES: tuple[str, ...] = ("align", "diag", "consist")
+
+@dataclass(frozen=True)
+class RewardName:
+    """The names of one reward, from the config to the README: the one table is :data:`REWARDS`."""
+
+    key: str  # weights key: configs, requests, the proto's weight map, reproduce's variant slugs
+    component: (
+        str  # Components field; history/TensorBoard/Redis metrics policy/<component>, anchor/<component>
+    )
+    model: str  # the reward model computing it (its scorer and its service deployment)
+    eval_metric: str  # its held-out metric in eval.json, tables.json, the report and the README
+    comparative: bool  # under RLCF a difference to the anchor's value (Eq. 2)
+
+
+# The one name table of the rewards. The consistency reward keeps two historical names: the
+# component (and the proto field) `consistency`, the evaluation metric `clip_similarity` (the
+# paper's "CXR-CLIP similarity" column); every other name of it is one of these.
+REWARDS: tuple[RewardName, ...] = (
+    RewardName("align", "r_align", "posture", "r_align", comparative=False),
+    RewardName("diag", "diag_acc", "diagnostic", "diag_acc", comparative=True),
+    RewardName("consist", "consistency", "consistency", "clip_similarity", comparative=True),
+)
+REWARD_NAMES: tuple[str, ...] = tuple(r.key for r in REWARDS)
+COMPONENT_OF: dict[str, str] = {r.key: r.component for r in REWARDS}  # weights key -> Components field
+COMPARATIVE: frozenset[str] = frozenset(r.key for r in REWARDS if r.comparative)
 PAPER_WEIGHTS: dict[str, float] = {"align": 1.0, "diag": 10.0, "consist": 10.0}
 
 
@@ -226,7 +250,7 @@ def combine(
         raise ValueError(f"unknown reward names {sorted(unknown)}; use {REWARD_NAMES}")
     if not weights:
         raise ValueError("no rewards selected; give at least one of align, diag, consist")
-    if rlcf and anchor is None and ({"diag", "consist"} & set(weights)):
+    if rlcf and anchor is None and (COMPARATIVE & set(weights)):
         raise ValueError("comparative feedback (RLCF) needs anchor images; send them or use direct feedback")
     total = None
     for name, w in weights.items():
@@ -236,11 +260,9 @@ def combine(
 
 
 def _term(name: str, policy: Components, anchor: Components | None) -> torch.Tensor:
-    if name == "align":
-        return _need(policy.r_align, "r_align")
-    attr = "diag_acc" if name == "diag" else "consistency"
+    attr = COMPONENT_OF[name]
     value = _need(getattr(policy, attr), attr)
-    if anchor is None:
+    if name not in COMPARATIVE or anchor is None:
         return value
     return value - _need(getattr(anchor, attr), f"anchor {attr}")
 

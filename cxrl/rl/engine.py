@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrl.rewards.types import RewardBackend, RewardResult
+from cxrl.rewards.types import REWARDS, RewardBackend, RewardResult
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.anchor import AnchorAhead, AnchorStore, RewardSpec, SampledChunk, anchor_total, score_chunk
 from cxrl.rl.config import CXRLConfig
@@ -52,7 +52,7 @@ from cxrl.rl.update import PPOUpdate
 
 log = logging.getLogger(__name__)
 SIDES = ("policy", "anchor")
-PER_IMAGE = ("r_align", "diag_acc", "consistency")
+PER_IMAGE = tuple(r.component for r in REWARDS)  # policy/<c>, anchor/<c> metrics: the rewards' name table
 
 
 class Engine:

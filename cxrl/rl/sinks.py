@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 PHASES = ("sample", "anchor", "score", "score_wait", "train", "comm", "checkpoint")
-COMPONENTS = ("total", "r_align", "diag_acc", "consistency")
 
 
 class Sink:
