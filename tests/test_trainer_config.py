@@ -22,6 +22,16 @@ def test_overrides_reach_the_preset_and_the_service_settings():
     assert cfg.rewards.url == "grpc://127.0.0.1:9999"
 
 
+def test_a_tls_gateway_url_is_accepted():
+    # the client takes grpcs:// as TLS (CA and client certificate from CXRL_TLS_*, tests/test_client_tls.py)
+    assert (
+        TrainConfig(rewards={"url": "grpcs://rewards.example:443"}).rewards.url
+        == "grpcs://rewards.example:443"
+    )
+    with pytest.raises(ValueError, match="grpcs://host:port"):
+        TrainConfig(rewards={"url": "grpcx://rewards.example:443"})
+
+
 def test_bad_values_are_reported():
     with pytest.raises(ValueError, match="inprocess"):
         TrainConfig(rewards={"url": "http://x"})

@@ -1,7 +1,7 @@
 """TrainConfig: one CXRL training run of the trainer service.
 
 It names the RL settings (a preset of :mod:`cxrl.rl.config` plus overrides), the reward backend
-(``inprocess`` scorers or ``grpc://host:port`` with deadlines and retries), Redis (anchor cache,
+(``inprocess`` scorers, or ``grpc://host:port`` / ``grpcs://host:port`` with deadlines and retries), Redis (anchor cache,
 metrics stream, run registry), where outputs go, and the held-out reports used for evaluation.
 Loadable from YAML with ``base:`` chains like every cxrl config.
 """
@@ -28,7 +28,8 @@ class RewardClientSettings(ConfigModel):
 
     url: str = Field(
         "inprocess",
-        description="'inprocess' (scorers in this process) or 'grpc://host:port' (the reward gateway)",
+        description="'inprocess' (scorers in this process), or the reward gateway at 'grpc://host:port' "
+        "or 'grpcs://host:port' (TLS: CA and client certificate from CXRL_TLS_*)",
     )
     models: RewardModelsConfig = Field(
         default_factory=RewardModelsConfig, description="reward models of the in-process backend"
@@ -46,8 +47,10 @@ class RewardClientSettings(ConfigModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
-        if v != "inprocess" and not v.startswith("grpc://"):
-            raise ValueError(f"reward url must be 'inprocess' or 'grpc://host:port', got {v!r}")
+        if v != "inprocess" and not v.startswith(("grpc://", "grpcs://")):
+            raise ValueError(
+                f"reward url must be 'inprocess', 'grpc://host:port' or 'grpcs://host:port', got {v!r}"
+            )
         return v
 
 
