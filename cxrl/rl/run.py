@@ -14,6 +14,15 @@ differ only in what their :class:`Wiring` names, never in hand-written assembly:
 
 The reward backend (in-process scorers or the gRPC client) and the sinks are objects the caller
 makes: the library's RL layer imports no client and no app.
+
+How the README's two figures are wired (same builder, same engine; the RL settings differ too: the
+demo's trainer/configs/demo.yaml against the reproduction's cxrl/eval/presets):
+
+- ``cxrl demo`` / ``cxrl train`` (:func:`trainer.runner.wiring`): ``seed-bank`` with the config's
+  ``seed_bank`` seeds per report, the Redis anchor cache passed in, anchors sampled ahead on a
+  second thread, reward retries over gRPC only (``rewards.retries``; 0 in-process);
+- ``cxrl reproduce`` (:meth:`cxrl.eval.reproduce.Reproduction.wiring`): ``fresh-noise``, the
+  ``directory`` store shared by the variants of a seed, no retries, nothing sampled ahead.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from pydantic import Field, model_validator
 
 from cxrl.config import ConfigModel
 from cxrl.rewards.types import RewardBackend
-from cxrl.rl.anchor import AnchorStore, DirAnchorStore, MemoryAnchorStore, sampler_version
+from cxrl.rl.anchor import sampler_version
+from cxrl.rl.anchor_store import AnchorStore, DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
 from cxrl.rl.parallel import LOCAL, Local
