@@ -64,10 +64,6 @@ class PerPromptStatTracker:
             fallback, n, self.min_count,
         )  # fmt: skip
 
-    def stats(self) -> dict[str, float]:
-        counts = [len(b) for b in self.history.values()]
-        return {"prompts": len(counts), "mean_count": float(np.mean(counts)) if counts else 0.0}
-
     def state_dict(self) -> dict:
         return {
             "buffer_size": self.buffer_size,
