@@ -35,7 +35,12 @@ class RewardClientSettings(ConfigModel):
         default_factory=RewardModelsConfig, description="reward models of the in-process backend"
     )
     timeout_s: float = Field(120.0, gt=0, description="deadline of one reward call (gRPC) in seconds")
-    retries: int = Field(4, ge=0, description="retries of a failed reward call (transient errors only)")
+    retries: int = Field(
+        4,
+        ge=0,
+        description="retries of a failed gRPC reward call (transient errors only); in-process calls are "
+        "never retried (their errors would repeat): see trainer.runner.wiring",
+    )
     backoff_s: float = Field(1.0, ge=0, description="first retry delay in seconds; doubles each retry")
     max_in_flight: int = Field(
         2, ge=1, description="reward calls allowed in flight while the next sub-batch samples"
