@@ -73,7 +73,12 @@ def release(tmp_path):
     def run(target: str, **env: str) -> tuple[int, list[str], list[str]]:
         log.write_text("")
         environ = {**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}", "FAKE_LOG": str(log), **env}
-        environ.pop("MAKEFLAGS", None)
+        for name in (
+            "MAKEFLAGS",
+            "MFLAGS",
+            "MAKELEVEL",
+        ):  # under `make test`: a make of its own, not a sub-make
+            environ.pop(name, None)
         # -o: the venv counts as up to date (nothing installed); PROTO_SRC empty: no stubs generated
         result = subprocess.run(
             ["make", "--no-print-directory", "-o", ".venv/.installed", target, "PROTO_SRC=", "LOCAL_BASE=1"],
