@@ -9,6 +9,7 @@ or ``test`` (the held-out test reports, for the figures). Evaluation time is not
 
     python -m bench.bench_learning --split validation --recipes demo demo-fast --seeds 0
     python -m bench.bench_learning --split test --seeds 0 1 2 --out docs/results/learning
+    python -m bench.bench_learning --merge A/learning.json B/learning.json --out C   # runs made apart
 
 Writes ``learning.json`` (every seed's curve, the paired differences with 95 % intervals) and
 ``learning.png`` (seed mean with a min-max band per recipe), and prints the CPU-seconds at which
@@ -164,7 +165,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=48, help="held-out reports per evaluation")
     p.add_argument("--samples", type=int, default=2, help="images per held-out report")
     p.add_argument("--out", default="out/learning")
+    p.add_argument(
+        "--merge", nargs="+", help="join the curves of learning.json files (same split and budget)"
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        if len({(d["split"], d["budget_cpu_s"], json.dumps(d["heldout"])) for d in docs}) != 1:
+            raise SystemExit(
+                "--merge: the files differ in split, budget or held-out reports; merge like with like"
+            )
+        results: dict[str, list[dict]] = {}
+        for d in docs:
+            for name, curves in d["curves"].items():
+                results.setdefault(name, []).extend(curves)
+        return report(results, docs[0]["split"], docs[0]["budget_cpu_s"], docs[0]["heldout"], Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(1)
     args.heldout = HeldOutConfig(
@@ -186,23 +201,26 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.recipes:
         for seed in args.seeds:
             results.setdefault(name, []).append(curve(name, seed, args, train, prompts, scorers, anchor))
-    first = results[args.recipes[0]]
+    heldout = {"prompts": len(prompts), "samples": args.samples}
+    report(results, args.split, args.budget, heldout, Path(args.out))
+
+
+def report(results: dict[str, list[dict]], split: str, budget: float, heldout: dict, out: Path) -> None:
+    """Summary (the first recipe's final mean gain as the target), learning.json, learning.png, a table."""
+    first = next(iter(results.values()))
     target = float(np.mean([c["points"][-1]["diff"]["reward_total"]["value"] for c in first]))
     summary = {name: {"cpu_s_to_reach_first_final_gain": reach(cs, target),
                       "final": {k: float(np.mean([c["points"][-1]["diff"][k]["value"] for c in cs])) for k in METRICS}}
                for name, cs in results.items()}  # fmt: skip
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"split": args.split, "budget_cpu_s": args.budget, "target": target, "summary": summary,
-           "heldout": {"prompts": len(prompts), "samples": args.samples}, "curves": results}  # fmt: skip
+    doc = {"split": split, "budget_cpu_s": budget, "target": target, "summary": summary,
+           "heldout": heldout, "curves": results}  # fmt: skip
     (out / "learning.json").write_text(json.dumps(doc, indent=1))
     plot(results, out / "learning.png")
-    print(
-        f"split {args.split}, {len(prompts)} reports x {args.samples}; target = {args.recipes[0]}'s final mean gain {target:+.3f}"
-    )
+    print(f"split {split}, {heldout['prompts']} reports x {heldout['samples']}; target = {next(iter(results))}'s final mean gain {target:+.3f}")  # fmt: skip
     for name, s in summary.items():
         f = s["final"]
-        print(f"{name:12s} final Δ total {f['reward_total']:+.3f}  AUROC {f['auroc']:+.4f}  CLIP {f['clip_similarity']:+.4f}"
+        print(f"{name:40s} final Δ total {f['reward_total']:+.3f}  AUROC {f['auroc']:+.4f}  CLIP {f['clip_similarity']:+.4f}"
               f"  reaches target at {s['cpu_s_to_reach_first_final_gain']} CPU-s")  # fmt: skip
 
 
