@@ -42,7 +42,7 @@ from cxrl.rl.anchor_store import (  # noqa: F401  (the stores' home; re-exported
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.plan import Plan
 from cxrl.rl.policy import Policy
-from cxrl.rl.sampler import Trajectory, sample_images
+from cxrl.rl.sampler import Sampler, Trajectory, sample_images
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def sampler_version(
     """:func:`anchor_version` of a run: its generator (name or directory), sampler and reward models."""
     return anchor_version(
         generator_hash or generator_id(generator),
-        {"steps": sampling.num_steps, "guidance": sampling.guidance_scale, "eta": sampling.eta},
+        Sampler.anchor(sampling).version(),  # the training anchor's sampler
         models,
     )
 
@@ -145,11 +145,16 @@ class FrozenAnchor:
         self._lock = threading.Lock()
 
     def sample(
-        self, reports: Sequence[str], seeds: Sequence[int], sampling: SamplingSettings
+        self,
+        reports: Sequence[str],
+        seeds: Sequence[int],
+        sampling: SamplingSettings,
+        sampler: Sampler | None = None,
     ) -> torch.Tensor:
-        """Anchor images ``[N, 1, H, W]`` for ``reports`` with their noise ``seeds``, in batches."""
+        """Anchor images ``[N, 1, H, W]`` for ``reports`` with their noise ``seeds``, in batches
+        (evaluation's sampler unless ``sampler`` is given)."""
         with self._lock:
-            return sample_images(self.policy, reports, seeds, sampling, anchor=True)
+            return sample_images(self.policy, reports, seeds, sampling, anchor=True, sampler=sampler)
 
 
 class AnchorAhead:
@@ -232,7 +237,7 @@ class AnchorAhead:
             if self._stop.is_set():
                 break
             reports, seeds = [p for p, _ in missing[i : i + bs]], [s for _, s in missing[i : i + bs]]
-            images = self.anchor.sample(reports, seeds, self.sampling)
+            images = self.anchor.sample(reports, seeds, self.sampling, Sampler.anchor(self.sampling))
             res, _ = call_with_retries(
                 lambda images=images, reports=reports: self.backend.score(images, reports),
                 self.spec.retries, self.spec.backoff_s, "anchor-ahead reward call",
