@@ -8,7 +8,7 @@ but not the count); at ``--points`` evenly spaced budgets it is evaluated on the
 or ``test`` (the held-out test reports, for the figures). Evaluation time is not counted.
 
     python -m bench.bench_learning --split validation --recipes demo demo-fast --seeds 0
-    python -m bench.bench_learning --split test --seeds 0 1 2 --out docs/results/learning
+    python -m bench.bench_learning --split test --seeds 0 1 2 --out docs/results/learning-test
     python -m bench.bench_learning --merge A/learning.json B/learning.json --out C   # runs made apart
 
 Writes ``learning.json`` (every seed's curve, the paired differences with 95 % intervals) and
