@@ -110,7 +110,7 @@ def test_a_failing_thread_is_logged_and_the_loop_samples_its_own_anchors(tmp_pat
     loop = make_loop(tmp_path, cfg, cache=AnchorCache(redis_client, "tiny-fail", prefix="fail"))
 
     class Broken(FrozenAnchor):
-        def sample(self, reports, seeds, sampling):
+        def sample(self, reports, seeds, sampling, sampler=None):
             raise RuntimeError("out of memory")
 
     ahead = AnchorAhead(loop.plan, Broken(loop.policy), loop.backend, loop.store, cfg.sampling, loop.spec)
