@@ -183,7 +183,9 @@ def test_timestep_batching_gives_the_same_parameters_and_statistics():
         runs[per_call] = (trainable(engine.policy), m)
     (p1, m1), (p3, m3) = runs[1], runs[3]
     for name in p1:
-        torch.testing.assert_close(p3[name], p1[name], rtol=0, atol=2e-6)
+        torch.testing.assert_close(
+            p3[name], p1[name], rtol=0, atol=1e-5
+        )  # Adam amplifies fp32 summation order on near-zero gradients (3.9e-6 seen at 1 thread); a wrong gradient moves a parameter by ~lr = 3e-3
     # the loss at ratio 1 is -mean(advantage), a sum that nearly cancels: compare at the advantages' scale
     assert m3["loss"] == pytest.approx(m1["loss"], abs=1e-7)
     for key in ("approx_kl", "clipfrac", "grad_norm"):

@@ -169,7 +169,9 @@ def test_the_recipe_composes_with_timestep_batching_kl_and_a_shared_anchor_store
         runs[per_call] = (trainable(e.policy), m, len(store))
     (p1, m1, n1), (p2, m2, n2) = runs[1], runs[2]
     for name in p1:
-        torch.testing.assert_close(p2[name], p1[name], rtol=0, atol=2e-6)
+        torch.testing.assert_close(
+            p2[name], p1[name], rtol=0, atol=1e-5
+        )  # fp32 summation order under Adam; a wrong gradient moves ~lr = 3e-3
     assert m1["kl"] >= 0 and m2["kl"] == pytest.approx(m1["kl"], rel=1e-4, abs=1e-12)
     assert n1 == n2 == 2  # one stored anchor per branched group
     assert m1["group_size"] == 4.0 and 0.0 <= m1["zero_spread_groups"] <= 1.0
