@@ -102,6 +102,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             start=start, stop=time.time(),
         )  # fmt: skip
         item.ihook.pytest_runtest_logreport(report=report)
+    # what the usual protocol's teardown does for the session: finish the fixtures and collectors
+    # (this module's, when the next test is elsewhere) that tests run here before this one set up;
+    # left on the stack, the next module's first test fails its setup ("not torn down properly")
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
