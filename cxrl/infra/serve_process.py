@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cxrl.infra.ports import free_port
-from cxrl.infra.procs import die_with_parent
+from cxrl.infra.procs import descendants, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,16 @@ class ServeProcess:
             time.sleep(0.5)
 
     def processes(self) -> list[int]:
-        """Live processes of this instance (the command, Ray's processes, the replicas)."""
-        return processes_with(self.marker)
+        """Live processes of this instance (the command, Ray's processes, the replicas): those that
+        carry the marker, and their descendants (Ray's agents set their process titles over their
+        environment block, so the dashboard agent that serves the metrics exporter carries no
+        readable marker; it is the raylet's child)."""
+        found = set(processes_with(self.marker))
+        if self.proc is not None and self.proc.poll() is None:
+            found.add(self.proc.pid)
+        for pid in list(found):
+            found.update(descendants(pid))
+        return sorted(found)
 
     def stop(self, timeout_s: float = 180.0, linger_s: float = 30.0) -> int | None:
         """SIGINT, wait ``timeout_s``, then SIGKILL; processes still there after ``linger_s`` are killed
