@@ -37,7 +37,7 @@ import yaml
 
 from cxrl import imaging
 from cxrl.client import RewardClient
-from services.cli import CONFIG_DIR
+from services.cli import CONFIG_DIR, METRICS_HOST, loopback_node
 from services.models import DEPLOYMENT_NAMES
 
 CONFIG = CONFIG_DIR / "serve-autoscale.yaml"
@@ -119,14 +119,18 @@ class Clients:
 # -- replica counts ----------------------------------------------------------------------------
 def gcs_address(pids: list[int]) -> str:
     """``IP:PORT`` of the GCS that the raylet among these processes (one `cxrl serve` instance's own
-    Ray head) talks to: the GCS itself starts on a port of its choosing, the raylet is told it."""
+    Ray head) talks to: the GCS itself starts on a port of its choosing, the raylet is told it. The
+    host is the raylet's node address: `cxrl serve` makes it 127.0.0.1 and its GCS listens there
+    only, while the raylet's ``--gcs-address`` may name the machine's address."""
     for pid in pids:
         with contextlib.suppress(OSError):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if argv[0].endswith(b"/raylet"):
-                found = [a.split(b"=", 1)[1].decode() for a in argv if a.startswith(b"--gcs-address=")]
-                if found and not found[0].endswith(":0"):
-                    return found[0]
+                flags = dict(a.decode().split("=", 1) for a in argv[1:] if a.startswith(b"--") and b"=" in a)
+                gcs = flags.get("--gcs-address", "")
+                if gcs and not gcs.endswith(":0"):
+                    node = flags.get("--node-ip-address") or gcs.rsplit(":", 1)[0]
+                    return f"{node}:{gcs.rsplit(':', 1)[1]}"
     raise RuntimeError(f"no raylet with a --gcs-address among processes {pids}")
 
 
@@ -185,7 +189,10 @@ def exercise(target: str, gcs: str, plan: Plan) -> dict:
     load = Clients(target, plan.application, images(plan.batch), plan.clients, 0.0, plan.max_requests, tally)
     timeline: list[dict] = []
     others_peak: dict[str, int] = {}
-    ray.init(address=gcs, log_to_driver=False, logging_level="WARNING")
+    node = gcs.rsplit(":", 1)[0]
+    if node == METRICS_HOST:  # `cxrl serve`'s loopback node: join it as a loopback driver
+        loopback_node()
+    ray.init(address=gcs, _node_ip_address=node, log_to_driver=False, logging_level="WARNING")
     try:
         t0 = time.monotonic()
         phase_start, reached_at, settled_at = t0, None, None
