@@ -246,7 +246,9 @@ def test_prometheus_counts_scored_and_refused_requests_and_a_p95(service, tmp_pa
             f"{window})))",
             t1,
         )
-        replicas = prom.by("application", "sum by (application) (ray_serve_deployment_replica_healthy)")
+        replicas = prom.by(  # the gauge's series comes and goes between exports: the window's maximum
+            "application", f"sum by (application) (max_over_time(ray_serve_deployment_replica_healthy{window}))", t1
+        )
         print(
             f"\nPromQL over {window}: scored {scored}, refused {by_reason}, images {images}, "
             f"gateway p95 {p95:.3f} s, model p95 {model_p95}, healthy replicas {replicas}"

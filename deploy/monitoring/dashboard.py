@@ -98,7 +98,12 @@ def build() -> dict:
             query(
                 "sum by (application) (ray_serve_replica_processing_queries)", "{{application}} processing"
             ),
-            query("sum by (application) (ray_serve_deployment_replica_healthy)", "{{application}} replicas"),
+            # Serve refreshes this gauge every 10 s and Ray exports only what was set since the last
+            # export: a series comes and goes between scrapes, so take its last minute's maximum
+            query(
+                "sum by (application) (max_over_time(ray_serve_deployment_replica_healthy[1m]))",
+                "{{application}} replicas",
+            ),
         )
     )
     d = d.with_panel(
