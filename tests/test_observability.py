@@ -247,7 +247,9 @@ def test_prometheus_counts_scored_and_refused_requests_and_a_p95(service, tmp_pa
             t1,
         )
         replicas = prom.by(  # the gauge's series comes and goes between exports: the window's maximum
-            "application", f"sum by (application) (max_over_time(ray_serve_deployment_replica_healthy{window}))", t1
+            "application",
+            f"sum by (application) (max_over_time(ray_serve_deployment_replica_healthy{window}))",
+            t1,
         )
         print(
             f"\nPromQL over {window}: scored {scored}, refused {by_reason}, images {images}, "
