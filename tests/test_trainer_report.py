@@ -72,7 +72,9 @@ def test_page_is_self_contained_with_curves_grids_and_table():
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page.lower()
     assert not re.search(r"""(src|href)=["']https?:""", page), "nothing may be fetched"
-    assert page.count("<svg") == 7  # 4 reward charts + 3 optimisation charts
+    assert (
+        page.count("<svg") == 9
+    )  # 4 reward charts + 3 optimisation + 2 group diagnostics (no grad_eps keys)
     for key in ("policy/r_align", "anchor/r_align", "policy/diag_acc", "policy/consistency", "policy/total"):
         assert key in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -83,6 +85,27 @@ def test_page_is_self_contained_with_curves_grids_and_table():
     assert "CXRL, epoch 0" in page and "CXRL, epoch 3" in page
     for cell in ("reward_total", "0.5500", "-0.3100", "32"):
         assert cell in page
+
+
+def test_diagnostics_chart_zero_spread_groups_and_the_gradient_of_each_trained_step():
+    history = [
+        {"epoch": e, "zero_spread_groups": 0.5 - 0.25 * e, "group_size": 8.0, "grad_eps/step_01": 2.0 + e,
+         "grad_eps/step_02": 1.0}
+        for e in range(3)
+    ]  # fmt: skip
+    page = render_report(title="t", history=history)
+    assert page.count("<svg") == 10  # ... and the gradient chart, since the history has grad_eps keys
+    charts = {
+        re.search(r'aria-label="([^"]+)"', svg).group(1): svg for svg in re.findall(r"<svg.*?</svg>", page)
+    }
+    zero = charts["Report groups with zero reward spread (no signal)"]
+    assert ">zero_spread_groups<" in zero and len(re.findall("<circle", zero)) == 3
+    grad = charts["Gradient norm of the noise prediction, by trajectory step"]
+    assert ">step 01<" in grad and ">step 02<" in grad and ">step 00<" not in grad  # the trained steps only
+    lines = re.findall(r'<polyline points="([^"]+)"', grad)
+    ys = [[float(p.split(",")[1]) for p in line.split()] for line in lines]
+    assert ys[0][0] > ys[0][1] > ys[0][2]  # step 01 rises (SVG y grows downwards) ...
+    assert len(set(ys[1])) == 1  # ... step 02 is flat
 
 
 def test_chart_polylines_follow_the_data():

@@ -30,6 +30,13 @@ TRAIN_CHARTS: tuple[tuple[str, str], ...] = (
     ("clipfrac", "PPO clip fraction"),
     ("cache_hit_rate", "Anchor cache hit rate"),
 )
+# (metric, chart title): how much signal an epoch's report groups carried (cxrl.rl.engine.group_diagnostics)
+GROUP_CHARTS: tuple[tuple[str, str], ...] = (
+    ("zero_spread_groups", "Report groups with zero reward spread (no signal)"),
+    ("group_size", "Images per report group"),
+)
+GRAD_PREFIX = "grad_eps/step_"  # gradient norm of the noise prediction by trajectory step (cxrl.rl.update)
+PALETTE = ("#c0392b", "#2980b9", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#f39c12")
 COLORS = {"policy": "#c0392b", "anchor": "#2c3e50"}
 
 
@@ -100,7 +107,8 @@ def line_chart(
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
             for x, y in good:
                 parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>')
-        lx, ly = left + 170 * i, height - 10  # legend in the bottom margin, never over the data
+        step = min(170, (width - left) // max(1, len(series)))
+        lx, ly = left + step * i, height - 10  # legend in the bottom margin, never over the data
         parts.append(
             f'<line x1="{lx}" x2="{lx + 22}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" stroke-width="2"{dash}/>'
         )
@@ -202,6 +210,17 @@ def render_report(
         for k, name in REWARD_CHARTS
     ]
     train = [line_chart(name, {k: _series(history, k)}, styles={k: "#8e44ad"}) for k, name in TRAIN_CHARTS]
+    train += [line_chart(name, {k: _series(history, k)}, styles={k: "#16a085"}) for k, name in GROUP_CHARTS]
+    steps = sorted({k for row in history for k in row if k.startswith(GRAD_PREFIX)})
+    if steps:  # only trained steps appear: all of them for DDPO, the window's under a windowed recipe
+        names = {k: f"step {k[len(GRAD_PREFIX) :]}" for k in steps}
+        train.append(
+            line_chart(
+                "Gradient norm of the noise prediction, by trajectory step",
+                {names[k]: _series(history, k) for k in steps},
+                styles={names[k]: PALETTE[i % len(PALETTE)] for i, k in enumerate(steps)},
+            )
+        )
     meta_html = "".join(f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>" for k, v in (meta or {}).items())
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
