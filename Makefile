@@ -55,7 +55,7 @@ lint: setup
 	$(BIN)/lint-imports  # layer contracts: [tool.importlinter] in pyproject.toml
 
 demo: setup
-	$(BIN)/cxrl demo --out out/demo
+	$(BIN)/cxrl demo --config demo-fast --out out/demo  # the efficient recipe (trainer/configs/demo-fast.yaml)
 
 bench: setup
 	$(BIN)/python -m bench.run --out out/bench

@@ -4,8 +4,8 @@
 2. the reward services: ``cxrl serve`` with the CPU profile as a subprocess on free loopback ports
    (:class:`cxrl.infra.serve_process.ServeProcess`, its log in ``OUT/serve.log``), waited for until
    every application runs (``--inprocess`` scores in this process instead);
-3. CXRL training with ``trainer/configs/demo.yaml`` against the gRPC gateway, then anchor vs tuned
-   policy on held-out test-split reports;
+3. CXRL training with a trainer config (``--config``: ``trainer/configs/demo.yaml`` by default; `make demo`
+   runs ``demo-fast``) against the gRPC gateway, then anchor vs tuned policy on held-out test-split reports;
 4. ``OUT/summary.json``, ``OUT/report.html`` and a short table on stdout.
 
 Everything started here is stopped on the way out: normal exit, errors and Ctrl-C alike.
