@@ -4,6 +4,8 @@
   jsonschema over the CRD version's ``openAPIV3Schema``, made strict the way
   ``kubectl apply`` (server-side field validation ``Strict``) treats CRDs: an unknown
   field is an error, not silently pruned.
+- The PodMonitor of deploy/monitoring against the prometheus-operator's CRD
+  (tests/schemas/prometheus-operator-*.yaml), the same way, and against the pods it selects.
 - Kubernetes' own kinds against the strict JSON schemas that the ``kubernetes-validate``
   wheel carries for each Kubernetes release (no network).
 - ``serveConfigV2`` through Ray Serve's own ``ServeDeploySchema``, plus a strict-keys walk
@@ -33,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 CRD_FILES = {
     "RayService": REPO / "tests" / "schemas" / "kuberay-ray.io_rayservices.yaml",
     "RayJob": REPO / "tests" / "schemas" / "kuberay-ray.io_rayjobs.yaml",
+    "PodMonitor": REPO / "tests" / "schemas" / "prometheus-operator-monitoring.coreos.com_podmonitors.yaml",
 }
+PODMONITOR = REPO / "deploy" / "monitoring" / "podmonitor.yaml"
 K8S_VERSIONS = ("1.29", "1.37")  # oldest and newest Kubernetes release we claim
 
 
@@ -58,9 +62,10 @@ def crd_validator(kind: str, api_version: str) -> jsonschema.Draft7Validator:
     # a CRD is 1 MB of YAML: parse it once, with libyaml when PyYAML has it
     crd = yaml.load(CRD_FILES[kind].read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     assert crd["spec"]["names"]["kind"] == kind
-    version = api_version.rpartition("/")[2]
+    group, _, version = api_version.rpartition("/")
+    assert group == crd["spec"]["group"], f"{api_version} is not in the CRD's group {crd['spec']['group']}"
     (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    assert entry["served"], f"{api_version} {kind} is not served by this KubeRay"
+    assert entry["served"], f"{api_version} {kind} is not served by the vendored CRD"
     return jsonschema.Draft7Validator(strict(entry["schema"]["openAPIV3Schema"]))
 
 
@@ -153,6 +158,51 @@ def test_crd_validation_catches_mistakes(rendered, corrupt, field):
     corrupt(rayservice["spec"])
     errors = crd_errors(rayservice)
     assert errors and any(field in error for error in errors), errors
+
+
+# --- PodMonitor against the prometheus-operator CRD ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def podmonitor() -> dict[str, Any]:
+    return yaml.safe_load(PODMONITOR.read_text())
+
+
+def test_podmonitor_is_valid_against_the_prometheus_operator_crd(podmonitor):
+    assert podmonitor["kind"] == "PodMonitor"
+    assert crd_errors(podmonitor) == []
+
+
+@pytest.mark.parametrize(
+    "corrupt, field",
+    [
+        (lambda s: s["podMetricsEndpoints"][0].update(port=["metrics"]), "port"),
+        (lambda s: s["podMetricsEndpoints"][0].update(interval="15 seconds"), "interval"),
+        (lambda s: s["podMetricsEndpoints"][0].update(scheme="tcp"), "scheme"),
+        (lambda s: s["podMetricsEndpoints"][0].update(metricsPath="/metrics"), "metricsPath"),
+        (lambda s: s.update(namespaceSelector={"matchNames": "cxrl"}), "matchNames"),
+        (lambda s: s.pop("selector"), "selector"),
+    ],
+)
+def test_podmonitor_crd_validation_catches_mistakes(podmonitor, corrupt, field):
+    broken = copy.deepcopy(podmonitor)
+    corrupt(broken["spec"])
+    errors = crd_errors(broken)
+    assert errors and any(field in error for error in errors), errors
+
+
+def test_podmonitor_selects_every_reward_pod_on_a_port_it_declares(rendered, podmonitor):
+    """What the CRD cannot check: the PodMonitor finds the RayService's pods and their metrics port."""
+    spec = podmonitor["spec"]
+    rayservice = find(rendered, "RayService", "cxrl-rewards")
+    assert spec["namespaceSelector"]["matchNames"] == [rayservice["metadata"]["namespace"]]
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        labels = template["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= labels.items(), labels
+        ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert {e["port"] for e in spec["podMetricsEndpoints"]} <= ports, ports
 
 
 # --- Kubernetes' own kinds ------------------------------------------------------------
