@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the images of the compose stack and deploy/: cxrl/cxrl:TAG-VARIANT (reward services and
-# trainer in one image) and, with LOCAL_BASE=1, local stand-ins for the two Docker Hub images.
+# trainer in one image), cxrl/prometheus (Debian's prometheus on the same base, for the compose
+# profile `monitoring`) and, with LOCAL_BASE=1, local stand-ins for the two Docker Hub images.
 #
 #   deploy/docker/images.sh [--if-missing] [--print-env]
 #
@@ -14,8 +15,8 @@
 #                         Without either, the first docker on the PATH that has one is used, else
 #                         Debian's docker-buildx (where apt has it) or docker.io's client (20.10,
 #                         BuildKit built in) is installed (deploy/docker/host-packages.sh)
-# --if-missing builds only images that are not there; --print-env prints CXRL_IMAGE= and
-# CXRL_REDIS_IMAGE= lines for docker compose (everything else goes to stderr).
+# --if-missing builds only images that are not there; --print-env prints CXRL_IMAGE=,
+# CXRL_PROMETHEUS_IMAGE= and CXRL_REDIS_IMAGE= lines for docker compose (the rest goes to stderr).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
@@ -25,6 +26,7 @@ variant="${VARIANT:-cpu}"
 tag="${IMAGE_TAG:-0.1.0}"
 base="${BASE_IMAGE:-python:3.11-slim-bookworm}"
 redis_image="${CXRL_REDIS_IMAGE:-}"
+prometheus_image=cxrl/prometheus:2.42-bookworm  # Debian bookworm's prometheus is 2.42
 if_missing=0 print_env=0
 for arg in "$@"; do
   case "$arg" in
@@ -107,8 +109,15 @@ else
   echo "images.sh: built $image in $(( $(date +%s) - start )) s"
   "$docker" image prune -f >/dev/null  # the previous build's image, now untagged
 fi
+if [ "$if_missing" = 1 ] && have "$prometheus_image"; then
+  echo "images.sh: $prometheus_image exists"
+else
+  nice -n 10 "${build[@]}" -f deploy/docker/prometheus.Dockerfile --build-arg BASE_IMAGE="$base" \
+    -t "$prometheus_image" deploy/docker
+fi
 "$docker" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^cxrl/' || true
 if [ "$print_env" = 1 ]; then
   echo "CXRL_IMAGE=$image" >&3
+  echo "CXRL_PROMETHEUS_IMAGE=$prometheus_image" >&3
   [ -z "$redis_image" ] || echo "CXRL_REDIS_IMAGE=$redis_image" >&3
 fi
