@@ -1,6 +1,7 @@
 """docker-compose.yml: valid against the Compose Specification schema and for the real Docker
 Compose v2 (`docker compose config`, no engine needed; the binary comes with the test extras),
-and wired as documented: secrets required, hardened containers, loopback-only ports.
+and wired as documented: secrets required, hardened containers, loopback-only ports, and the
+`monitoring` profile's Prometheus scraping services that listen where it looks.
 
 The schema is the Compose Specification's own JSON Schema, vendored in tests/schemas/
 (see its README). Compose interpolates ``${VAR:-default}`` before it validates, so the
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "tests" / "schemas" / "compose-spec.json").read_text())
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 CPU_PAIR, GPU_PAIR = ("rewards", "trainer"), ("rewards-gpu", "trainer-gpu")
+MONITORING = ("prometheus", "metrics-relay")  # the `monitoring` profile
 SECRETS = {"CXRL_API_TOKEN": "t" * 64, "CXRL_REDIS_PASSWORD": "p" * 64}
 
 
@@ -103,13 +106,23 @@ def compose_config(tmp_path: Path, env: dict[str, str], *args: str) -> subproces
     )
 
 
-@pytest.mark.parametrize("profiles", [[], ["--profile", "train"], ["--profile", "gpu", "--profile", "train"]])
+@pytest.mark.parametrize(
+    "profiles",
+    [
+        [],
+        ["--profile", "train"],
+        ["--profile", "gpu", "--profile", "train"],
+        ["--profile", "monitoring"],
+        ["--profile", "monitoring", "--profile", "train"],
+    ],
+)
 def test_docker_compose_accepts_every_profile(tmp_path, profiles):
     result = compose_config(tmp_path, SECRETS, *profiles)
     assert result.returncode == 0, result.stderr
     services = set(yaml.safe_load(result.stdout)["services"])
     expected = {"redis", "rewards"} | ({"trainer"} if "train" in profiles else set())
     expected |= set(GPU_PAIR) if "gpu" in profiles else set()
+    expected |= set(MONITORING) if "monitoring" in profiles else set()
     assert services == expected
 
 
@@ -174,13 +187,19 @@ def test_ports_publish_on_loopback_only(compose):
     published = [p for s in compose["services"].values() for p in s.get("ports", [])]
     assert published and all(p.startswith("127.0.0.1:") for p in published)
     assert "ports" not in compose["services"]["redis"], "Redis stays inside the compose network"
-    assert {p.split(":")[-1] for p in published} == {"8000", "9000"}, "no Ray port, no dashboard"
+    assert {p.split(":")[-1] for p in published} == {"8000", "9000", "9090"}, "no Ray port, no dashboard"
+    ui = {name for name, s in compose["services"].items() for p in s.get("ports", []) if p.endswith(":9090")}
+    assert ui == {"prometheus"}, "9090 is Prometheus' UI alone"
+    for name in ("trainer", "metrics-relay"):
+        assert "ports" not in compose["services"][name], f"{name}: metrics stay on the compose network"
     for name in ("rewards", "rewards-gpu"):
         command = compose["services"][name]["command"]
         assert command[command.index("--host") + 1] == "0.0.0.0", "inside the container, bind all interfaces"
 
 
 def test_containers_are_hardened_and_ray_uses_token_auth(compose):
+    without_ray = {n for n, s in compose["services"].items() if not s["image"].startswith("cxrl/cxrl:")}
+    assert without_ray == {"redis", "ray-gcs-redis", *MONITORING}
     for name, service in compose["services"].items():
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
@@ -188,7 +207,7 @@ def test_containers_are_hardened_and_ray_uses_token_auth(compose):
         uid = service["user"].split(":")[0]
         assert uid.isdigit() and int(uid) != 0, name
         assert any(t.startswith("/tmp:") for t in service["tmpfs"]), name
-        if not service["image"].startswith("redis:"):  # the cache Redis and the GCS Redis: no Ray
+        if name not in without_ray:
             assert service["environment"]["RAY_AUTH_MODE"] == "token", name
             assert service["environment"]["CXRL_API_TOKEN"] == SECRETS["CXRL_API_TOKEN"]
             assert (
@@ -262,3 +281,77 @@ def test_compose_check_config_is_one_short_epoch(compose):
 
     config = TrainConfig.from_yaml(host_path(compose["services"]["trainer"], "/config/check.yaml"))
     assert config.rl_config().epochs == 1 and config.rewards.url == "grpc://rewards:9000"
+
+
+# -- profile "monitoring" ------------------------------------------------------------------------
+MONITORING_DIR = REPO / "deploy" / "monitoring"
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def prometheus_config(compose: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The repo file that the prometheus service reads as --config.file, and its contents."""
+    service = compose["services"]["prometheus"]
+    flag = next(arg for arg in service["command"] if arg.startswith("--config.file="))
+    path = host_path(service, flag.partition("=")[2])
+    return path, yaml.safe_load(path.read_text())
+
+
+def test_monitoring_profile_is_prometheus_and_the_relay_built_here(compose):
+    services = compose["services"]
+    assert {n for n, s in services.items() if "monitoring" in s.get("profiles", [])} == set(MONITORING)
+    for name in MONITORING:
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], "never started without --profile monitoring"
+        assert service["image"].startswith("cxrl/prometheus:") and service["pull_policy"] == "never", (
+            "Debian's prometheus on the project's base (make images), never a pulled image"
+        )
+    relay = services["metrics-relay"]
+    assert relay["network_mode"] == "service:rewards", "Ray's exporter answers on the rewards' loopback only"
+    assert relay["depends_on"]["rewards"]["restart"] is True, "a new rewards container gets a new relay"
+    assert any(v.endswith(":/config:ro") for v in services["prometheus"]["volumes"])
+
+
+def test_prometheus_scrapes_services_on_ports_they_listen_on(compose):
+    services = compose["services"]
+    relay, trainer = services["metrics-relay"]["command"], services["trainer"]["command"]
+    assert relay[0] == "socat"
+    listen = int(re.fullmatch(r"TCP-LISTEN:(\d+),fork,.*", relay[1])[1])
+    upstream = int(re.fullmatch(r"TCP:127\.0\.0\.1:(\d+)", relay[2])[1])
+    assert upstream == int(option(services["rewards"]["command"], "--metrics-port")), (
+        "relay to Ray's exporter"
+    )
+    assert "metrics.host=0.0.0.0" in trainer, "the trainer's /metrics must answer beyond its loopback"
+    # on the compose network, by service name: the relay (in the rewards' namespace), the trainer
+    listening = {"rewards": {listen}, "trainer": {int(option(trainer, "--metrics-port"))}}
+    _, config = prometheus_config(compose)
+    targets = [t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert {t.rpartition(":")[0] for t in targets} == set(listening)
+    for target in targets:
+        host, _, port = target.rpartition(":")
+        assert host in services and int(port) in listening[host], target
+
+
+def test_prometheus_loads_the_alert_rules_that_promtool_checks(compose):
+    path, config = prometheus_config(compose)
+    assert path.parent == MONITORING_DIR and path.name != "prometheus.yml", "the host config stays as it is"
+    assert [path.parent / rules for rules in config["rule_files"]] == [MONITORING_DIR / "alerts.yml"]
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    assert Path(promtool).exists(), "promtool is missing: run `make prometheus` (Debian's package)"
+    check = subprocess.run(
+        [promtool, "check", "config", path.name], cwd=path.parent, capture_output=True, text=True
+    )
+    assert check.returncode == 0 and "SUCCESS: 1 rule files found" in check.stdout, (
+        check.stdout + check.stderr
+    )
+
+
+def test_compose_check_asks_prometheus_about_the_jobs_it_scrapes(compose):
+    script = (REPO / "deploy" / "docker" / "compose-check.sh").read_text()
+    _, config = prometheus_config(compose)
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+    assert set(re.findall(r'job="([^"]+)"', script)) == set(jobs)
+    assert "--profile monitoring up" in script and "--use-aliases trainer" in script
+    assert jobs["cxrl-trainer"] == f"trainer:{option(script.split(), '--metrics-port')}"

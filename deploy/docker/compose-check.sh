@@ -3,14 +3,18 @@
 #  1. a Docker engine (starts dockerd when none answers: DOCKERD_FLAGS, e.g. --storage-driver=vfs)
 #  2. the images (built only when missing: deploy/docker/images.sh)
 #  3. secrets in build/compose.env (random, 0600; kept between runs)
-#  4. `docker compose up -d --wait`: Redis and the reward services, healthy
+#  4. `docker compose up -d --wait`: Redis and the reward services, healthy; then the profile
+#     "monitoring" (Prometheus and the relay to the reward services' Ray exporter)
 #  5. a real request scored from the host: `cxrl score` over gRPC :9000, the same images over
 #     HTTP :8000 (same totals), and both refused without the token; where Chromium is
 #     installed, the API docs at /docs render offline (Swagger UI lists the operations)
-#  6. the trainer service for one short epoch against the stack (profile "train")
-#  7. the run as the Redis run registry shows it (`cxrl runs` in the trainer image)
-#  8. `docker compose stop`: the reward services end on SIGTERM with exit 0 (not killed)
-#  9. `docker compose down --volumes`: no container, network or volume of the project left
+#  6. Prometheus' HTTP API on 127.0.0.1:9090: the reward services' target up, their request
+#     counter scraped, every alert of deploy/monitoring/alerts.yml loaded
+#  7. the trainer service for two short epochs against the stack (profile "train"), its /metrics
+#     target up while it runs and its epoch gauge scraped
+#  8. the run as the Redis run registry shows it (`cxrl runs` in the trainer image)
+#  9. `docker compose stop`: the reward services end on SIGTERM with exit 0 (not killed)
+# 10. `docker compose down --volumes`: no container, network or volume of the project left
 # Prints the wall time of every step and the disk the images and volumes take.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -35,9 +39,10 @@ step() {  # step NAME: print the time the previous step took, then announce NAME
 cleanup() {  # on failure once the stack is up: its logs to a file, then down; the failing step's message stays last
   local rc=$?
   if [ "$rc" != 0 ]; then
-    "${compose[@]}" --profile train logs --no-color --tail 200 > "$work/stack.log" 2>&1 || true
+    "${compose[@]}" --profile train --profile monitoring logs --no-color --tail 200 > "$work/stack.log" 2>&1 || true
   fi
-  "${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60 >/dev/null 2>&1 || true
+  "${compose[@]}" --profile train --profile gpu --profile monitoring down --volumes --remove-orphans \
+    --timeout 60 >/dev/null 2>&1 || true
 }
 
 step "docker engine"
@@ -49,7 +54,7 @@ step "images"
 images_env="$("$repo/deploy/docker/images.sh" --if-missing --print-env)"
 while IFS= read -r line; do
   case "$line" in
-    CXRL_IMAGE=?* | CXRL_REDIS_IMAGE=?*) export "${line?}" ;;
+    CXRL_IMAGE=?* | CXRL_PROMETHEUS_IMAGE=?* | CXRL_REDIS_IMAGE=?*) export "${line?}" ;;
     *) echo "compose-check: unexpected line from images.sh --print-env: $line" >&2; exit 1 ;;
   esac
 done <<< "$images_env"
@@ -63,12 +68,16 @@ if [ ! -s "$env_file" ]; then
      "$("$py" -c 'import secrets; print(secrets.token_hex(32))')" > "$env_file")
 fi
 set -a; source "$env_file"; set +a
+prometheus="http://127.0.0.1:${CXRL_PROMETHEUS_PORT:-9090}"
 
 trap cleanup EXIT
 echo "compose-check: from here a failure takes the stack down and leaves its logs in build/compose-check/stack.log"
 step "compose up --wait (redis, rewards healthy)"
 "${compose[@]}" up -d --wait --wait-timeout "${WAIT_TIMEOUT:-900}"
 "${compose[@]}" ps
+
+step "profile monitoring up (prometheus, metrics-relay)"
+"${compose[@]}" --profile monitoring up -d --wait --wait-timeout 300 prometheus metrics-relay
 
 step "score over gRPC :9000 and HTTP :8000"
 "$py" "$repo/deploy/docker/score_request.py" --out "$work"
@@ -101,9 +110,25 @@ if [ -n "$chromium_bin" ]; then
   done
 fi
 
-step "trainer: one epoch against the stack"
-"${compose[@]}" --profile train run --rm trainer \
-  cxrl train --config /config/check.yaml --run-name compose-check
+step "Prometheus: rewards scraped, alerts loaded"
+# Ray exports every 10 s and Prometheus scrapes every 15 s: the request counter shows within a minute
+"$py" "$repo/deploy/docker/prometheus_check.py" "$prometheus" --timeout 180 \
+  --rules "$repo/deploy/monitoring/alerts.yml" \
+  'up{job="cxrl-rewards"} == 1' 'sum(ray_cxrl_reward_requests_total{status="ok"}) > 0'
+
+step "trainer: two epochs against the stack, scraped"
+# In the background, so that Prometheus is asked while the run serves /metrics (two epochs: the
+# first one's gauges stay up for the second); --use-aliases: the run container answers to
+# `trainer`, the name that deploy/monitoring/prometheus-compose.yml scrapes.
+"${compose[@]}" --profile train run --rm -T --use-aliases trainer \
+  cxrl train --config /config/check.yaml --run-name compose-check --set rl.epochs=2 \
+  --metrics-port 9102 --set metrics.host=0.0.0.0 &
+trainer_pid=$!
+"$py" "$repo/deploy/docker/prometheus_check.py" "$prometheus" --timeout 900 --while-pid "$trainer_pid" \
+  'up{job="cxrl-trainer"} == 1'
+wait "$trainer_pid"
+"$py" "$repo/deploy/docker/prometheus_check.py" "$prometheus" --timeout 30 \
+  'last_over_time(cxrl_trainer_epochs_completed{run="compose-check"}[30m]) >= 1'
 
 step "the run in Redis (cxrl runs)"
 # (the password in the Redis URL that `cxrl runs` prints is masked)
@@ -127,7 +152,7 @@ echo "compose-check: rewards stopped cleanly on SIGTERM (exit 0)"
 
 step "compose down"
 trap - EXIT
-"${compose[@]}" --profile train --profile gpu down --volumes --remove-orphans --timeout 60
+"${compose[@]}" --profile train --profile gpu --profile monitoring down --volumes --remove-orphans --timeout 60
 project=label=com.docker.compose.project=cxrl
 left="$("$docker" ps -aq --filter "$project")$("$docker" network ls -q --filter "$project")"
 left+="$("$docker" volume ls -q --filter "$project")"
