@@ -74,8 +74,16 @@ class Clients:
     """``n`` threads, each sending one ``Predict`` at a time to ``application`` until stopped,
     ``gap_s`` apart, at most ``max_requests`` between them; every outcome goes to ``tally``."""
 
-    def __init__(self, target: str, application: str, images: torch.Tensor, n: int, gap_s: float,
-                 max_requests: int, tally: Tally):  # fmt: skip
+    def __init__(
+        self,
+        target: str,
+        application: str,
+        images: torch.Tensor,
+        n: int,
+        gap_s: float,
+        max_requests: int,
+        tally: Tally,
+    ):
         self.target, self.application, self.images = target, application, images
         self.gap_s, self.tally = gap_s, tally
         self.left = max_requests

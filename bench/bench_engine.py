@@ -129,10 +129,17 @@ def worker(generator: str, threads: int, per_call: int, epochs: int, tmp: Path) 
     one = floor(policy, cfg, per_call) if threads != 1 else own
     epoch_s = statistics.median(walls)
     return {
-        "generator": generator, "threads": threads, "timesteps_per_call": per_call, "epoch_s": epoch_s,
-        "epochs_s": walls, "phases_s": phases[-1], "floor": own, "floor_1thread": one,
-        "epoch_over_floor_1thread": epoch_s / one["floor_s"], "epoch_over_floor": epoch_s / own["floor_s"],
-    }  # fmt: skip
+        "generator": generator,
+        "threads": threads,
+        "timesteps_per_call": per_call,
+        "epoch_s": epoch_s,
+        "epochs_s": walls,
+        "phases_s": phases[-1],
+        "floor": own,
+        "floor_1thread": one,
+        "epoch_over_floor_1thread": epoch_s / one["floor_s"],
+        "epoch_over_floor": epoch_s / own["floor_s"],
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -182,8 +189,21 @@ def main(argv: list[str] | None = None) -> int:
                 for threads in args.threads:
                     for per_call in (1, BATCHED):
                         out = Path(tmp) / f"row-{len(rows)}.json"
-                        cmd = [sys.executable, "-m", "bench.bench_engine", "--worker", gen, str(threads),
-                               str(per_call), "--worker-json", str(out), "--tmp", tmp, "--epochs", str(args.epochs)]  # fmt: skip
+                        cmd = [
+                            sys.executable,
+                            "-m",
+                            "bench.bench_engine",
+                            "--worker",
+                            gen,
+                            str(threads),
+                            str(per_call),
+                            "--worker-json",
+                            str(out),
+                            "--tmp",
+                            tmp,
+                            "--epochs",
+                            str(args.epochs),
+                        ]
                         if subprocess.call(cmd) != 0:
                             raise RuntimeError(
                                 f"bench_engine worker {gen} {threads}t per_call={per_call} failed"
@@ -196,11 +216,20 @@ def main(argv: list[str] | None = None) -> int:
                             f" s (1t) -> epoch / 1-thread floor {row['epoch_over_floor_1thread']:.3f}",
                             flush=True,
                         )
-    report = {"reference": REFERENCE, "batched_timesteps_per_call": BATCHED, "rows": rows, **summarise(rows),
-              "load_average": os.getloadavg()[0], "cpus": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
+    report = {
+        "reference": REFERENCE,
+        "batched_timesteps_per_call": BATCHED,
+        "rows": rows,
+        **summarise(rows),
+        "load_average": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+    }
     for key, v in report["settings"].items():
-        print(f"{key:<16} epoch {v['epoch_s']:6.2f} s  1-thread floor {v['floor_1thread_s']:6.2f} s  "
-              f"epoch/floor {v['epoch_over_floor_1thread']:.3f}")  # fmt: skip
+        print(
+            f"{key:<16} epoch {v['epoch_s']:6.2f} s  1-thread floor {v['floor_1thread_s']:6.2f} s  "
+            f"epoch/floor {v['epoch_over_floor_1thread']:.3f}"
+        )
     for key, v in report["batching_speedup"].items():
         print(f"{key:<12} batching on vs off: {v:.3f}x")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -89,10 +89,23 @@ def curve(name: str, seed: int, args, train: list[str], ev_prompts, scorers, anc
                 marks.pop(0)
                 res = ev.compare(ev.sampled("cxrl"), anchor_scored)
                 diff = {k: res["diff"][k] for k in METRICS if k in res["diff"]}
-                points.append({"cpu_s": cpu, "epochs": epoch, "images": epoch * rl.sampling.images_per_epoch,
-                               "train_total": m["policy/total"], "diff": diff})  # fmt: skip
-                log.info("%s seed %d: %.0f CPU-s, %d epochs: %s", name, seed, cpu, epoch,
-                         {k: round(v["value"], 4) for k, v in diff.items()})  # fmt: skip
+                points.append(
+                    {
+                        "cpu_s": cpu,
+                        "epochs": epoch,
+                        "images": epoch * rl.sampling.images_per_epoch,
+                        "train_total": m["policy/total"],
+                        "diff": diff,
+                    }
+                )
+                log.info(
+                    "%s seed %d: %.0f CPU-s, %d epochs: %s",
+                    name,
+                    seed,
+                    cpu,
+                    epoch,
+                    {k: round(v["value"], 4) for k, v in diff.items()},
+                )
                 if epoch >= args.max_epochs:
                     break
     finally:
@@ -209,19 +222,33 @@ def report(results: dict[str, list[dict]], split: str, budget: float, heldout: d
     """Summary (the first recipe's final mean gain as the target), learning.json, learning.png, a table."""
     first = next(iter(results.values()))
     target = float(np.mean([c["points"][-1]["diff"]["reward_total"]["value"] for c in first]))
-    summary = {name: {"cpu_s_to_reach_first_final_gain": reach(cs, target),
-                      "final": {k: float(np.mean([c["points"][-1]["diff"][k]["value"] for c in cs])) for k in METRICS}}
-               for name, cs in results.items()}  # fmt: skip
+    summary = {
+        name: {
+            "cpu_s_to_reach_first_final_gain": reach(cs, target),
+            "final": {k: float(np.mean([c["points"][-1]["diff"][k]["value"] for c in cs])) for k in METRICS},
+        }
+        for name, cs in results.items()
+    }
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"split": split, "budget_cpu_s": budget, "target": target, "summary": summary,
-           "heldout": heldout, "curves": results}  # fmt: skip
+    doc = {
+        "split": split,
+        "budget_cpu_s": budget,
+        "target": target,
+        "summary": summary,
+        "heldout": heldout,
+        "curves": results,
+    }
     (out / "learning.json").write_text(json.dumps(doc, indent=1))
     plot(results, out / "learning.png")
-    print(f"split {split}, {heldout['prompts']} reports x {heldout['samples']}; target = {next(iter(results))}'s final mean gain {target:+.3f}")  # fmt: skip
+    print(
+        f"split {split}, {heldout['prompts']} reports x {heldout['samples']}; target = {next(iter(results))}'s final mean gain {target:+.3f}"
+    )
     for name, s in summary.items():
         f = s["final"]
-        print(f"{name:40s} final Δ total {f['reward_total']:+.3f}  AUROC {f['auroc']:+.4f}  CLIP {f['clip_similarity']:+.4f}"
-              f"  reaches target at {s['cpu_s_to_reach_first_final_gain']} CPU-s")  # fmt: skip
+        print(
+            f"{name:40s} final Δ total {f['reward_total']:+.3f}  AUROC {f['auroc']:+.4f}  CLIP {f['clip_similarity']:+.4f}"
+            f"  reaches target at {s['cpu_s_to_reach_first_final_gain']} CPU-s"
+        )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,10 @@ def component_flops(pipe, ckpts: dict[str, Path], smoke: bool) -> dict[str, floa
         out["posture_per_image"] = count_flops(lambda: posture(torch.rand(1, 1, s, s)))
         out["diagnostic_per_image"] = count_flops(lambda: diag.features2(torch.rand(1, 1, d, d)))
         out["clip_image_per_image"] = count_flops(lambda: clip.image_encoder(torch.rand(1, 3, c, c)))
-        tokens = {"input_ids": torch.zeros(1, 64, dtype=torch.long),
-                  "attention_mask": torch.ones(1, 64, dtype=torch.long)}  # fmt: skip
+        tokens = {
+            "input_ids": torch.zeros(1, 64, dtype=torch.long),
+            "attention_mask": torch.ones(1, 64, dtype=torch.long),
+        }
         out["clip_text_per_report"] = count_flops(lambda: clip.text_encoder(tokens))
     return out
 
@@ -201,9 +203,15 @@ def lora_in_plain_diffusers(policy, pipe, checkpoint: Path) -> dict:
         unet = UNet2DConditionModel.from_config(policy.unet.config)
     unet.load_state_dict(base, assign=True, strict=True)
     plain = StableDiffusionPipeline(
-        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet,
-        scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=unet,
+        scheduler=pipe.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     res = unet.config.sample_size
     x = torch.randn(1, 4, res, res, generator=torch.Generator().manual_seed(0))
     e = policy.encode_prompts(["Small left pleural effusion."])  # [1, 77, d]
@@ -276,10 +284,11 @@ def run(args: argparse.Namespace) -> dict:
                     for s in engine.optimizer.state.values()
                     for t in s.values()
                     if torch.is_tensor(t)
-                ) / GB,
+                )
+                / GB,
                 "trainer_rss_before_epoch": rss_before,
                 "trainer_peak_rss": peak_rss_gb(),
-            }  # fmt: skip
+            }
             out["lora"] = {
                 "targets": list(cfg.lora.targets),
                 "wrapped_modules": sum(1 for n, _ in policy.unet.named_modules() if n.endswith("lora_A")),
@@ -345,17 +354,25 @@ def report(out: dict) -> str:
     ]
     if "train" in out["unet_calls"]:
         n = out["unet_calls"]["train"]["calls"]
-        lines.append(f"  training, per UNet call incl. backward and recomputation: {e['time/train'] / n:.1f} s wall "
-                     "(the hook times below see the forward only)")  # fmt: skip
+        lines.append(
+            f"  training, per UNet call incl. backward and recomputation: {e['time/train'] / n:.1f} s wall "
+            "(the hook times below see the forward only)"
+        )
     for kind, c in out["unet_calls"].items():
-        lines.append(f"  UNet {kind} call: {c['s_per_call']:.1f} s wall, {c['cpu_s_per_call']:.1f} s CPU for "
-                     f"{c['rows_per_call']:.0f} rows ({c['calls']} calls)")  # fmt: skip
+        lines.append(
+            f"  UNet {kind} call: {c['s_per_call']:.1f} s wall, {c['cpu_s_per_call']:.1f} s CPU for "
+            f"{c['rows_per_call']:.0f} rows ({c['calls']} calls)"
+        )
     lines.append("  memory (GB): " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     roles = out["services_memory_mb"].get("peak_rss_mb_by_role", {})
-    lines.append("  reward replicas peak RSS (MB): "
-                 + ", ".join(f"{k} {v:.0f}" for k, v in roles.items() if k.startswith("replica")))  # fmt: skip
-    lines.append(f"  LoRA on {out['lora']['wrapped_modules']} modules (e.g. {out['lora']['example']}), "
-                 f"ACE {out['lora']['ace_shape']}; checkpoint files {out['checkpoint_files']}")  # fmt: skip
+    lines.append(
+        "  reward replicas peak RSS (MB): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in roles.items() if k.startswith("replica"))
+    )
+    lines.append(
+        f"  LoRA on {out['lora']['wrapped_modules']} modules (e.g. {out['lora']['example']}), "
+        f"ACE {out['lora']['ace_shape']}; checkpoint files {out['checkpoint_files']}"
+    )
     lines.append(f"  exact resume: {out['resume']['exact']} ({out['resume']})")
     lines.append(f"  LoRA in plain diffusers via load_lora_weights: {out['lora_plain_diffusers']}")
     lines.append(
@@ -376,10 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_realsize.json")
     p.add_argument("--smoke", action="store_true", help="toy sizes, same path")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the trainer")
-    p.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false",
-                   help="keep UNet activations for the backward (needs ~25 GB more at 512 px)")  # fmt: skip
-    p.add_argument("--gpu-tflops", type=float, default=989.0,
-                   help="projection: GPU peak dense fp16 TFLOP/s (H100/H200 SXM 989, A100 312)")  # fmt: skip
+    p.add_argument(
+        "--no-grad-checkpointing",
+        dest="grad_checkpointing",
+        action="store_false",
+        help="keep UNet activations for the backward (needs ~25 GB more at 512 px)",
+    )
+    p.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=989.0,
+        help="projection: GPU peak dense fp16 TFLOP/s (H100/H200 SXM 989, A100 312)",
+    )
     p.add_argument("--gpu-utilisation", type=float, default=0.35, help="projection: sustained share of peak")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

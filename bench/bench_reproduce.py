@@ -88,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or full.jobs
     t0, c0 = time.perf_counter(), cpu_seconds()
     reproduce(
-        args.preset, out=work, data=args.data, seeds=args.seeds, variants=args.variants, rewards=args.rewards,
+        args.preset,
+        out=work,
+        data=args.data,
+        seeds=args.seeds,
+        variants=args.variants,
+        rewards=args.rewards,
         jobs=jobs,
-    )  # fmt: skip
+    )
     wall = time.perf_counter() - t0
     cpu = cpu_seconds() - c0  # this process and its finished workers
     times = run_times(work)

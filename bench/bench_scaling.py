@@ -40,7 +40,12 @@ def config(out: Path, name: str, workers: int, epochs: int, steps: int):
             "epochs": epochs,
             "checkpoint_every": 1000,  # the last epoch only: checkpoint writes are not what scales
             "sampling": {"num_steps": steps, "images_per_epoch": 16, "images_per_prompt": 2, "batch_size": 8},
-            "train": {"batch_size": 4, "gradient_accumulation_steps": 1, "timestep_fraction": 1.0, "timesteps_per_call": 1},
+            "train": {
+                "batch_size": 4,
+                "gradient_accumulation_steps": 1,
+                "timestep_fraction": 1.0,
+                "timesteps_per_call": 1,
+            },
             "stat_tracker": {"min_count": 2},
         },
         train_prompts=32,
@@ -49,10 +54,13 @@ def config(out: Path, name: str, workers: int, epochs: int, steps: int):
         progress=False,
         anchor_ahead=False,
         redis={"url": None},
-        rewards={"url": "inprocess", "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")}},
+        rewards={
+            "url": "inprocess",
+            "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")},
+        },
         eval={"prompts": 2, "grid_prompts": 0, "bootstrap": 0},
         scaling={"workers": workers, "cpus_per_worker": 1},
-    )  # fmt: skip
+    )
 
 
 def measure(out: Path, name: str, workers: int, epochs: int, steps: int) -> dict:
@@ -69,9 +77,12 @@ def measure(out: Path, name: str, workers: int, epochs: int, steps: int) -> dict
     }
     images = cfg.rl_config().sampling.images_per_epoch
     return {
-        "workers": workers, "wall_s": wall, "epoch_s": med["epoch"], "images_per_s": images / med["epoch"],
+        "workers": workers,
+        "wall_s": wall,
+        "epoch_s": med["epoch"],
+        "images_per_s": images / med["epoch"],
         "split_s": {"sampling": med["sample"] + med["anchor"], "training": med["train"], "comm": med["comm"]},
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +104,30 @@ def main(argv: list[str] | None = None) -> int:
                     row = measure(Path(tmp), f"w{workers}-{r}", workers, args.epochs, args.steps)
                     rows.append(row)
                     s = row["split_s"]
-                    print(f"  [{r}] {workers} worker(s): {row['images_per_s']:.3f} images/s (epoch {row['epoch_s']:.1f} s:"
-                          f" sampling {s['sampling']:.1f}, training {s['training']:.1f}, comm {s['comm']:.2f})", flush=True)  # fmt: skip
+                    print(
+                        f"  [{r}] {workers} worker(s): {row['images_per_s']:.3f} images/s (epoch {row['epoch_s']:.1f} s:"
+                        f" sampling {s['sampling']:.1f}, training {s['training']:.1f}, comm {s['comm']:.2f})",
+                        flush=True,
+                    )
     finally:
         ray.shutdown()
     by = {w: [r for r in rows if r["workers"] == w] for w in (1, 2)}
     ips = {w: statistics.median(r["images_per_s"] for r in rs) for w, rs in by.items()}
-    split = {w: {k: statistics.median(r["split_s"][k] for r in rs) for k in ("sampling", "training", "comm")}
-             for w, rs in by.items()}  # fmt: skip
-    report = {"rows": rows, "images_per_s": {str(w): v for w, v in ips.items()}, "split_s": split,
-              "speedup_2_over_1": ips[2] / ips[1], "steps": args.steps, "epochs": args.epochs,
-              "load_average": os.getloadavg()[0], "cpus": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
+    split = {
+        w: {k: statistics.median(r["split_s"][k] for r in rs) for k in ("sampling", "training", "comm")}
+        for w, rs in by.items()
+    }
+    report = {
+        "rows": rows,
+        "images_per_s": {str(w): v for w, v in ips.items()},
+        "split_s": split,
+        "speedup_2_over_1": ips[2] / ips[1],
+        "steps": args.steps,
+        "epochs": args.epochs,
+        "load_average": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+    }
     print(
         f"images/s: 1 worker {ips[1]:.3f}, 2 workers {ips[2]:.3f} -> 2/1 = {report['speedup_2_over_1']:.3f}x"
     )

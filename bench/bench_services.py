@@ -163,14 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=2, help="parallel clients for the throughput runs")
     p.add_argument("--models", choices=("auto", "default", "random"), default="auto")
     p.add_argument(
-        "--trainer-repeats", type=int, default=2,
+        "--trainer-repeats",
+        type=int,
+        default=2,
         help="cold/warm trainer epoch pairs scored over gRPC on the 1-replica service (0 = skip)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--metrics-overhead", action="store_true",
+        "--metrics-overhead",
+        action="store_true",
         help="only compare throughput with metrics on and off (two services side by side); "
         "writes bench_services_metrics.json",
-    )  # fmt: skip
+    )
     args = p.parse_args(argv)
     models = args.models
     if models == "auto":
@@ -180,8 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         load = os.getloadavg()
         with tempfile.TemporaryDirectory(prefix="cxrl-bench-") as tmp:
             report = metrics_overhead(models, args, batch, Path(tmp))
-        report.update(images=2 * args.pairs, size=args.size, models=models, concurrency=args.concurrency,
-                      load_average_start=load, load_average_end=os.getloadavg(), cpus=os.cpu_count())  # fmt: skip
+        report.update(
+            images=2 * args.pairs,
+            size=args.size,
+            models=models,
+            concurrency=args.concurrency,
+            load_average_start=load,
+            load_average_end=os.getloadavg(),
+            cpus=os.cpu_count(),
+        )
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench_services_metrics.json").write_text(json.dumps(report, indent=1))
         print(

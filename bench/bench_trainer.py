@@ -256,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("out/bench"), help="directory for bench_trainer.json")
     p.add_argument(
-        "--backends", nargs="+", choices=("inprocess", "grpc"), default=["inprocess"],
+        "--backends",
+        nargs="+",
+        choices=("inprocess", "grpc"),
+        default=["inprocess"],
         help="grpc starts its own `cxrl serve`; `make bench` times the gRPC epochs in bench_services, "
         "on the service that benchmark starts anyway",
-    )  # fmt: skip
+    )
     p.add_argument("--repeats", type=int, default=2, help="cold/warm epoch pairs per backend")
     p.add_argument("--threads", type=int, default=1, help="torch threads (trainer and each model replica)")
     p.add_argument("--models", choices=("auto", "default", "random"), default="auto")
@@ -280,10 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     report = measure(args)
     report.update(
-        preset="cpu-small", epoch_overrides=EPOCH, seed_bank=SEED_BANK, models=args.models,
-        threads=args.threads, repeats=args.repeats, load_average_start=load,
-        load_average_end=os.getloadavg()[0], cpus=os.cpu_count(), torch=torch.__version__,
-    )  # fmt: skip
+        preset="cpu-small",
+        epoch_overrides=EPOCH,
+        seed_bank=SEED_BANK,
+        models=args.models,
+        threads=args.threads,
+        repeats=args.repeats,
+        load_average_start=load,
+        load_average_end=os.getloadavg()[0],
+        cpus=os.cpu_count(),
+        torch=torch.__version__,
+    )
     for name, res in report["backends"].items():
         cold, warm = res["cold"], res["warm"]
         print(

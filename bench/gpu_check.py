@@ -49,8 +49,11 @@ class GpuMemory:
     def _read(self) -> float:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True, text=True, timeout=10, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return float(out.stdout.strip().splitlines()[0])
 
     def _loop(self) -> None:
@@ -151,8 +154,10 @@ def report(out: dict) -> str:
             f"  UNet {kind:6s} call      {s['s_per_call']:.3f} s ({s['rows_per_call']:.0f} rows, {s['calls']} calls)"
         )
     if out["trainer_peak_gpu_mb"] is not None:
-        lines.append(f"  peak GPU memory         trainer {out['trainer_peak_gpu_mb']:.0f} MB allocated; "
-                     f"whole GPU {out['gpu_peak_used_mb']:.0f} MB used (with the reward replicas)")  # fmt: skip
+        lines.append(
+            f"  peak GPU memory         trainer {out['trainer_peak_gpu_mb']:.0f} MB allocated; "
+            f"whole GPU {out['gpu_peak_used_mb']:.0f} MB used (with the reward replicas)"
+        )
     lines.append(
         f"  reward service          {out['service_images_per_s']:.1f} images/s (policy+anchor pairs)"
     )
@@ -166,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=81, help="images in the epoch (paper: 81; a multiple of 9)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (paper preset: 50)")
     p.add_argument(
-        "--train-batch", type=int, default=3,
+        "--train-batch",
+        type=int,
+        default=3,
         help="images per training forward (x2 rows with guidance; memory only: the optimiser step still "
         "covers all images); 81 must be a multiple",
-    )  # fmt: skip
+    )
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="CPU threads")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

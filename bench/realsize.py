@@ -35,20 +35,40 @@ from cxrl.models.generator import byte_level_tokenizer, ddim_scheduler, freeze
 # Stable Diffusion 1.5 (RoentGen) component configurations; smoke = the same shapes scaled down.
 SD15 = {
     "resolution": 512,
-    "unet": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "attention_head_dim": 8,
-             "cross_attention_dim": 768, "norm_num_groups": 32},
+    "unet": {
+        "block_out_channels": (320, 640, 1280, 1280),
+        "layers_per_block": 2,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 768,
+        "norm_num_groups": 32,
+    },
     "vae": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
-    "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "vocab_size": 49408},
-}  # fmt: skip
+    "text": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "vocab_size": 49408,
+    },
+}
 SMOKE = {
     "resolution": 64,
-    "unet": {"block_out_channels": (32, 32, 64, 64), "layers_per_block": 1, "attention_head_dim": 8,
-             "cross_attention_dim": 32, "norm_num_groups": 16},
+    "unet": {
+        "block_out_channels": (32, 32, 64, 64),
+        "layers_per_block": 1,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 32,
+        "norm_num_groups": 16,
+    },
     "vae": {"block_out_channels": (16, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 16},
-    "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "vocab_size": 600},
-}  # fmt: skip
+    "text": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "vocab_size": 600,
+    },
+}
 
 
 def sd_pipeline(smoke: bool = False, seed: int = 0) -> StableDiffusionPipeline:
@@ -224,8 +244,14 @@ class UnetTimer:
             if rows:
                 secs, n = sum(r[1] for r in rows), sum(r[0] for r in rows)
                 cpu = sum(r[2] for r in rows)
-                out[kind] = {"calls": len(rows), "rows_per_call": n / len(rows), "s_per_call": secs / len(rows),
-                             "s_per_row": secs / n, "cpu_s_per_call": cpu / len(rows), "cpu_s_per_row": cpu / n}  # fmt: skip
+                out[kind] = {
+                    "calls": len(rows),
+                    "rows_per_call": n / len(rows),
+                    "s_per_call": secs / len(rows),
+                    "s_per_row": secs / n,
+                    "cpu_s_per_call": cpu / len(rows),
+                    "cpu_s_per_row": cpu / n,
+                }
         return out
 
 

@@ -208,9 +208,14 @@ class RewardClient:
 
         try:
             response, _ = call_with_retries(
-                attempt, self.retries, self.backoff_s, what="reward call", transient=_retryable, jitter=0.25,
+                attempt,
+                self.retries,
+                self.backoff_s,
+                what="reward call",
+                transient=_retryable,
+                jitter=0.25,
                 on_retry=self._count_retry,
-            )  # fmt: skip
+            )
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise ValueError(exc.details()) from None

@@ -104,8 +104,11 @@ class ScoreCache:
         prefix = model_prefix(info, self.salt)
         good = [(h, row) for h, row in zip(hashes, rows, strict=True) if valid_row(row) is not None]
         if len(good) < len(hashes):  # a NaN score is served to this call only, never cached
-            log.warning("score cache: %d row(s) of %s not cached (not finite or malformed)",
-                        len(hashes) - len(good), info.name)  # fmt: skip
+            log.warning(
+                "score cache: %d row(s) of %s not cached (not finite or malformed)",
+                len(hashes) - len(good),
+                info.name,
+            )
         if not good:
             return
         pipe = self.guard.client.pipeline(transaction=False)

@@ -227,9 +227,17 @@ def _reports(rng, n: int) -> list[str]:
 def _score_request(rng) -> pb.ScoreRequest:
     """One malformed ScoreRequest; its kind is stored in request_id."""
     kind = rng.choice(
-        [*IMAGE_FAULTS, "anchor fault", "report count", "anchor count", "weights name", "weights value",
-         "too many images", "oversize"]
-    )  # fmt: skip
+        [
+            *IMAGE_FAULTS,
+            "anchor fault",
+            "report count",
+            "anchor count",
+            "weights name",
+            "weights value",
+            "too many images",
+            "oversize",
+        ]
+    )
     if kind in IMAGE_FAULTS:
         images, n = IMAGE_FAULTS[kind](rng)
         return pb.ScoreRequest(request_id=kind, images=images, reports=_reports(rng, max(n, 1)))

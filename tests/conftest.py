@@ -47,8 +47,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """In a child process: every report to the parent, which shows them as its own."""
     if path := os.environ.get(CHILD_REPORTS):
         longrepr = None if report.passed else str(report.longrepr)
-        row = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-               "longrepr": longrepr, "duration": report.duration, "sections": list(report.sections)}  # fmt: skip
+        row = {
+            "nodeid": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "longrepr": longrepr,
+            "duration": report.duration,
+            "sections": list(report.sections),
+        }
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -94,13 +100,23 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         elif row is None:
             continue  # no call after a failed setup
         elif when == "teardown" and returncode not in (0, 1):  # a crash at the child's exit fails its tests
-            row = {**row, "outcome": "failed",
-                   "longrepr": f"the child pytest process ended with exit status {returncode}:\n{tail}"}  # fmt: skip
+            row = {
+                **row,
+                "outcome": "failed",
+                "longrepr": f"the child pytest process ended with exit status {returncode}:\n{tail}",
+            }
         report = pytest.TestReport(
-            item.nodeid, item.location, {k: 1 for k in item.keywords}, row["outcome"], row["longrepr"], when,
-            sections=[tuple(x) for x in row.get("sections", ())], duration=row.get("duration", 0),
-            start=start, stop=time.time(),
-        )  # fmt: skip
+            item.nodeid,
+            item.location,
+            {k: 1 for k in item.keywords},
+            row["outcome"],
+            row["longrepr"],
+            when,
+            sections=[tuple(x) for x in row.get("sections", ())],
+            duration=row.get("duration", 0),
+            start=start,
+            stop=time.time(),
+        )
         item.ihook.pytest_runtest_logreport(report=report)
     # what the usual protocol's teardown does for the session: finish the fixtures and collectors
     # (this module's, when the next test is elsewhere) that tests run here before this one set up;

@@ -21,8 +21,15 @@ from trainer.anchor_cache import AnchorCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
-COMPARED = ("policy/total", "policy/r_align", "policy/consistency", "anchor/total", "anchor/r_align",
-            "anchor/consistency", "approx_kl")  # fmt: skip
+COMPARED = (
+    "policy/total",
+    "policy/r_align",
+    "policy/consistency",
+    "anchor/total",
+    "anchor/r_align",
+    "anchor/consistency",
+    "approx_kl",
+)
 
 
 def test_frozen_anchor_samples_the_base_model_even_while_the_policy_has_trained():
@@ -30,8 +37,14 @@ def test_frozen_anchor_samples_the_base_model_even_while_the_policy_has_trained(
     cfg = rl_config(**{"sampling.num_steps": 2})
     seeds = [11, 12, 13]
     with policy.anchor():
-        expected = sample(policy, policy.encode_prompts(PROMPTS[:3]), seeds, 2, cfg.sampling.guidance_scale,
-                          cfg.sampling.eta).images  # fmt: skip
+        expected = sample(
+            policy,
+            policy.encode_prompts(PROMPTS[:3]),
+            seeds,
+            2,
+            cfg.sampling.guidance_scale,
+            cfg.sampling.eta,
+        ).images
     frozen = FrozenAnchor(policy)
     with torch.no_grad():  # training moves LoRA and ACE; the anchor must not see it
         for p in policy.trainable_parameters():

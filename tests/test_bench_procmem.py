@@ -48,11 +48,19 @@ def test_role(cmdline, expected):
 def test_tree_peaks_keep_maxima_and_the_specific_role():
     peaks = TreePeaks()
     mb = lambda n: n * MB  # noqa: E731
-    peaks.add_sample([(1, "main", {"VmRSS": mb(100), "VmHWM": mb(150)}, mb(80)),
-                      (2, "ray_worker", {"VmRSS": mb(300), "VmHWM": mb(300)}, None)])  # fmt: skip
-    peaks.add_sample([(1, "main", {"VmRSS": mb(120), "VmHWM": mb(150)}, mb(90)),
-                      (2, "replica:posture", {"VmRSS": mb(500), "VmHWM": mb(600)}, mb(200)),
-                      (3, "replica:diagnostic", {"VmRSS": mb(50), "VmHWM": mb(50)}, mb(40))])  # fmt: skip
+    peaks.add_sample(
+        [
+            (1, "main", {"VmRSS": mb(100), "VmHWM": mb(150)}, mb(80)),
+            (2, "ray_worker", {"VmRSS": mb(300), "VmHWM": mb(300)}, None),
+        ]
+    )
+    peaks.add_sample(
+        [
+            (1, "main", {"VmRSS": mb(120), "VmHWM": mb(150)}, mb(90)),
+            (2, "replica:posture", {"VmRSS": mb(500), "VmHWM": mb(600)}, mb(200)),
+            (3, "replica:diagnostic", {"VmRSS": mb(50), "VmHWM": mb(50)}, mb(40)),
+        ]
+    )
     peaks.add_sample([(2, "ray_worker", {"VmRSS": mb(10), "VmHWM": mb(10)}, mb(5))])
     s = peaks.summary()
     assert s["peak_tree_rss_mb"] == 670.0  # 120 + 500 + 50 in the second sample

@@ -31,8 +31,13 @@ def run(cache, wall, anchor, hit):
 
 
 def test_summarise_runs_takes_medians_and_the_warm_cold_ratio():
-    runs = [run("cold", 12.0, 3.0, 0.0), run("warm", 8.0, 0.0, 1.0), run("cold", 14.0, 3.2, 0.0),
-            run("warm", 9.0, 0.0, 1.0), run("cold", 13.0, 2.8, 0.0)]  # fmt: skip
+    runs = [
+        run("cold", 12.0, 3.0, 0.0),
+        run("warm", 8.0, 0.0, 1.0),
+        run("cold", 14.0, 3.2, 0.0),
+        run("warm", 9.0, 0.0, 1.0),
+        run("cold", 13.0, 2.8, 0.0),
+    ]
     s = summarise_runs(runs)
     assert s["cold"]["wall_s"] == 13.0 and s["warm"]["wall_s"] == 8.5
     assert s["cold"]["phases_s"]["anchor"] == 3.0 and s["warm"]["phases_s"]["anchor"] == 0.0
@@ -46,8 +51,12 @@ def test_summarise_runs_takes_medians_and_the_warm_cold_ratio():
 
 
 def test_summarise_ahead_takes_medians_and_the_ahead_in_line_ratio():
-    runs = [{"kind": "inline", "wall_s": 20.0, "anchor_s": 5.0}, {"kind": "ahead", "wall_s": 16.0, "anchor_s": 1.0},
-            {"kind": "inline", "wall_s": 22.0, "anchor_s": 6.0}, {"kind": "ahead", "wall_s": 15.0, "anchor_s": 0.5}]  # fmt: skip
+    runs = [
+        {"kind": "inline", "wall_s": 20.0, "anchor_s": 5.0},
+        {"kind": "ahead", "wall_s": 16.0, "anchor_s": 1.0},
+        {"kind": "inline", "wall_s": 22.0, "anchor_s": 6.0},
+        {"kind": "ahead", "wall_s": 15.0, "anchor_s": 0.5},
+    ]
     s = summarise_ahead(runs)
     assert s["inline"] == {"wall_s": 21.0, "anchor_s": 5.5} and s["ahead"] == {
         "wall_s": 15.5,

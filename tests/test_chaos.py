@@ -133,8 +133,10 @@ def _run(root: Path, lora_scale: float, epochs: list[int]) -> Path:
     torch.manual_seed(0)
     save_file({"unet.lora_A": torch.randn(4, 8) * lora_scale}, final / ckpt.LORA_FILE)
     save_file({"tokens": torch.ones(3, 16)}, final / ckpt.ACE_FILE)
-    lines = [f'{{"epoch": {e}, "policy/total": {0.1 * e}, "anchor/total": 0.0, "approx_kl": 0.0, "grad_norm": 1.0}}'
-             for e in epochs]  # fmt: skip
+    lines = [
+        f'{{"epoch": {e}, "policy/total": {0.1 * e}, "anchor/total": 0.0, "approx_kl": 0.0, "grad_norm": 1.0}}'
+        for e in epochs
+    ]
     (root / "history.jsonl").write_text("\n".join(lines) + "\n")
     return root
 
@@ -184,8 +186,11 @@ def _compose_config(tmp_path: Path, env: dict[str, str], *args: str) -> subproce
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     return subprocess.run(
         [str(binary), "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml"), *args, "config"],
-        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -258,8 +263,10 @@ def test_a_node_refuses_to_start_without_the_cluster_token(role, env, message):
     result = subprocess.run(
         ["sh", str(REPO / "deploy" / "compose" / "ray-node.sh"), role],
         env={"PATH": os.environ["PATH"], "RAY_AUTH_MODE": "token", **env},
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert message in result.stderr
 

@@ -29,8 +29,15 @@ def write_bert_dir(path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + WORDS
     path.mkdir()
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    cfg = {"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+    cfg = {
+        "model_type": "bert",
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
     (path / "config.json").write_text(json.dumps(cfg))
     return cfg
 
@@ -57,8 +64,17 @@ def test_release_preprocessing_pinned_on_a_known_image():
     img = torch.zeros(1, 1, 100, 150)
     img[..., 50:100] = 1.0
     img[..., :10, :] = 1.0
-    cfg = ClipConfig(image_arch="small", image_size=224, vocab_size=16, hidden_size=8, num_layers=1,
-                     num_heads=1, intermediate_size=8, max_position=16, preprocess=RELEASE_PREPROCESS)  # fmt: skip
+    cfg = ClipConfig(
+        image_arch="small",
+        image_size=224,
+        vocab_size=16,
+        hidden_size=8,
+        num_layers=1,
+        num_heads=1,
+        intermediate_size=8,
+        max_position=16,
+        preprocess=RELEASE_PREPROCESS,
+    )
     x = CXRClip(cfg).preprocess(img)
     assert x.shape == (1, 3, 224, 224)
     torch.testing.assert_close(x, release_transform(img), atol=1e-5, rtol=0)
@@ -87,11 +103,18 @@ def test_release_checkpoint_loads_and_embeds_like_the_reference(tmp_path):
     state["logit_scale"] = torch.tensor(2.6593)
     config = {
         "base": {"image_size": 224, "text_max_length": 256},
-        "model": {"name": "clip_custom", "temperature": 0.07,
-                  "image_encoder": {"source": "torchvision", "name": "resnet", "pretrained": True},
-                  "text_encoder": {"source": "huggingface", "name": "emilyalsentzer/Bio_ClinicalBERT", "pooling": "eos"},
-                  "projection_head": {"name": "linear", "dropout": 0.1, "proj_dim": 512}},
-    }  # fmt: skip
+        "model": {
+            "name": "clip_custom",
+            "temperature": 0.07,
+            "image_encoder": {"source": "torchvision", "name": "resnet", "pretrained": True},
+            "text_encoder": {
+                "source": "huggingface",
+                "name": "emilyalsentzer/Bio_ClinicalBERT",
+                "pooling": "eos",
+            },
+            "projection_head": {"name": "linear", "dropout": 0.1, "proj_dim": 512},
+        },
+    }
     torch.save({"config": config, "model": state, "epoch": 3}, tmp_path / "r50_mcc.tar")
 
     model = load_release(tmp_path / "r50_mcc.tar", tmp_path / "Bio_ClinicalBERT")
@@ -127,9 +150,19 @@ def test_small_model_learns_to_match_pairs_contrastively():
     torch.manual_seed(0)
     texts = ["the lungs are clear.", "small left pleural effusion."] * 4
     tok = train_wordpiece(texts, vocab_size=60, min_frequency=1)
-    cfg = ClipConfig(image_arch="small", small_widths=(4, 8, 8, 16), image_size=32, vocab_size=len(tok),
-                     hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position=32,
-                     text_max_length=32, proj_dim=16)  # fmt: skip
+    cfg = ClipConfig(
+        image_arch="small",
+        small_widths=(4, 8, 8, 16),
+        image_size=32,
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_position=32,
+        text_max_length=32,
+        proj_dim=16,
+    )
     model = CXRClip(cfg)
     images = torch.zeros(8, 1, 32, 32)
     images[1::2, :, :, :16] = 1.0  # "effusion" images are bright on one side

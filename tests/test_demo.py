@@ -52,10 +52,19 @@ def test_demo_runs_end_to_end_and_stops_everything(tmp_path, random_serve_config
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", CXRL_LOG_LEVEL="INFO")
     sets = [
-        f"rl.generator={gen}", "rl.epochs=2", "rl.sampling.num_steps=3", "train_prompts=6", "threads=1",
-        "rl.sampling.images_per_epoch=8", "rl.sampling.images_per_prompt=2", "eval.prompts=6",
-        "eval.samples_per_report=2", "eval.grid_prompts=2", "eval.every=1", "eval.bootstrap=100",
-    ]  # fmt: skip
+        f"rl.generator={gen}",
+        "rl.epochs=2",
+        "rl.sampling.num_steps=3",
+        "train_prompts=6",
+        "threads=1",
+        "rl.sampling.images_per_epoch=8",
+        "rl.sampling.images_per_prompt=2",
+        "eval.prompts=6",
+        "eval.samples_per_report=2",
+        "eval.grid_prompts=2",
+        "eval.every=1",
+        "eval.bootstrap=100",
+    ]
     cmd = [
         sys.executable,
         "-m",

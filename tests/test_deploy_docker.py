@@ -25,8 +25,25 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
-KNOWN = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR",
-         "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}  # fmt: skip
+KNOWN = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -300,8 +317,14 @@ def test_make_targets_run_the_deploy_scripts(target, script):
 
 def test_deploy_scripts_are_executable_bash_without_syntax_errors():
     scripts = sorted((REPO / "deploy").rglob("*.sh"))
-    assert {p.name for p in scripts} >= {"images.sh", "compose-check.sh", "wheelhouse.sh", "base-image.sh",
-                                        "dockerd.sh", "secrets.sh"}  # fmt: skip
+    assert {p.name for p in scripts} >= {
+        "images.sh",
+        "compose-check.sh",
+        "wheelhouse.sh",
+        "base-image.sh",
+        "dockerd.sh",
+        "secrets.sh",
+    }
     for path in scripts:
         assert os.access(path, os.X_OK), f"{path} is not executable"
         result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)

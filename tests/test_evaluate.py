@@ -156,9 +156,16 @@ def test_auroc_reads_labels_from_each_images_report(prompts, scorers):
 
 def hand_scored(name, r_align, probs=None):
     """3 reports x 2 images; image i*2 + j is report i's j-th image."""
-    return Scored(name, REPORTS[:3], np.repeat(np.arange(3), 2), {"r_align": np.array(r_align, dtype=np.float32)},
-                  None if probs is None else np.array(probs, dtype=np.float32), None,
-                  np.full(3, np.nan), (8, 8))  # fmt: skip
+    return Scored(
+        name,
+        REPORTS[:3],
+        np.repeat(np.arange(3), 2),
+        {"r_align": np.array(r_align, dtype=np.float32)},
+        None if probs is None else np.array(probs, dtype=np.float32),
+        None,
+        np.full(3, np.nan),
+        (8, 8),
+    )
 
 
 def test_paired_difference_by_hand():
@@ -283,8 +290,15 @@ def tiny_models(tmp_path_factory):
         for p in policy.trainable_parameters():
             p.add_(0.3 * torch.randn_like(p))
     opt = torch.optim.AdamW(policy.trainable_parameters())
-    save_checkpoint(root / "run" / "checkpoints", 1, policy, opt, torch.Generator(), {},
-                    {"config": cfg.model_dump(mode="json")})  # fmt: skip
+    save_checkpoint(
+        root / "run" / "checkpoints",
+        1,
+        policy,
+        opt,
+        torch.Generator(),
+        {},
+        {"config": cfg.model_dump(mode="json")},
+    )
     rewards = root / "rewards.yaml"
     rewards.write_text(
         "posture: {source: random}\ndiagnostic: {source: random}\nconsistency: {source: random}\n"
@@ -309,8 +323,13 @@ def test_checkpoint_spec_restores_the_trained_policy(tiny_models):
 def test_spec_errors(tmp_path):
     from cxrl.eval.generators import parse_spec
 
-    for spec, match in [("gan:x", "unknown generator spec"), ("ckpt:", "needs a path"), ("=real", "empty label"),
-                        ("ckpt:" + str(tmp_path), "not a CXRL checkpoint"), ("images:" + str(tmp_path), "reports.csv")]:  # fmt: skip
+    for spec, match in [
+        ("gan:x", "unknown generator spec"),
+        ("ckpt:", "needs a path"),
+        ("=real", "empty label"),
+        ("ckpt:" + str(tmp_path), "not a CXRL checkpoint"),
+        ("images:" + str(tmp_path), "reports.csv"),
+    ]:
         with pytest.raises(ValueError, match=match):
             parse_spec(spec)
 
@@ -322,8 +341,20 @@ def test_evaluate_command(tmp_path, tiny_models, tiny_world):
     from cxrl.cli import main
 
     root, _ = tiny_models
-    common = ["--data", str(tiny_world), "--rewards", str(root / "rewards.yaml"), "--prompts", "4",
-              "--samples", "2", "--bootstrap", "20", "--seed", "0"]  # fmt: skip
+    common = [
+        "--data",
+        str(tiny_world),
+        "--rewards",
+        str(root / "rewards.yaml"),
+        "--prompts",
+        "4",
+        "--samples",
+        "2",
+        "--bootstrap",
+        "20",
+        "--seed",
+        "0",
+    ]
     md, js, saved = tmp_path / "t.md", tmp_path / "t.json", tmp_path / "imgs"
     gens = [f"CXRL=ckpt:{root / 'run'}", "real"]
     assert (

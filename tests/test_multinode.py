@@ -194,8 +194,14 @@ def cluster():
             temp_root,
         )
         nodes.append(node2)
-        yield {"gcs": gcs, "dashboard": dashboard, "serve_ports": serve_ports, "head": head, "node2": node2,
-               "temp_root": temp_root}  # fmt: skip
+        yield {
+            "gcs": gcs,
+            "dashboard": dashboard,
+            "serve_ports": serve_ports,
+            "head": head,
+            "node2": node2,
+            "temp_root": temp_root,
+        }
     except Exception:
         for node in nodes:
             print(f"--- {node.name} log ---\n{node.tail()}")

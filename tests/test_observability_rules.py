@@ -38,8 +38,12 @@ def test_rules_and_config_pass_promtool_check():
 def test_every_alert_is_unit_tested_and_passes_promtool_test_rules():
     out = _promtool("test", "rules", "alerts-test.yml")
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
-    alerts = {r["alert"] for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
-              for r in g["rules"] if "alert" in r}  # fmt: skip
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
     tested = {
         t["alertname"]
         for case in yaml.safe_load((MONITORING / "alerts-test.yml").read_text())["tests"]
@@ -73,8 +77,12 @@ def test_rules_name_only_metrics_that_exist():
     """Every ray_cxrl_* / cxrl_trainer_* name in the rules is one the services or the trainer export."""
     text = (MONITORING / "alerts.yml").read_text()
     ours = {RAY_PREFIX + n + ("_total" if kind == "counter" else "") for n, (kind, *_) in METRICS.items()}
-    ours |= {RAY_PREFIX + n + s for n, (kind, *_) in METRICS.items() if kind == "histogram"
-             for s in ("_bucket", "_sum", "_count")}  # fmt: skip
+    ours |= {
+        RAY_PREFIX + n + s
+        for n, (kind, *_) in METRICS.items()
+        if kind == "histogram"
+        for s in ("_bucket", "_sum", "_count")
+    }
     used = set(re.findall(r"\b(?:ray_cxrl_\w+|cxrl_trainer_\w+)", text))
     assert used and used <= ours | TRAINER_FAMILIES, used - ours - TRAINER_FAMILIES
 
@@ -95,9 +103,16 @@ def test_dashboard_generator_reproduces_the_committed_json():
     assert len(panels) == 12 and all(
         len({t["refId"] for t in p["targets"]}) == len(p["targets"]) for p in panels
     )
-    ours = {RAY_PREFIX + n + s for n, (kind, *_) in METRICS.items()
-            for s in (("_total",) if kind == "counter" else ("_bucket", "_sum", "_count"))}  # fmt: skip
+    ours = {
+        RAY_PREFIX + n + s
+        for n, (kind, *_) in METRICS.items()
+        for s in (("_total",) if kind == "counter" else ("_bucket", "_sum", "_count"))
+    }
     used = {m for e in exprs for m in re.findall(r"\b(?:ray_cxrl_\w+|cxrl_trainer_\w+)", e)}
     assert used <= ours | TRAINER_FAMILIES, used - ours - TRAINER_FAMILIES
-    assert used >= {"ray_cxrl_reward_requests_total", "ray_cxrl_reward_refused_requests_total",
-                    "ray_cxrl_reward_cache_lookups_total", "cxrl_trainer_epoch_metric"}  # fmt: skip
+    assert used >= {
+        "ray_cxrl_reward_requests_total",
+        "ray_cxrl_reward_refused_requests_total",
+        "ray_cxrl_reward_cache_lookups_total",
+        "cxrl_trainer_epoch_metric",
+    }

@@ -24,9 +24,15 @@ def test_fit_recovers_the_posture_of_posed_copies():
     n = 12
     s = 0.92 + 0.16 * torch.rand(n, generator=g)
     truth = torch.stack(
-        [s, s * (0.98 + 0.04 * torch.rand(n, generator=g)), 0.16 * torch.rand(n, generator=g) - 0.08,
-         0.16 * torch.rand(n, generator=g) - 0.08, 0.24 * torch.rand(n, generator=g) - 0.12], dim=1,
-    )  # fmt: skip
+        [
+            s,
+            s * (0.98 + 0.04 * torch.rand(n, generator=g)),
+            0.16 * torch.rand(n, generator=g) - 0.08,
+            0.16 * torch.rand(n, generator=g) - 0.08,
+            0.24 * torch.rand(n, generator=g) - 0.12,
+        ],
+        dim=1,
+    )
     posed = warp(canonical.expand(n, 1, 48, 48), pose_matrix(truth), padding="border")
     fitted = fit_psi(posed, canonical, steps=300)
     result = score(fitted, truth)
@@ -37,8 +43,23 @@ def test_fit_recovers_the_posture_of_posed_copies():
 
 def test_cli_reports_the_ceiling_for_both_templates(tiny_world, capsys):
     for template in ("canonical", "posed-mean"):
-        assert main(["--data", str(tiny_world), "--n", "8", "--size", "32", "--steps", "5",
-                     "--template", template]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "--data",
+                    str(tiny_world),
+                    "--n",
+                    "8",
+                    "--size",
+                    "32",
+                    "--steps",
+                    "5",
+                    "--template",
+                    template,
+                ]
+            )
+            == 0
+        )
         out = json.loads(capsys.readouterr().out)
         assert out["template"] == template and out["n"] == 8
         assert -1 <= out["spearman_r_align"] <= 1 and out["mae_sx"] >= 0

@@ -27,8 +27,25 @@ from cxrl.world.dataset import load_records
 
 
 def run(model: str, tiny_world, out, *extra: str) -> dict:
-    argv = ["pretrain", model, "--data", str(tiny_world), "--out", str(out), "--size", "32", "--epochs", "1",
-            "--batch", "8", "--max-steps", "2", "--threads", "1", *extra]  # fmt: skip
+    argv = [
+        "pretrain",
+        model,
+        "--data",
+        str(tiny_world),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--max-steps",
+        "2",
+        "--threads",
+        "1",
+        *extra,
+    ]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"].startswith(f"cxrl pretrain {model} ")
@@ -60,8 +77,22 @@ def test_pretrain_posture_compares_at_the_loss_size_and_the_net_sees_its_input_s
     manifest = run("posture", tiny_world, tmp_path / "posture", "--loss-size", "64")
     assert manifest["quality"]["loss_size"] == 64 and manifest["config"]["input_size"] == 32
     assert load_image(tmp_path / "posture" / "canonical.png").shape == (1, 64, 64)
-    bad = ["pretrain", "posture", "--data", str(tiny_world), "--out", str(tmp_path / "bad"),
-           "--size", "32", "--loss-size", "16", "--max-steps", "1", "--threads", "1"]  # fmt: skip
+    bad = [
+        "pretrain",
+        "posture",
+        "--data",
+        str(tiny_world),
+        "--out",
+        str(tmp_path / "bad"),
+        "--size",
+        "32",
+        "--loss-size",
+        "16",
+        "--max-steps",
+        "1",
+        "--threads",
+        "1",
+    ]
     assert main(bad) == 2
     assert "--loss-size 16 is below --size 32" in caplog.text and not (tmp_path / "bad").exists()
 
@@ -85,11 +116,36 @@ def test_pretrain_diagnostic_calibrates_operating_points(tiny_world, tmp_path):
 
 @pytest.mark.e2e
 def test_pretrain_clip_saves_tokenizer_and_pair_auroc(tiny_world, tmp_path):
-    manifest = run("clip", tiny_world, tmp_path / "clip", "--widths", "4", "8", "8", "16", "--hidden", "16",
-                   "--proj-dim", "16", "--vocab-size", "300", "--positives", "labels",
-                   "--label-weight", "0.5", "--augment", "1", "--shuffle-sentences", "0.5",
-                   "--mask-tokens", "0.1", "--loss", "sigmoid",
-                   "--drop-sentences", "0.3")  # fmt: skip
+    manifest = run(
+        "clip",
+        tiny_world,
+        tmp_path / "clip",
+        "--widths",
+        "4",
+        "8",
+        "8",
+        "16",
+        "--hidden",
+        "16",
+        "--proj-dim",
+        "16",
+        "--vocab-size",
+        "300",
+        "--positives",
+        "labels",
+        "--label-weight",
+        "0.5",
+        "--augment",
+        "1",
+        "--shuffle-sentences",
+        "0.5",
+        "--mask-tokens",
+        "0.1",
+        "--loss",
+        "sigmoid",
+        "--drop-sentences",
+        "0.3",
+    )
     assert 0.0 <= manifest["quality"]["matched_vs_mismatched_auroc"] <= 1.0
     assert "--positives labels" in manifest["command"] and "--label-weight 0.5" in manifest["command"]
     assert "--augment 1" in manifest["command"]

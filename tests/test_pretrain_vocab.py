@@ -17,8 +17,12 @@ def test_merges_hand_computed_with_ties_broken_by_the_pair():
     alphabet = ["##b", "##c", ".", "a", "b"]
     base = len(SPECIAL_TOKENS) + len(alphabet)
     assert learn_wordpiece_vocab(TEXTS, base + 3, min_frequency=1) == [
-        *SPECIAL_TOKENS, *alphabet, "ab", "abc", "bc"
-    ]  # fmt: skip
+        *SPECIAL_TOKENS,
+        *alphabet,
+        "ab",
+        "abc",
+        "bc",
+    ]
     assert learn_wordpiece_vocab(TEXTS, base + 2, min_frequency=1)[-2:] == ["ab", "abc"]
     assert learn_wordpiece_vocab(TEXTS, 100, min_frequency=2)[base:] == ["ab"]  # the others occur once
 
@@ -40,8 +44,11 @@ def test_same_vocabulary_in_every_process():
     outs = set()
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        outs.add(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                check=True).stdout)  # fmt: skip
+        outs.add(
+            subprocess.run(
+                [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
     assert len(outs) == 1 and len(outs.pop().split("|")) == 80
 
 

@@ -284,7 +284,12 @@ def test_shipped_profiles_bound_every_queue(profile):
 # the run goes on with no epoch lost, and every epoch's metrics carry its retry count.
 
 EPOCHS = 3
-TRAIN = ["small left pleural effusion.", "no acute cardiopulmonary process.", "mild cardiomegaly.", "right lower lobe pneumonia."]  # fmt: skip
+TRAIN = [
+    "small left pleural effusion.",
+    "no acute cardiopulmonary process.",
+    "mild cardiomegaly.",
+    "right lower lobe pneumonia.",
+]
 TEST = [
     "large right pleural effusion.",
     "no acute disease.",

@@ -172,8 +172,11 @@ def test_redis_stopped_mid_run_training_goes_on_and_uses_the_cache_again(tmp_pat
     assert _without_times(history) == _without_times(plain.history)
     log.info(
         "redis outage: hit rates %s; anchor seconds per epoch %s; run %.1f s vs %.1f s without Redis",
-        rates, [round(m["time/anchor"], 2) for m in history], outage_s, plain_s,
-    )  # fmt: skip
+        rates,
+        [round(m["time/anchor"], 2) for m in history],
+        outage_s,
+        plain_s,
+    )
 
 
 # -- the trainer killed mid-epoch -------------------------------------------------------------------
@@ -199,9 +202,12 @@ def train_config(tmp_path_factory) -> Path:
         "threads": 1,
         "progress": False,
         "redis": {"url": None},
-        "rewards": {"url": "inprocess", "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")}},
+        "rewards": {
+            "url": "inprocess",
+            "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")},
+        },
         "eval": {"prompts": 2, "grid_prompts": 0, "bootstrap": 0},
-    }  # fmt: skip
+    }
     path = root / "train.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -243,9 +249,13 @@ def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
 def _kill_mid_epoch(config: Path, run_dir: Path, sig: int = signal.SIGKILL, stderr=subprocess.DEVNULL):
     """Start `cxrl train`, send ``sig`` once the first checkpoint is written and the next epoch runs."""
     proc = subprocess.Popen(
-        _train_cmd(config, run_dir.name), cwd=ROOT, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-    )  # fmt: skip
+        _train_cmd(config, run_dir.name),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )
     latest = run_dir / "checkpoints" / ckpt.LATEST
     t0 = time.perf_counter()
     try:
@@ -275,9 +285,12 @@ def test_trainer_killed_mid_epoch_resumes_exactly(train_config, caplog):
     ref_log = runs.parent / "uninterrupted.log"
     with open(ref_log, "w") as err:
         ref = subprocess.Popen(
-            _train_cmd(train_config, "uninterrupted"), cwd=ROOT, env=_env(),
-            stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
+            _train_cmd(train_config, "uninterrupted"),
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
             victim = runs / "killed"
             _, killed_after = _kill_mid_epoch(train_config, victim)
@@ -342,8 +355,12 @@ def test_trainer_killed_mid_epoch_resumes_exactly(train_config, caplog):
     log.info(
         "killed after %.1f s at checkpoint epoch %d; uninterrupted %.1f s (beside it), resume %.1f s; "
         "max |diff| %s",
-        killed_after, epoch_at_kill, ref_s, resumed_s, diffs,
-    )  # fmt: skip
+        killed_after,
+        epoch_at_kill,
+        ref_s,
+        resumed_s,
+        diffs,
+    )
 
 
 @pytest.mark.e2e

@@ -55,8 +55,13 @@ def test_every_variant_trains_and_is_tabulated(setup):
     text = Reproduction(cfg, out, random_scorers(0)).run(REPORTS, prompts)
     for label in ("| Anchor |", "| CXRL |", "| w/o ACE |", "| w/o RLCF (direct feedback) |"):
         assert label in text
-    for line in ("| - | Anchor Model |", "| 1 | + r_align |", "| 2 | + r_diag |", "| 3 | + r_consist |",
-                 "| 4 | r_align + r_diag + r_consist |"):  # fmt: skip
+    for line in (
+        "| - | Anchor Model |",
+        "| 1 | + r_align |",
+        "| 2 | + r_diag |",
+        "| 3 | + r_consist |",
+        "| 4 | r_align + r_diag + r_consist |",
+    ):
         assert line in text
     data = json.loads((out / "tables.json").read_text())
     names = [r["name"] for r in data["rows"]]
@@ -69,8 +74,11 @@ def test_every_variant_trains_and_is_tabulated(setup):
         assert (run / "checkpoints" / "latest").is_file()  # the RL loop ran and checkpointed
         row = json.loads((run / "eval.json").read_text())["rows"][0]
         assert row["info"]["epochs"] == 1 and row["info"]["train_s"] > 0
-        assert set(row["metrics"]) == set(row["diff"]) == {"reward_total", "r_align", "auroc", "clip_similarity",
-                                                           "diag_acc", "fid", "msssim"}  # fmt: skip
+        assert (
+            set(row["metrics"])
+            == set(row["diff"])
+            == {"reward_total", "r_align", "auroc", "clip_similarity", "diag_acc", "fid", "msssim"}
+        )
     ckpt = json.loads(
         (out / "runs" / "no-ace-seed0" / "checkpoints" / "epoch-000001" / "state.json").read_text()
     )
@@ -146,8 +154,10 @@ def test_parallel_jobs_give_the_serial_results(setup):
 
 
 def test_aggregate_over_seeds():
-    rows = [Row("CXRL", {"fid": Estimate(1.0, 0.5, 1.5), "auroc": Estimate(0.6, 0.5, 0.7)}),
-            Row("CXRL", {"fid": Estimate(3.0, 2.0, 4.0)})]  # fmt: skip
+    rows = [
+        Row("CXRL", {"fid": Estimate(1.0, 0.5, 1.5), "auroc": Estimate(0.6, 0.5, 0.7)}),
+        Row("CXRL", {"fid": Estimate(3.0, 2.0, 4.0)}),
+    ]
     agg = aggregate("CXRL", rows)
     assert set(agg.metrics) == {"fid"} and agg.info == {"n_seeds": 2}
     assert agg.metrics["fid"].value == 2.0 and agg.metrics["fid"].n_seeds == 2
@@ -184,8 +194,19 @@ def test_reproduce_command(setup, tiny_world):
         "posture: {source: random}\ndiagnostic: {source: random}\nconsistency: {source: random}\n"
     )
     out = root / "cli-out"
-    args = ["reproduce", "--preset", str(preset), "--data", str(tiny_world), "--out", str(out),
-            "--variants", "cxrl", "--rewards", str(rewards)]  # fmt: skip
+    args = [
+        "reproduce",
+        "--preset",
+        str(preset),
+        "--data",
+        str(tiny_world),
+        "--out",
+        str(out),
+        "--variants",
+        "cxrl",
+        "--rewards",
+        str(rewards),
+    ]
     assert main(args) == 0
     data = json.loads((out / "tables.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["Anchor", "CXRL", "Real test images"]

@@ -11,9 +11,18 @@ def tiny_scorer() -> ConsistencyScorer:
     torch.manual_seed(0)
     tok = char_tokenizer()
     cfg = ClipConfig(
-        image_arch="small", small_widths=(4, 8, 8, 16), image_size=32, vocab_size=len(tok), hidden_size=16,
-        num_layers=1, num_heads=2, intermediate_size=32, max_position=256, text_max_length=256, proj_dim=8,
-    )  # fmt: skip
+        image_arch="small",
+        small_widths=(4, 8, 8, 16),
+        image_size=32,
+        vocab_size=len(tok),
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_position=256,
+        text_max_length=256,
+        proj_dim=8,
+    )
     return ConsistencyScorer(CXRClip(cfg), tok, ModelInfo("clip", "t", "0"))
 
 

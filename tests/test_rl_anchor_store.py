@@ -15,19 +15,31 @@ ROW = {"psi": [1.0, 1.0, 0.0, 0.0, 0.0], "r_align": -0.25, "diag_acc": 0.5, "con
 
 def _batch(n: int = 3):
     g = torch.Generator().manual_seed(0)
-    comps = Components(r_align=-torch.rand(n, generator=g), diag_acc=torch.rand(n, generator=g),
-                       consistency=torch.rand(n, generator=g))  # fmt: skip
+    comps = Components(
+        r_align=-torch.rand(n, generator=g),
+        diag_acc=torch.rand(n, generator=g),
+        consistency=torch.rand(n, generator=g),
+    )
     return torch.rand(n, 1, 8, 8, generator=g), comps
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        "not json", "[1, 2]", "{}", '{"r_align": NaN}', '{"diag_acc": Infinity}', '{"r_align": true}',
-        '{"r_align": "x"}', '{"r_align": [1.0]}', '{"psi": [1, 2, 3, 4]}', '{"psi": [1, 2, 3, 4, NaN]}',
-        '{"unknown": 1.0}', {"consistency": float("-inf")},
+        "not json",
+        "[1, 2]",
+        "{}",
+        '{"r_align": NaN}',
+        '{"diag_acc": Infinity}',
+        '{"r_align": true}',
+        '{"r_align": "x"}',
+        '{"r_align": [1.0]}',
+        '{"psi": [1, 2, 3, 4]}',
+        '{"psi": [1, 2, 3, 4, NaN]}',
+        '{"unknown": 1.0}',
+        {"consistency": float("-inf")},
     ],
-)  # fmt: skip
+)
 def test_valid_row_refuses_what_no_store_may_hold(bad):
     assert valid_row(bad) is None
 

@@ -136,8 +136,14 @@ def test_a_branched_group_shares_its_prefix_computed_once_and_differs_after_the_
 
 
 def test_the_importance_ratio_is_one_before_the_first_update_cfg_free_and_windowed():
-    over = {**WINDOW, "sampling.train_guidance_scale": 1.0, "sampling.train_num_steps": 5,
-            "sampling.window_start": 1, "train.batch_size": 4, "train.gradient_accumulation_steps": 2}  # fmt: skip
+    over = {
+        **WINDOW,
+        "sampling.train_guidance_scale": 1.0,
+        "sampling.train_num_steps": 5,
+        "sampling.window_start": 1,
+        "train.batch_size": 4,
+        "train.gradient_accumulation_steps": 2,
+    }
     cfg = config(**over)
     e = engine(cfg)
     rows = count_unet_rows(e.policy)
@@ -161,8 +167,15 @@ def test_the_recipe_composes_with_timestep_batching_kl_and_a_shared_anchor_store
     runs = {}
     for per_call in (1, 2):
         store = MemoryAnchorStore()
-        cfg = config(**WINDOW, **{"train.timesteps_per_call": per_call, "train.kl_coef": 1.0,
-                                  "train.timestep_weighting": "noise_level", "rewards.rlcf": True})  # fmt: skip
+        cfg = config(
+            **WINDOW,
+            **{
+                "train.timesteps_per_call": per_call,
+                "train.kl_coef": 1.0,
+                "train.timestep_weighting": "noise_level",
+                "rewards.rlcf": True,
+            },
+        )
         e = engine(cfg, store)
         torch.manual_seed(0)
         m = e.run_epoch()

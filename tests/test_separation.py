@@ -41,8 +41,11 @@ def test_training_curve_takes_the_first_and_last_quarter_of_each_run():
 
 def test_markdown_lists_every_metric_and_marks_what_separates():
     diff = {"reward_total": Estimate(0.3, 0.1, 0.5, sd=0.1, n_seeds=3), "auroc": Estimate(0.01, -0.02, 0.04)}
-    text, data = markdown({"cxrl": ("CXRL", diff)}, {"cxrl": training_curve([[{"policy/total": 0.0},
-                                                                              {"policy/total": 1.0}]])}, 96)  # fmt: skip
+    text, data = markdown(
+        {"cxrl": ("CXRL", diff)},
+        {"cxrl": training_curve([[{"policy/total": 0.0}, {"policy/total": 1.0}]])},
+        96,
+    )
     assert "| CXRL | reward_total | +0.300 [+0.100, +0.500] | yes | — | 0.058 | +0.000 → +1.000 |" in text
     assert "| CXRL | auroc | +0.010 [-0.020, +0.040] | no | 864 | n/a |  |" in text
     assert data["cxrl"]["metrics"]["auroc"]["reports_needed"] == 864

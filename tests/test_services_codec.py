@@ -100,9 +100,12 @@ def test_empty_batch_and_size_limit():
 def test_response_encoding_round_trips_through_the_client_decoder():
     torch.manual_seed(1)
     policy = Components(
-        psi=torch.randn(2, 5), r_align=torch.randn(2), diag_acc=torch.rand(2), diag_probs=torch.rand(2, 18),
+        psi=torch.randn(2, 5),
+        r_align=torch.randn(2),
+        diag_acc=torch.rand(2),
+        diag_probs=torch.rand(2, 18),
         consistency=torch.rand(2),
-    )  # fmt: skip
+    )
     anchor = Components(diag_acc=torch.rand(2), diag_probs=torch.rand(2, 18), consistency=torch.rand(2))
     result = RewardResult(policy, anchor, torch.randn(2), [ModelInfo("m", "v1", "ab" * 32)])
     message = codec.encode_score_response("rid", result, {"align": 1.0})

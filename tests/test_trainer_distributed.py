@@ -64,10 +64,13 @@ def _config(out: Path, generator: Path, name: str, workers: int, epochs: int = 2
         progress=False,
         anchor_ahead=False,
         redis={"url": None},
-        rewards={"url": "inprocess", "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")}},
+        rewards={
+            "url": "inprocess",
+            "models": {k: {"source": "random"} for k in ("posture", "diagnostic", "consistency")},
+        },
         eval={"prompts": 2, "grid_prompts": 0, "bootstrap": 0},
         scaling={"workers": workers, "cpus_per_worker": 0.5, "max_failures": 2},
-    )  # fmt: skip
+    )
 
 
 def _history(run_dir: Path) -> list[dict]:

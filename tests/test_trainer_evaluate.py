@@ -17,8 +17,11 @@ from trainer.runner import run_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
 
-RANDOM_MODELS = {"posture": {"source": "random"}, "diagnostic": {"source": "random"},
-                 "consistency": {"source": "random"}}  # fmt: skip
+RANDOM_MODELS = {
+    "posture": {"source": "random"},
+    "diagnostic": {"source": "random"},
+    "consistency": {"source": "random"},
+}
 
 
 @pytest.fixture(scope="module")

@@ -89,10 +89,15 @@ def test_page_is_self_contained_with_curves_grids_and_table():
 
 def test_diagnostics_chart_zero_spread_groups_and_the_gradient_of_each_trained_step():
     history = [
-        {"epoch": e, "zero_spread_groups": 0.5 - 0.25 * e, "group_size": 8.0, "grad_eps/step_01": 2.0 + e,
-         "grad_eps/step_02": 1.0}
+        {
+            "epoch": e,
+            "zero_spread_groups": 0.5 - 0.25 * e,
+            "group_size": 8.0,
+            "grad_eps/step_01": 2.0 + e,
+            "grad_eps/step_02": 1.0,
+        }
         for e in range(3)
-    ]  # fmt: skip
+    ]
     page = render_report(title="t", history=history)
     assert page.count("<svg") == 10  # ... and the gradient chart, since the history has grad_eps keys
     charts = {
@@ -153,11 +158,20 @@ def test_renders_in_headless_chromium(tmp_path):
     shot = tmp_path / "shot.png"
     profile = tmp_path / "profile"
     cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,1600",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
         path.resolve().as_uri(),
-    ]  # fmt: skip
+    ]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)  # [H, W, 3]
     assert img.shape[:2] == (1600, 1200)

@@ -9,9 +9,20 @@ from cxrl.world.findings import ADJUSTERS, RENDERERS
 from cxrl.world.render import Draw, Renderer
 
 LATERAL = (
-    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Fibrosis", "Effusion", "Pneumonia",
-    "Pleural_Thickening", "Nodule", "Mass", "Lung Lesion", "Fracture", "Lung Opacity",
-)  # fmt: skip
+    "Atelectasis",
+    "Consolidation",
+    "Infiltration",
+    "Pneumothorax",
+    "Fibrosis",
+    "Effusion",
+    "Pneumonia",
+    "Pleural_Thickening",
+    "Nodule",
+    "Mass",
+    "Lung Lesion",
+    "Fracture",
+    "Lung Opacity",
+)
 BILATERAL = ("Edema", "Emphysema", "Enlarged Cardiomediastinum")
 
 

@@ -26,22 +26,39 @@ def register(subparsers) -> None:
         "finds a checkpoint in its directory resumes from it.",
     )
     p.add_argument("--config", required=True, help="trainer config: a YAML path or a name in trainer/configs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set rewards.url=grpc://127.0.0.1:9000 "
-                        "--set rl.epochs=3 (VALUE is read as YAML)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set rewards.url=grpc://127.0.0.1:9000 "
+        "--set rl.epochs=3 (VALUE is read as YAML)",
+    )
     p.add_argument("--run-name", default=None, help="run id (reuse one to resume it)")
     p.add_argument("--out-dir", default=None, help="where runs go (default from the config)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="data-parallel training workers on Ray Train (overrides scaling.workers)")  # fmt: skip
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="serve the epoch metrics for Prometheus on http://127.0.0.1:PORT/metrics "
-                        "(0: a free port, logged; overrides metrics.port)")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-parallel training workers on Ray Train (overrides scaling.workers)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the epoch metrics for Prometheus on http://127.0.0.1:PORT/metrics "
+        "(0: a free port, logged; overrides metrics.port)",
+    )
     p.set_defaults(func=run_train)
 
     r = subparsers.add_parser("runs", help="list training runs with their status and latest metrics")
     r.add_argument("--redis", default=None, help="Redis URL of the run registry (default REDIS_URL)")
-    r.add_argument("--dir", action="append", default=None,
-                   help=f"without Redis, list run directories under these (default {', '.join(RUN_DIRS)})")  # fmt: skip
+    r.add_argument(
+        "--dir",
+        action="append",
+        default=None,
+        help=f"without Redis, list run directories under these (default {', '.join(RUN_DIRS)})",
+    )
     r.add_argument("--limit", type=int, default=20, help="most recent runs shown")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=run_runs)
@@ -95,8 +112,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def format_table(evaluation: dict[str, Any]) -> str:
     """The short anchor-vs-CXRL table printed at the end of `cxrl train` and `cxrl demo`."""
-    rows = [("reward_total", "combined reward"), ("r_align", "r_align"), ("auroc", "AUROC"),
-            ("clip_similarity", "CXR-CLIP sim."), ("fid", "FID"), ("msssim", "MS-SSIM")]  # fmt: skip
+    rows = [
+        ("reward_total", "combined reward"),
+        ("r_align", "r_align"),
+        ("auroc", "AUROC"),
+        ("clip_similarity", "CXR-CLIP sim."),
+        ("fid", "FID"),
+        ("msssim", "MS-SSIM"),
+    ]
     a, c, diff = evaluation["anchor"], evaluation["cxrl"], evaluation.get("diff") or {}
     k = evaluation.get("samples_per_report", 1)
     lines = [
@@ -155,14 +178,16 @@ def scan_run_dirs(roots: list[str]) -> list[dict[str, Any]]:
             lines = history.read_text().splitlines() if history.is_file() else []
             latest = json.loads(lines[-1]) if lines else {}
             files = [p for p in (history, run_dir / "eval.json", d) if p.exists()]
-            runs.append({
-                "run_id": run_dir.name,
-                "status": "finished" if (run_dir / "eval.json").is_file() else "incomplete",
-                "updated": max(p.stat().st_mtime for p in files),
-                "out_dir": str(run_dir),
-                "epoch": latest.get("epoch"),
-                "latest": latest,
-            })  # fmt: skip
+            runs.append(
+                {
+                    "run_id": run_dir.name,
+                    "status": "finished" if (run_dir / "eval.json").is_file() else "incomplete",
+                    "updated": max(p.stat().st_mtime for p in files),
+                    "out_dir": str(run_dir),
+                    "epoch": latest.get("epoch"),
+                    "latest": latest,
+                }
+            )
     return sorted(runs, key=lambda r: r["updated"], reverse=True)
 
 

@@ -91,8 +91,12 @@ def _fit(cfg: TrainConfig) -> None:
             name="train", storage_path=str(storage), failure_config=FailureConfig(max_failures=s.max_failures)
         ),
     )
-    log.info("training on %d Ray Train workers (%s CPU, %s GPU each)", s.workers, s.cpus_per_worker,
-             s.gpus_per_worker)  # fmt: skip
+    log.info(
+        "training on %d Ray Train workers (%s CPU, %s GPU each)",
+        s.workers,
+        s.cpus_per_worker,
+        s.gpus_per_worker,
+    )
     trainer.fit()
 
 

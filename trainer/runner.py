@@ -173,10 +173,11 @@ def prepare(
     run_dir = Path(cfg.out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     guard = RedisGuard.open(
-        cfg.redis.resolved_url(), retry_s=cfg.redis.retry_s,
+        cfg.redis.resolved_url(),
+        retry_s=cfg.redis.retry_s,
         purpose="the anchor cache, the metrics stream and the run registry",
         impact="training goes on uncached: anchors are sampled in line, metrics wait for Redis to come back",
-    )  # fmt: skip
+    )
     store = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
     policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
@@ -198,10 +199,12 @@ def wiring(cfg: TrainConfig) -> Wiring:
     is the Redis cache, passed to the builder)."""
     r = cfg.rewards
     return Wiring(
-        plan="seed-bank", seed_bank=cfg.seed_bank, max_in_flight=r.max_in_flight,
+        plan="seed-bank",
+        seed_bank=cfg.seed_bank,
+        max_in_flight=r.max_in_flight,
         retries=0 if r.url == "inprocess" else r.retries,  # in-process errors would repeat; gRPC ones may not
         backoff_s=r.backoff_s,
-    )  # fmt: skip
+    )
 
 
 def build_engine(run: Run, group: Local = LOCAL) -> Engine:
@@ -210,9 +213,16 @@ def build_engine(run: Run, group: Local = LOCAL) -> Engine:
     if run.store is not None:
         sinks.append(RedisMetrics(run.store, run.run_id))
     built = build(
-        run.rl, run.train, run.backend, policy=run.policy, wiring=wiring(run.cfg), run_dir=run.run_dir,
-        anchors=run.cache, sinks=sinks, group=group,
-    )  # fmt: skip
+        run.rl,
+        run.train,
+        run.backend,
+        policy=run.policy,
+        wiring=wiring(run.cfg),
+        run_dir=run.run_dir,
+        anchors=run.cache,
+        sinks=sinks,
+        group=group,
+    )
     return built.engine
 
 
@@ -232,17 +242,31 @@ def run_training(
     run = prepare(cfg, policy, backend, prompts, gen_id)
     atomic_write_bytes(run.run_dir / "config.yaml", cfg.to_yaml().encode())
     rl, run_id, store = run.rl, run.run_id, run.store
-    log.info("run %s in %s: %d training reports, %d held-out reports", run_id, run.run_dir, len(run.train),
-             len(run.held_out))  # fmt: skip
+    log.info(
+        "run %s in %s: %d training reports, %d held-out reports",
+        run_id,
+        run.run_dir,
+        len(run.train),
+        len(run.held_out),
+    )
     progress = cfg.progress and os.isatty(2)
     engine = build_engine(run)
     if (metrics := metrics_sink(cfg.metrics, run_id)) is not None:  # the run's /metrics (trainer.metrics)
         engine.sinks.append(metrics)
     frozen = FrozenAnchor(run.policy) if cfg.anchor_ahead else None
     evaluator = Evaluator(
-        cfg.eval, run.held_out, rl.sampling, run.backend, rl.rewards.weights, run.policy,
-        feature_model(run.backend), frozen, cfg.eval.grid_prompts, run.retries, cfg.rewards.backoff_s,
-    )  # fmt: skip
+        cfg.eval,
+        run.held_out,
+        rl.sampling,
+        run.backend,
+        rl.rewards.weights,
+        run.policy,
+        feature_model(run.backend),
+        frozen,
+        cfg.eval.grid_prompts,
+        run.retries,
+        cfg.rewards.backoff_s,
+    )
     if frozen is not None:
         engine.ahead = AnchorAhead(
             engine.plan, frozen, run.backend, run.cache, rl.sampling, engine.spec, evaluator.anchor
@@ -254,8 +278,12 @@ def run_training(
             result = _train_and_evaluate(cfg, rl, engine, evaluator, run.run_dir, run_id, progress)
     except (KeyboardInterrupt, Stopped) as exc:
         # the epoch in progress is abandoned: the last checkpoint resumes the run exactly
-        log.warning("run %s %s at epoch %d; run the same command again to resume", run_id,
-                    "stopped" if isinstance(exc, Stopped) else "interrupted", engine.epoch)  # fmt: skip
+        log.warning(
+            "run %s %s at epoch %d; run the same command again to resume",
+            run_id,
+            "stopped" if isinstance(exc, Stopped) else "interrupted",
+            engine.epoch,
+        )
         if store:
             store.set_status(run_id, "stopped" if isinstance(exc, Stopped) else "interrupted")
         raise

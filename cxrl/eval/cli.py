@@ -86,7 +86,7 @@ def _register_evaluate(subparsers) -> None:
     )
     p.add_argument("--json", default=None, help="write the tables as JSON here")
     p.add_argument("--markdown", default=None, help="write the tables as markdown here")
-    p.set_defaults(func=run_evaluate)  # fmt: skip
+    p.set_defaults(func=run_evaluate)
 
 
 def _register_reproduce(subparsers) -> None:
@@ -150,8 +150,14 @@ def run_reproduce(args) -> int:
     from cxrl.eval.reproduce import reproduce
 
     text = reproduce(
-        args.preset, out=args.out, data=args.data, seeds=args.seeds, variants=args.variants,
-        rewards=args.rewards, device=args.device, jobs=args.jobs,
-    )  # fmt: skip
+        args.preset,
+        out=args.out,
+        data=args.data,
+        seeds=args.seeds,
+        variants=args.variants,
+        rewards=args.rewards,
+        device=args.device,
+        jobs=args.jobs,
+    )
     print(text)
     return 0

@@ -43,8 +43,13 @@ class Setup:
     sources: list[str] = field(default_factory=list)  # where the settings came from
 
     def meta(self) -> dict[str, Any]:
-        return {"data": self.data, **self.cfg.model_dump(mode="json"), "sampling": self.sampling.model_dump(mode="json"),
-                "weights": self.weights, "settings_from": self.sources}  # fmt: skip
+        return {
+            "data": self.data,
+            **self.cfg.model_dump(mode="json"),
+            "sampling": self.sampling.model_dump(mode="json"),
+            "weights": self.weights,
+            "settings_from": self.sources,
+        }
 
 
 def setup_for(specs: list[Spec], overrides: dict[str, Any], base: str | None = None) -> Setup:
@@ -72,8 +77,16 @@ def setup_for(specs: list[Spec], overrides: dict[str, Any], base: str | None = N
         update={k: v for k, v in overrides.items() if v is not None and k in sampling_keys}
     )
     data = overrides.get("data") or data
-    return Setup(HeldOutConfig(**held), SamplingSettings.model_validate(sampling.model_dump()), weights, data,
-                 max_tokens, base, models, sources + ["command line", "defaults"])  # fmt: skip
+    return Setup(
+        HeldOutConfig(**held),
+        SamplingSettings.model_validate(sampling.model_dump()),
+        weights,
+        data,
+        max_tokens,
+        base,
+        models,
+        sources + ["command line", "defaults"],
+    )
 
 
 def evaluate_generators(
@@ -136,8 +149,14 @@ def evaluate_generators(
         paired = scored.reports == anchor.reports
         if not paired:
             log.warning("%s: its reports are not the held-out reports; no paired difference", spec.name)
-        rows.append(Row(spec.name, ev.metrics(scored, with_fid=spec.kind != "real"), _info(scored),
-                        ev.paired([scored], anchor, with_fid=spec.kind != "real") if paired else None))  # fmt: skip
+        rows.append(
+            Row(
+                spec.name,
+                ev.metrics(scored, with_fid=spec.kind != "real"),
+                _info(scored),
+                ev.paired([scored], anchor, with_fid=spec.kind != "real") if paired else None,
+            )
+        )
     return rows
 
 

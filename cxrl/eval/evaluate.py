@@ -148,8 +148,12 @@ class Evaluator:
 
     def _measure(self, images: torch.Tensor, items: list[str], k: int) -> dict[str, Any]:
         """Scores of consecutive groups of ``k`` images of one report each."""
-        c = Components.concat([self._score(images[i : i + self.sampling.batch_size], items[i : i + self.sampling.batch_size])
-                               for i in range(0, len(items), self.sampling.batch_size)])  # fmt: skip
+        c = Components.concat(
+            [
+                self._score(images[i : i + self.sampling.batch_size], items[i : i + self.sampling.batch_size])
+                for i in range(0, len(items), self.sampling.batch_size)
+            ]
+        )
         ms = [
             msssim.pairwise_msssim(images[i : i + k]) if k >= 2 else float("nan")
             for i in range(0, len(items), k)
@@ -177,13 +181,15 @@ class Evaluator:
             values["reward_total"] = direct_total(c, self.weights)
         sizes = {p["size"] for p in parts}
         return Scored(
-            name, list(reports), np.repeat(np.arange(len(reports)), counts),
+            name,
+            list(reports),
+            np.repeat(np.arange(len(reports)), counts),
             {k: v.detach().cpu().numpy() for k, v in values.items() if v is not None and k in PER_IMAGE},
             None if c.diag_probs is None else c.diag_probs.detach().cpu().numpy(),
             None if self.features is None else np.concatenate([p["features"] for p in parts]),
             np.array([m for p in parts for m in p["msssim"]], dtype=np.float64),
             sizes.pop() if len(sizes) == 1 else None,
-        )  # fmt: skip
+        )
 
     # -- the anchor, grids and the FID reference ---------------------------------------------------
     def anchor(self) -> Scored:

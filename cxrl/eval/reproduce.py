@@ -70,8 +70,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("consist", "+ r_consist", {"rewards.weights": {"consist": 10.0}}),
 )
 TABLE1_ROWS = (ANCHOR, "cxrl", "no-ace", "no-rlcf", REAL)
-TABLE2B = (("-", "Anchor Model", ANCHOR), ("1", "+ r_align", "align"), ("2", "+ r_diag", "diag"),
-           ("3", "+ r_consist", "consist"), ("4", "r_align + r_diag + r_consist", "cxrl"))  # fmt: skip
+TABLE2B = (
+    ("-", "Anchor Model", ANCHOR),
+    ("1", "+ r_align", "align"),
+    ("2", "+ r_diag", "diag"),
+    ("3", "+ r_consist", "consist"),
+    ("4", "r_align + r_diag + r_consist", "cxrl"),
+)
 
 
 class ReproduceConfig(ConfigModel):
@@ -179,12 +184,19 @@ class Reproduction:
                     todo.append((variant, seed))
         return todo
 
-    def run_one(self, variant: Variant, seed: int, train_prompts: Sequence[str], ev: Evaluator,
-                anchor: Scored) -> Scored:  # fmt: skip
+    def run_one(
+        self, variant: Variant, seed: int, train_prompts: Sequence[str], ev: Evaluator, anchor: Scored
+    ) -> Scored:
         """Train and evaluate one (variant, seed) into :meth:`run_dir` (or reuse it)."""
         run_dir = self.run_dir(variant.slug, seed)
-        return self._cached(run_dir, variant.label, (variant, seed), ev, anchor,
-                            lambda: self._train(variant, seed, run_dir, train_prompts, ev))  # fmt: skip
+        return self._cached(
+            run_dir,
+            variant.label,
+            (variant, seed),
+            ev,
+            anchor,
+            lambda: self._train(variant, seed, run_dir, train_prompts, ev),
+        )
 
     def _run_parallel(self, ev: Evaluator, train_prompts: Sequence[str], prompts: Sequence[Prompt]) -> None:
         """The pending runs in ``jobs`` worker processes; their results land in ``runs/`` like serial ones.
@@ -198,8 +210,10 @@ class Reproduction:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         order = {v.slug: i for i, v in enumerate(VARIANTS)}
-        todo = sorted(self.pending(ev), key=lambda r: (not self._rl_config(*r).rewards.needs_anchor,
-                                                        order[r[0].slug], r[1]))  # fmt: skip
+        todo = sorted(
+            self.pending(ev),
+            key=lambda r: (not self._rl_config(*r).rewards.needs_anchor, order[r[0].slug], r[1]),
+        )
         if not todo:
             return
         jobs = min(self.cfg.jobs, len(todo))
@@ -242,8 +256,15 @@ class Reproduction:
 
         rl = self._rl_config(variant, seed)
         policy = policy_from_config(rl, device=self.cfg.device)
-        run = build(rl, prompts, self._backend(rl), policy=policy, wiring=self.wiring(), run_dir=run_dir,
-                    sinks=[LogLine(rl.epochs)])  # fmt: skip
+        run = build(
+            rl,
+            prompts,
+            self._backend(rl),
+            policy=policy,
+            wiring=self.wiring(),
+            run_dir=run_dir,
+            sinks=[LogLine(rl.epochs)],
+        )
         trainer = run.engine
         trainer.resume()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -254,9 +275,12 @@ class Reproduction:
         train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         scored = ev.sampled(variant.label, policy)
         last = trainer.history[-1] if trainer.history else {}
-        return scored, {"train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
-                        "epochs": trainer.epoch,
-                        "final_reward_mean": last.get("policy/total")}  # fmt: skip
+        return scored, {
+            "train_s": round(train_s, 2),
+            "train_cpu_s": round(train_cpu_s, 2),
+            "epochs": trainer.epoch,
+            "final_reward_mean": last.get("policy/total"),
+        }
 
     def _key(self, run: tuple[Variant, int] | None, ev: Evaluator) -> dict[str, Any]:
         """What a stored result depends on: a change evaluates again (training resumes from its checkpoint)."""
@@ -296,8 +320,15 @@ class Reproduction:
 
         return Wiring(plan="fresh-noise", anchors="directory", anchor_dir=str(self.out / "anchors"))
 
-    def _cached(self, run_dir: Path, name: str, run: tuple[Variant, int] | None, ev: Evaluator,
-                anchor: Scored | None, make) -> Scored:  # fmt: skip
+    def _cached(
+        self,
+        run_dir: Path,
+        name: str,
+        run: tuple[Variant, int] | None,
+        ev: Evaluator,
+        anchor: Scored | None,
+        make,
+    ) -> Scored:
         """The scores of ``run_dir`` if made with the same settings, else ``make()``'s, written with ``eval.json``."""
         path, npz, key = run_dir / "eval.json", run_dir / "scores.npz", self._key(run, ev)
         if self._stored(run_dir, key):
@@ -354,9 +385,14 @@ class Reproduction:
         main = [rows[s] for s in TABLE1_ROWS if s in rows]
         ablation = [AblationRow(exp, reward, rows[s]) for exp, reward, s in TABLE2B if s in rows]
         extra = [r for s, r in rows.items() if s not in TABLE1_ROWS]
-        meta = {"seeds": self.cfg.seeds, "train_preset": self.cfg.train_preset, "data": self.cfg.data,
-                "prompts": len(ev.prompts), "samples_per_report": self.cfg.eval.samples_per_report,
-                "combined reward weights": dict(PAPER_WEIGHTS)}  # fmt: skip
+        meta = {
+            "seeds": self.cfg.seeds,
+            "train_preset": self.cfg.train_preset,
+            "data": self.cfg.data,
+            "prompts": len(ev.prompts),
+            "samples_per_report": self.cfg.eval.samples_per_report,
+            "combined reward weights": dict(PAPER_WEIGHTS),
+        }
         text = write_tables(main, ablation, meta)
         trained = {
             slug: (rows[slug].name, rows[slug].diff or {}) for slug in scored if slug not in (ANCHOR, REAL)
@@ -377,8 +413,9 @@ class Reproduction:
 _WORKER: dict[str, Any] = {}  # a worker process's reproduction, evaluator and anchor scores
 
 
-def _init_worker(cfg: ReproduceConfig, out: str, scorers: tuple, train_prompts: list[str],
-                 prompts: list[Prompt]) -> None:  # fmt: skip
+def _init_worker(
+    cfg: ReproduceConfig, out: str, scorers: tuple, train_prompts: list[str], prompts: list[Prompt]
+) -> None:
     import torch
 
     from cxrl.log import setup_logging

@@ -75,20 +75,30 @@ class Scored:
         if self.features is not None:
             arrays["features"] = self.features
         with open(path, "wb") as fh:
-            np.savez(fh, name=np.array(self.name), reports=np.array(self.reports, dtype=object).astype(str),
-                     image_prompt=self.image_prompt, msssim=self.msssim,
-                     size=np.array(self.size if self.size else (-1, -1)), **arrays)  # fmt: skip
+            np.savez(
+                fh,
+                name=np.array(self.name),
+                reports=np.array(self.reports, dtype=object).astype(str),
+                image_prompt=self.image_prompt,
+                msssim=self.msssim,
+                size=np.array(self.size if self.size else (-1, -1)),
+                **arrays,
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> Scored:
         with np.load(path) as z:
             size = tuple(int(s) for s in z["size"])
             return cls(
-                str(z["name"]), [str(r) for r in z["reports"]], z["image_prompt"],
+                str(z["name"]),
+                [str(r) for r in z["reports"]],
+                z["image_prompt"],
                 {k[6:]: z[k] for k in z.files if k.startswith("value_")},
-                z["probs"] if "probs" in z.files else None, z["features"] if "features" in z.files else None,
-                z["msssim"], size if size[0] > 0 else None,
-            )  # fmt: skip
+                z["probs"] if "probs" in z.files else None,
+                z["features"] if "features" in z.files else None,
+                z["msssim"],
+                size if size[0] > 0 else None,
+            )
 
 
 def statistics(
@@ -168,7 +178,14 @@ def paired_difference(
         if len(policies) > 1:
             everything = np.arange(n)
             per_seed = np.array([s[name](everything) for s in each]) - base[name](everything)
-            est = Estimate(est.value, est.low, est.high, est.n_resamples, est.confidence,
-                           float(per_seed.std(ddof=1)), len(policies))  # fmt: skip
+            est = Estimate(
+                est.value,
+                est.low,
+                est.high,
+                est.n_resamples,
+                est.confidence,
+                float(per_seed.std(ddof=1)),
+                len(policies),
+            )
         out[name] = est
     return out

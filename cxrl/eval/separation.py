@@ -61,8 +61,9 @@ def separation(metric: str, est: Estimate, n_reports: int) -> Separation:
     seed_se = None
     if est.sd is not None and est.n_seeds is not None and est.n_seeds > 1:
         seed_se = est.sd / math.sqrt(est.n_seeds)
-    return Separation(metric, est.value, est.low, est.high, excludes, n_reports,
-                      reports_needed(est, n_reports), seed_se)  # fmt: skip
+    return Separation(
+        metric, est.value, est.low, est.high, excludes, n_reports, reports_needed(est, n_reports), seed_se
+    )
 
 
 def training_curve(
@@ -79,8 +80,12 @@ def training_curve(
         lasts.append(values[-q:].mean())
     if not firsts:
         return {}
-    return {"train_first": float(np.mean(firsts)), "train_last": float(np.mean(lasts)),
-            "train_gain": float(np.mean(lasts) - np.mean(firsts)), "runs": len(firsts)}  # fmt: skip
+    return {
+        "train_first": float(np.mean(firsts)),
+        "train_last": float(np.mean(lasts)),
+        "train_gain": float(np.mean(lasts) - np.mean(firsts)),
+        "runs": len(firsts),
+    }
 
 
 def markdown(

@@ -35,8 +35,15 @@ METRICS: dict[str, str] = {
     "fid": "FID (↓)",
     "msssim": "MS-SSIM (↓)",
 }
-SHORT: dict[str, str] = {"reward_total": "combined reward", "r_align": "r_align", "auroc": "AUROC",
-                         "clip_similarity": "CXR-CLIP", "diag_acc": "accuracy", "fid": "FID", "msssim": "MS-SSIM"}  # fmt: skip
+SHORT: dict[str, str] = {
+    "reward_total": "combined reward",
+    "r_align": "r_align",
+    "auroc": "AUROC",
+    "clip_similarity": "CXR-CLIP",
+    "diag_acc": "accuracy",
+    "fid": "FID",
+    "msssim": "MS-SSIM",
+}
 TABLE1: tuple[str, ...] = ("r_align", "auroc", "clip_similarity")
 TABLE2A: tuple[str, ...] = ("fid", "msssim")
 
@@ -161,8 +168,12 @@ def tables_markdown(
 
 def _row_json(row: Row) -> dict[str, Any]:
     diff = None if row.diff is None else {k: v.to_dict() for k, v in row.diff.items()}
-    return {"name": row.name, "metrics": {k: v.to_dict() for k, v in row.metrics.items()}, "diff": diff,
-            "info": row.info}  # fmt: skip
+    return {
+        "name": row.name,
+        "metrics": {k: v.to_dict() for k, v in row.metrics.items()},
+        "diff": diff,
+        "info": row.info,
+    }
 
 
 def tables_json(
@@ -184,8 +195,10 @@ def rows_from_json(data: dict[str, Any]) -> list[Row]:
     def estimates(d: dict[str, Any] | None) -> dict[str, Estimate] | None:
         return None if d is None else {k: Estimate.from_dict(v) for k, v in d.items()}
 
-    return [Row(r["name"], estimates(r["metrics"]), dict(r.get("info", {})), estimates(r.get("diff")))
-            for r in data["rows"]]  # fmt: skip
+    return [
+        Row(r["name"], estimates(r["metrics"]), dict(r.get("info", {})), estimates(r.get("diff")))
+        for r in data["rows"]
+    ]
 
 
 def write_tables(

@@ -110,8 +110,12 @@ class RedisGuard:
         if first:
             log.warning(
                 "Redis at %s is unreachable (%s during %s): %s; retrying every %.0f s",
-                self.url, type(exc).__name__, what, self.impact, self.retry_s,
-            )  # fmt: skip
+                self.url,
+                type(exc).__name__,
+                what,
+                self.impact,
+                self.retry_s,
+            )
         else:
             log.debug("Redis still unreachable (%s during %s)", type(exc).__name__, what)
 
@@ -120,5 +124,8 @@ class RedisGuard:
             since, self._down_since = self._down_since, None
         if since is not None:
             log.info(
-                "Redis at %s is back after %.1f s: %s resumed", self.url, self.clock() - since, self.purpose,
-            )  # fmt: skip
+                "Redis at %s is back after %.1f s: %s resumed",
+                self.url,
+                self.clock() - since,
+                self.purpose,
+            )

@@ -81,8 +81,21 @@ class LocalRedis:
         for _ in range(self.attempts if self.fixed_port is None else 1):
             port = self.fixed_port or free_port(self.host)
             proc = subprocess.Popen(
-                [str(self.binary), "--port", str(port), "--bind", self.host, "--save", "",
-                 "--appendonly", "no", "--dir", self._dir.name, "--protected-mode", "yes"],
+                [
+                    str(self.binary),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    self.host,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                    "--protected-mode",
+                    "yes",
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -90,7 +103,7 @@ class LocalRedis:
                 # if we are killed (even by SIGKILL) the kernel kills it; the kernel ties this to the
                 # starting *thread*, so only the main thread asks (a pool thread exits before we do)
                 preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
-            )  # fmt: skip
+            )
             ok, last_error = self._wait_ready(proc, port)
             if ok:
                 self._proc, self.port = proc, port

@@ -67,9 +67,14 @@ def call_with_retries(
             if on_retry is not None:
                 on_retry(exc)
             log.warning(
-                "%s failed (%s: %s); retry %d/%d in %.1f s", what, type(exc).__name__, _brief(exc), attempt,
-                retries, delay,
-            )  # fmt: skip
+                "%s failed (%s: %s); retry %d/%d in %.1f s",
+                what,
+                type(exc).__name__,
+                _brief(exc),
+                attempt,
+                retries,
+                delay,
+            )
             sleep(delay)
 
 

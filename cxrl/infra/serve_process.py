@@ -139,10 +139,14 @@ class ServeProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log_fh:
             self.proc = subprocess.Popen(
-                self.command(), stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,  # Ctrl-C reaches us; we stop it (and Ray) ourselves
+                self.command(),
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,  # Ctrl-C reaches us; we stop it (and Ray) ourselves
                 preexec_fn=die_with_parent,  # if we are killed, so is it (and its FateShare takes Ray)
-            )  # fmt: skip
+            )
         log.info("started `cxrl serve` (pid %d), log in %s", self.proc.pid, self.log_path)
         try:
             self._wait_ready(self.ready_timeout_s + 30)

@@ -72,13 +72,19 @@ def calibrate(checkpoint: Path, data: Path, out: Path) -> dict:
             f"the validation split of {data} does not reproduce the checkpoint's operating points "
             f"(max difference {np.abs(stored[both] - again[both]).max():.4f}); give the world it was trained on"
         )
-    log.info("stored operating points reproduced on %d val images (max diff %.2e)", len(val_idx),
-             np.abs(stored[both] - again[both]).max())  # fmt: skip
+    log.info(
+        "stored operating points reproduced on %d val images (max diff %.2e)",
+        len(val_idx),
+        np.abs(stored[both] - again[both]).max(),
+    )
     test_images, test_records = common.load_split(data, "test", cfg.input_size)
     held_out = [
-        ("val+test", np.concatenate([val_scores, sigmoid_scores(model, test_images)]),
-         np.concatenate([val_targets, targets_of(test_records).numpy()])),
-    ]  # fmt: skip
+        (
+            "val+test",
+            np.concatenate([val_scores, sigmoid_scores(model, test_images)]),
+            np.concatenate([val_targets, targets_of(test_records).numpy()]),
+        ),
+    ]
     threshs, source = fill_missing(stored, held_out)
     model.op_threshs = torch.tensor(threshs, dtype=torch.float32)
     missing = unscored_labels(model)

@@ -179,9 +179,16 @@ def train_denoiser(
     batches = fit.random_batches(len(latents), cfg.batch_size, gen)
     budget = 60 * cfg.unet_minutes if cfg.unet_minutes else None
     result = fit.fit(
-        loss_fn, batches, opt, lr_sched, cfg.unet_steps,
-        clip_norm=1.0, after_step=ema.update, time_budget_s=budget, name="unet",
-    )  # fmt: skip
+        loss_fn,
+        batches,
+        opt,
+        lr_sched,
+        cfg.unet_steps,
+        clip_norm=1.0,
+        after_step=ema.update,
+        time_budget_s=budget,
+        name="unet",
+    )
     ema.copy_to_params()
     for m in (unet, text):
         m.requires_grad_(False).eval()

@@ -223,8 +223,11 @@ class AnchorAhead:
                 self.after()
         except Exception as exc:  # the engine and the evaluator fall back to sampling their own
             self.error = exc
-            log.warning("sampling the anchor ahead stopped (%s: %s); the engine samples its own",
-                        type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "sampling the anchor ahead stopped (%s: %s); the engine samples its own",
+                type(exc).__name__,
+                exc,
+            )
 
     def prefetch(self, epoch: int) -> int:
         """Sample, score and store the anchors of ``epoch`` the store lacks; returns how many."""
@@ -240,8 +243,10 @@ class AnchorAhead:
             images = self.anchor.sample(reports, seeds, self.sampling, Sampler.anchor(self.sampling))
             res, _ = call_with_retries(
                 lambda images=images, reports=reports: self.backend.score(images, reports),
-                self.spec.retries, self.spec.backoff_s, "anchor-ahead reward call",
-            )  # fmt: skip
+                self.spec.retries,
+                self.spec.backoff_s,
+                "anchor-ahead reward call",
+            )
             if res.policy is None:
                 raise ValueError("reward backend returned no components")
             self.store.put_many(reports, seeds, images, res.policy)

@@ -96,8 +96,10 @@ class CountedStore:
         if bad:
             log.warning(
                 "%s: %d anchor row(s) not stored (not finite or malformed, e.g. %s); sampled again when next needed",
-                type(self).__name__, len(bad), bad[0][3],
-            )  # fmt: skip
+                type(self).__name__,
+                len(bad),
+                bad[0][3],
+            )
         return out
 
 
@@ -173,6 +175,9 @@ class DirAnchorStore(CountedStore):
     ) -> None:
         for r, s, img, row in self._storable(reports, seeds, images, components):
             buf = io.BytesIO()
-            np.savez(buf, image=img.detach().to("cpu", torch.float32).numpy(),
-                     row=np.frombuffer(json.dumps(row).encode(), dtype=np.uint8))  # fmt: skip
+            np.savez(
+                buf,
+                image=img.detach().to("cpu", torch.float32).numpy(),
+                row=np.frombuffer(json.dumps(row).encode(), dtype=np.uint8),
+            )
             atomic_write_bytes(self.path(r, s), buf.getvalue())

@@ -94,12 +94,18 @@ class Engine:
         log.info(
             "CXRL engine: %d reports, %d images/epoch (%d per report%s) on %d worker(s), %d DDIM steps "
             "(%s, %d trained, %d per UNet call, guidance %g), %d optimiser steps/epoch",
-            len(plan.prompts), cfg.sampling.images_per_epoch, cfg.sampling.images_per_prompt,
-            ", branched" if cfg.sampling.branch else "", group.world, cfg.sampling.train_steps,
+            len(plan.prompts),
+            cfg.sampling.images_per_epoch,
+            cfg.sampling.images_per_prompt,
+            ", branched" if cfg.sampling.branch else "",
+            group.world,
+            cfg.sampling.train_steps,
             f"window of {cfg.sampling.window}" if cfg.sampling.window else "all stochastic",
-            cfg.train_timesteps, cfg.train.timesteps_per_call, cfg.sampling.train_guidance,
+            cfg.train_timesteps,
+            cfg.train.timesteps_per_call,
+            cfg.sampling.train_guidance,
             cfg.optimizer_steps_per_epoch,
-        )  # fmt: skip
+        )
 
     @property
     def global_step(self) -> int:
@@ -125,9 +131,13 @@ class Engine:
         pairs = list(zip(part.prompts, part.seeds, strict=True))
         ids = {pair: n for n, pair in enumerate(dict.fromkeys(pairs))}
         traj = sample(
-            self.policy, embeds, part.seeds, step_seeds=part.step_seeds, sampler=self.sampler,
+            self.policy,
+            embeds,
+            part.seeds,
+            step_seeds=part.step_seeds,
+            sampler=self.sampler,
             groups=[ids[p] for p in pairs] if s.branch else None,
-        )  # fmt: skip
+        )
         t1 = time.perf_counter()
         timings["sample"] += t1 - t0
         chunk = SampledChunk(prompts=list(part.prompts), seeds=list(part.seeds), trajectory=traj)
@@ -221,8 +231,11 @@ class Engine:
         if not keep.all():
             log.error(
                 "epoch %d: %d of %d rewards are not finite (a reward model or the anchor store answered "
-                "NaN/inf); those images are left out of the update", epoch, int((~keep).sum()), len(keep),
-            )  # fmt: skip
+                "NaN/inf); those images are left out of the update",
+                epoch,
+                int((~keep).sum()),
+                len(keep),
+            )
         adv = np.zeros(len(plan), dtype=np.float32)
         if keep.any():
             adv[keep] = self.advantages(

@@ -61,8 +61,10 @@ class PerPromptStatTracker:
             level,
             "per-report normalisation: %d of %d images used the batch statistics (their report has "
             "fewer than min_count=%d rewards so far)",
-            fallback, n, self.min_count,
-        )  # fmt: skip
+            fallback,
+            n,
+            self.min_count,
+        )
 
     def state_dict(self) -> dict:
         return {
