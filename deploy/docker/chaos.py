@@ -205,8 +205,12 @@ def payloads(n: int, per_request: int) -> list[Payload]:
     from PIL import Image
 
     canonical = Image.open(files("cxrl") / "assets/default/posture/canonical.png").convert("L")
-    sentences = ["No acute cardiopulmonary abnormality.", "Small left pleural effusion.",
-                 "Cardiomegaly. No pneumothorax.", "Right lower lobe consolidation."]  # fmt: skip
+    sentences = [
+        "No acute cardiopulmonary abnormality.",
+        "Small left pleural effusion.",
+        "Cardiomegaly. No pneumothorax.",
+        "Right lower lobe consolidation.",
+    ]
     rng = random.Random(0)
     out = []
     for i in range(n):
@@ -266,8 +270,14 @@ class Load:
         from cxrl.client import RewardClient
 
         target = ",".join(f"127.0.0.1:{p}" for p in GRPC_PORTS)
-        return RewardClient(target, token=self.token, timeout_s=self.args.deadline, retries=self.args.retries,
-                            backoff_s=self.args.backoff, pipeline=1)  # fmt: skip
+        return RewardClient(
+            target,
+            token=self.token,
+            timeout_s=self.args.deadline,
+            retries=self.args.retries,
+            backoff_s=self.args.backoff,
+            pipeline=1,
+        )
 
     def grpc_once(self, client, index: int) -> tuple[str, list[float] | None, int]:
         from cxrl.client import RewardServiceError
@@ -305,8 +315,12 @@ class Load:
         while True:
             port = HTTP_PORTS[(first + attempt) % len(HTTP_PORTS)]
             try:
-                response = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=self.work[index].http_body,
-                                      headers=headers, timeout=self.args.deadline)  # fmt: skip
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/score",
+                    json=self.work[index].http_body,
+                    headers=headers,
+                    timeout=self.args.deadline,
+                )
                 status = "OK" if response.status_code == 200 else f"HTTP {response.status_code}"
             except httpx.TimeoutException:
                 status = "HTTP TIMEOUT"
@@ -417,8 +431,9 @@ class Cluster:
     def exec(
         self, service: str, *cmd: str, timeout: float = 120, check: bool = True
     ) -> subprocess.CompletedProcess:
-        return self.run(*self.compose, "--profile", "cluster", "exec", "-T", service, *cmd, timeout=timeout,
-                        check=check)  # fmt: skip
+        return self.run(
+            *self.compose, "--profile", "cluster", "exec", "-T", service, *cmd, timeout=timeout, check=check
+        )
 
     def head_python(self, code: str, timeout: float = 120) -> str:
         return self.exec(HEAD, "python", "-c", code, timeout=timeout).stdout.strip()
@@ -451,9 +466,25 @@ class Training:
 
     def submit(self) -> str:
         sid = f"{self.run_name}-{len(self.submissions) + 1}"
-        self.cluster.exec(HEAD, "ray", "job", "submit", "--address", "http://127.0.0.1:8265", "--submission-id",
-                          sid, "--no-wait", "--", "cxrl", "train", "--config", TRAIN_CONFIG, "--run-name",
-                          self.run_name, timeout=180)  # fmt: skip
+        self.cluster.exec(
+            HEAD,
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            "http://127.0.0.1:8265",
+            "--submission-id",
+            sid,
+            "--no-wait",
+            "--",
+            "cxrl",
+            "train",
+            "--config",
+            TRAIN_CONFIG,
+            "--run-name",
+            self.run_name,
+            timeout=180,
+        )
         self.submissions.append(sid)
         self.log(f"training: submitted {sid}")
         return sid
@@ -501,8 +532,17 @@ class Training:
                 self.log(f"training: job status unknown ({exc})")
                 state = "UNKNOWN"
             if state == "LOST":  # its driver died with a head: stop the stale entry, then resubmit
-                self.cluster.exec(HEAD, "ray", "job", "stop", "--address", "http://127.0.0.1:8265", "--no-wait",
-                                  self.submissions[-1], check=False)  # fmt: skip
+                self.cluster.exec(
+                    HEAD,
+                    "ray",
+                    "job",
+                    "stop",
+                    "--address",
+                    "http://127.0.0.1:8265",
+                    "--no-wait",
+                    self.submissions[-1],
+                    check=False,
+                )
             if state in ("FAILED", "STOPPED", "SUCCEEDED", "LOST") and not self.finished():
                 if not resubmit or len(self.submissions) >= 4:
                     raise RuntimeError(f"chaos: training job {self.submissions[-1]} ended {state} unfinished")
@@ -589,8 +629,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(line.split("=", 1) for line in args.env_file.read_text().splitlines() if "=" in line)
     token = env["CXRL_API_TOKEN"]
-    compose = [*shlex.split(args.compose), "-p", args.project, "--env-file", str(args.env_file),
-               "--project-directory", str(REPO), "-f", str(REPO / "docker-compose.yml")]  # fmt: skip
+    compose = [
+        *shlex.split(args.compose),
+        "-p",
+        args.project,
+        "--env-file",
+        str(args.env_file),
+        "--project-directory",
+        str(REPO),
+        "-f",
+        str(REPO / "docker-compose.yml"),
+    ]
     cluster = Cluster(compose)
     log_file = open(args.out / "chaos.log", "w")
 
@@ -603,8 +652,10 @@ def main(argv: list[str] | None = None) -> int:
     load = Load(args, token, payloads(args.payloads, args.images))
     worst = load.take_reference()
     load.start()
-    log(f"load: {args.grpc_clients} gRPC + {args.http_clients} HTTP clients; references taken "
-        f"(|HTTP - gRPC| <= {worst:.1e})")  # fmt: skip
+    log(
+        f"load: {args.grpc_clients} gRPC + {args.http_clients} HTTP clients; references taken "
+        f"(|HTTP - gRPC| <= {worst:.1e})"
+    )
     faults: list[Fault] = []
     report: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
     training: dict[str, Any] = {}
@@ -692,8 +743,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_reference:
         try:
             for name in ("chaos-ref", "chaos-faults"):
-                cluster.run(*compose, "--profile", "cluster", "cp", f"{HEAD}:/app/runs/{name}",
-                            str(args.out / name), timeout=300)  # fmt: skip
+                cluster.run(
+                    *compose,
+                    "--profile",
+                    "cluster",
+                    "cp",
+                    f"{HEAD}:/app/runs/{name}",
+                    str(args.out / name),
+                    timeout=300,
+                )
             training.update(compare_runs(args.out / "chaos-ref", args.out / "chaos-faults", args.epochs))
         except Exception as exc:  # a run that never finished: nothing to compare
             training["comparison_error"] = f"{type(exc).__name__}: {exc}"
@@ -701,8 +759,14 @@ def main(argv: list[str] | None = None) -> int:
             training.get("epochs_once", {"none": False}).values()
         )
         targets["hard"]["end state equal to the undisturbed run"] = bool(training.get("same_end_state"))
-    report.update(error=error, baseline=baseline, faults=rows, training=training, targets=targets,
-                  total=window_stats(outcomes, 0, load_end))  # fmt: skip
+    report.update(
+        error=error,
+        baseline=baseline,
+        faults=rows,
+        training=training,
+        targets=targets,
+        total=window_stats(outcomes, 0, load_end),
+    )
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     (args.out / "report.md").write_text(markdown(report))
     print(markdown(report))
@@ -719,13 +783,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as the tables of docs/reliability.md."""
-    lines = ["| window | sent | ok | failed (by status) | retried | p50 s | p99 s | recovery s (service / nodes) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| window | sent | ok | failed (by status) | retried | p50 s | p99 s | recovery s (service / nodes) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
 
     def row(name: str, w: dict[str, Any], recovery: str = "") -> str:
         failed = ", ".join(f"{k} {v}" for k, v in w["failed"].items()) or "0"
-        return (f"| {name} | {w['sent']} | {w['succeeded']} | {failed} ({w['failed_pct']} %) | {w['retried']} | "
-                f"{w['p50_s']} | {w['p99_s']} | {recovery} |")  # fmt: skip
+        return (
+            f"| {name} | {w['sent']} | {w['succeeded']} | {failed} ({w['failed_pct']} %) | {w['retried']} | "
+            f"{w['p50_s']} | {w['p99_s']} | {recovery} |"
+        )
 
     lines.append(row("baseline (reference training)", report["baseline"]))
     for f in report["faults"]:
@@ -739,9 +807,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     t = report.get("training") or {}
     if t:
-        lines.append(f"Training: epochs exactly once {t.get('epochs_once')}, lost epochs {t.get('lost_epochs')}, "
-                     f"same end state {t.get('same_end_state')} (largest weight difference "
-                     f"{t.get('largest_weight_difference', 0):.1e}), submissions {t.get('submissions')}")  # fmt: skip
+        lines.append(
+            f"Training: epochs exactly once {t.get('epochs_once')}, lost epochs {t.get('lost_epochs')}, "
+            f"same end state {t.get('same_end_state')} (largest weight difference "
+            f"{t.get('largest_weight_difference', 0):.1e}), submissions {t.get('submissions')}"
+        )
     for kind in ("hard", "soft"):
         for name, ok in report["targets"][kind].items():
             lines.append(f"- {'met' if ok else 'MISSED'}: {name}")
