@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrl.eval.evaluate import Evaluator
+from cxrl.eval.evaluate import Evaluator, feature_model
 from cxrl.eval.heldout import HeldOutConfig, held_out, prompts_of, select, split_reports
 from cxrl.models.generator import load_pipeline
 from cxrl.rewards.backend import InProcessRewards
@@ -40,7 +40,7 @@ from cxrl.rl.run import Wiring, build
 from trainer.config import load_train_config
 
 log = logging.getLogger("bench.learning")
-METRICS = ("reward_total", "auroc", "clip_similarity")
+METRICS = ("reward_total", "auroc", "clip_similarity", "fid", "msssim")  # FID/MS-SSIM: lower is better
 CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 
 
@@ -76,7 +76,9 @@ def curve(name: str, seed: int, args, train: list[str], ev_prompts, scorers, anc
     reports = fitting_reports(policy, train, rl.max_report_tokens)[: tc.train_prompts]
     wiring = Wiring(plan="seed-bank", seed_bank=tc.seed_bank, anchors="memory")
     run = build(rl, reports, backend, policy=policy, wiring=wiring)
-    ev = Evaluator(args.heldout, ev_prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy=policy)
+    ev = Evaluator(
+        args.heldout, ev_prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy, feature_model(backend)
+    )
     points, cpu, epoch = [], 0.0, 0
     marks = [args.budget * (i + 1) / args.points for i in range(args.points)]
     try:
@@ -139,6 +141,8 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
             for p in c["points"]
             if key in p["diff"]
         ]
+        if not vals:  # FID and MS-SSIM only where the run had --data
+            continue
         lo, hi = min(vals + [0.0]), max(vals + [0.0])
         hi = hi if hi > lo else lo + 1e-6
         x0 = j * w
@@ -152,6 +156,8 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
         d.text((x0 + pad, h - pad + 6), f"training CPU-s (0..{xmax:.0f})", fill="black")
         for r, (name, cs) in enumerate(results.items()):
             n = min(len(c["points"]) for c in cs)
+            if not all(key in c["points"][i]["diff"] for c in cs for i in range(n)):
+                continue
             xs = [np.mean([c["points"][i]["cpu_s"] for c in cs]) for i in range(n)]
             ys = np.array([[c["points"][i]["diff"][key]["value"] for c in cs] for i in range(n)])
             band = [xy(x, y) for x, y in zip(xs, ys.max(1), strict=True)]
@@ -179,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=2, help="images per held-out report")
     p.add_argument("--out", default="out/learning")
     p.add_argument(
+        "--data", default=None, help="world directory whose real images FID compares with (e.g. data/world)"
+    )
+    p.add_argument(
         "--merge", nargs="+", help="join the curves of learning.json files (same split and budget)"
     )
     args = p.parse_args(argv)
@@ -204,10 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     base = make_policy(rl, load_pipeline(rl.generator))
     if args.split == "validation":
         prompts = select(
-            prompts_of(fitting_reports(base, val, rl.max_report_tokens)), args.prompts, 0.5, 1234
+            prompts_of(fitting_reports(base, val, rl.max_report_tokens), args.data, "train"),
+            args.prompts,
+            0.5,
+            1234,
         )
     else:
-        prompts = held_out(fitting_reports(base, test, rl.max_report_tokens), args.heldout)
+        prompts = held_out(fitting_reports(base, test, rl.max_report_tokens), args.heldout, args.data)
     backend = InProcessRewards(*scorers, weights=dict(PAPER_WEIGHTS), rlcf=False)
     anchor = Evaluator(args.heldout, prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy=base).anchor()
     results: dict[str, list[dict]] = {}
@@ -225,7 +237,11 @@ def report(results: dict[str, list[dict]], split: str, budget: float, heldout: d
     summary = {
         name: {
             "cpu_s_to_reach_first_final_gain": reach(cs, target),
-            "final": {k: float(np.mean([c["points"][-1]["diff"][k]["value"] for c in cs])) for k in METRICS},
+            "final": {
+                k: float(np.mean([c["points"][-1]["diff"][k]["value"] for c in cs]))
+                for k in METRICS
+                if all(k in c["points"][-1]["diff"] for c in cs)  # FID needs --data's real images
+            },
         }
         for name, cs in results.items()
     }

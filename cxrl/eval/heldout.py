@@ -93,17 +93,18 @@ def split_reports(data: str | Path | None = None) -> tuple[list[str], list[str]]
     return train, test
 
 
-def prompts_of(reports: Sequence[str], data: str | Path | None = None) -> list[Prompt]:
-    """Prompts of test ``reports``, each with the image of the first test record that has its text."""
+def prompts_of(reports: Sequence[str], data: str | Path | None = None, split: str = "test") -> list[Prompt]:
+    """Prompts of ``reports``, each with the image of the first ``split`` record of ``data`` that has its
+    text (the real image FID compares with; none without ``data``)."""
     images: dict[str, tuple[str, Path]] = {}
     if data is not None:
         from cxrl.world.dataset import load_records
 
-        for r in load_records(data, "test"):
+        for r in load_records(data, split):
             images.setdefault(r.report, (r.id, Path(r.image_path)))
     out = []
     for i, report in enumerate(reports):
-        rid, path = images.get(report, (f"test-{i}", None))
+        rid, path = images.get(report, (f"{split}-{i}", None))
         out.append(Prompt(rid, report, path))
     return out
 
