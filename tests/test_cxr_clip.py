@@ -16,6 +16,7 @@ from cxrl.models.cxr_clip import (
     ClipPreprocess,
     CXRClip,
     load_release,
+    tiny_config,
 )
 from cxrl.models.text_tokenizer import load_tokenizer
 from cxrl.pretrain.losses import clip_loss, sigmoid_loss
@@ -150,19 +151,7 @@ def test_small_model_learns_to_match_pairs_contrastively():
     torch.manual_seed(0)
     texts = ["the lungs are clear.", "small left pleural effusion."] * 4
     tok = train_wordpiece(texts, vocab_size=60, min_frequency=1)
-    cfg = ClipConfig(
-        image_arch="small",
-        small_widths=(4, 8, 8, 16),
-        image_size=32,
-        vocab_size=len(tok),
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        max_position=32,
-        text_max_length=32,
-        proj_dim=16,
-    )
+    cfg = tiny_config(len(tok), 32, 16)
     model = CXRClip(cfg)
     images = torch.zeros(8, 1, 32, 32)
     images[1::2, :, :, :16] = 1.0  # "effusion" images are bright on one side

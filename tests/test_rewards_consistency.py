@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cxrl.models.cxr_clip import ClipConfig, CXRClip
+from cxrl.models.cxr_clip import CXRClip, tiny_config
 from cxrl.models.text_tokenizer import char_tokenizer
 from cxrl.rewards.consistency import ConsistencyScorer
 from cxrl.rewards.types import ModelInfo
@@ -10,19 +10,7 @@ from cxrl.rewards.types import ModelInfo
 def tiny_scorer() -> ConsistencyScorer:
     torch.manual_seed(0)
     tok = char_tokenizer()
-    cfg = ClipConfig(
-        image_arch="small",
-        small_widths=(4, 8, 8, 16),
-        image_size=32,
-        vocab_size=len(tok),
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        max_position=256,
-        text_max_length=256,
-        proj_dim=8,
-    )
+    cfg = tiny_config(len(tok), 256, 8)
     return ConsistencyScorer(CXRClip(cfg), tok, ModelInfo("clip", "t", "0"))
 
 

@@ -219,6 +219,23 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
+def tiny_config(vocab_size: int, max_length: int, proj_dim: int = 16) -> ClipConfig:
+    """A test-sized architecture (32 px images, one 16-wide text layer) for random-weight models."""
+    return ClipConfig(
+        image_arch="small",
+        small_widths=(4, 8, 8, 16),
+        image_size=32,
+        vocab_size=vocab_size,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        max_position=max_length,
+        text_max_length=max_length,
+        proj_dim=proj_dim,
+    )
+
+
 def release_config(
     ckpt_config: dict, state: dict[str, torch.Tensor], bert_dir: str | None = None
 ) -> ClipConfig:

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from cxrl.config import ConfigModel
 from cxrl.infra.hashing import sha256_file
-from cxrl.models.cxr_clip import ClipConfig, CXRClip, load_release
+from cxrl.models.cxr_clip import ClipConfig, CXRClip, load_release, tiny_config
 from cxrl.models.posture import PostureConfig, PostureNet
 from cxrl.models.reward_assets import DEFAULT_ASSETS, read_checkpoint, weights_hash
 from cxrl.models.text_tokenizer import char_tokenizer, load_tokenizer
@@ -175,19 +175,7 @@ def random_scorers(seed: int = 0, labeler: Labeler | None = None, device: str = 
         diag = build_densenet(diag_cfg, op_threshs=torch.full((18,), 0.5))
         _settle_batchnorm(diag, torch.rand(8, 1, 32, 32) * 2048 - 1024)  # xrv input range
         tokenizer = char_tokenizer()
-        clip_cfg = ClipConfig(
-            image_arch="small",
-            small_widths=(4, 8, 8, 16),
-            image_size=32,
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-            intermediate_size=32,
-            max_position=512,
-            text_max_length=512,
-            proj_dim=16,
-        )
+        clip_cfg = tiny_config(len(tokenizer), 512, 16)
         clip = CXRClip(clip_cfg)
     version = f"random-seed{seed}"
     return (
