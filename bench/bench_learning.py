@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         prompts = held_out(fitting_reports(base, test, rl.max_report_tokens), args.heldout, args.data)
     backend = InProcessRewards(*scorers, weights=dict(PAPER_WEIGHTS), rlcf=False)
-    anchor = Evaluator(args.heldout, prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy=base).anchor()
+    features = feature_model(backend)  # the anchor's images need their features too, for the paired FID
+    anchor = Evaluator(
+        args.heldout, prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), base, features
+    ).anchor()
     results: dict[str, list[dict]] = {}
     for name in args.recipes:
         for seed in args.seeds:
