@@ -128,7 +128,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
     """Seed mean and min-max band of each metric against CPU-seconds (PIL: no plotting dependency)."""
     from PIL import Image, ImageDraw
 
-    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
     w, h, pad = 360, 260, 40
     img = Image.new("RGB", (w * len(METRICS), h + 30), "white")
     d = ImageDraw.Draw(img)
@@ -163,11 +163,13 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
             band = [xy(x, y) for x, y in zip(xs, ys.max(1), strict=True)]
             band += [xy(x, y) for x, y in zip(xs[::-1], ys.min(1)[::-1], strict=True)]
             if len(band) > 2:
-                d.polygon(band, fill=tuple(int(c + (255 - c) * 0.75) for c in colours[r]))
+                d.polygon(band, fill=tuple(int(c + (255 - c) * 0.75) for c in colours[r % len(colours)]))
             d.line(
-                [xy(0, 0)] + [xy(x, y) for x, y in zip(xs, ys.mean(1), strict=True)], fill=colours[r], width=2
+                [xy(0, 0)] + [xy(x, y) for x, y in zip(xs, ys.mean(1), strict=True)],
+                fill=colours[r % len(colours)],
+                width=2,
             )
-            d.text((x0 + pad + 4, pad + 4 + 12 * r), name, fill=colours[r])
+            d.text((x0 + pad + 4, pad + 4 + 12 * r), name, fill=colours[r % len(colours)])
     img.save(path)
 
 
