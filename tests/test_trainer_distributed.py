@@ -1,4 +1,5 @@
-"""Data-parallel CXRL on Ray Train: 2 gloo workers train what 1 process trains; a killed worker costs nothing.
+"""Data-parallel CXRL on Ray Train: 2 gloo workers train what 1 process trains (with the paper's DDPO sampler
+and with the efficient recipe: window, branched groups, CFG-free); a killed worker costs nothing.
 
 Both runs use the same global batch (8 images an epoch, minibatches of 4): the 2-worker run samples
 4 images per worker, gathers rewards for the advantages and sums gradients, so it must end with the
@@ -46,18 +47,44 @@ def ray_local():
     ray.shutdown()
 
 
-def _config(out: Path, generator: Path, name: str, workers: int, epochs: int = 2) -> TrainConfig:
+# the efficient recipe (demo-fast's options at test size): a 2-step stochastic window of a 4-step training
+# sampler, branched groups of 4, CFG-free training, noise-level weights; per-group advantages
+RECIPE = {
+    "sampling": {
+        "num_steps": 3,
+        "train_num_steps": 4,
+        "window": 2,
+        "window_start": 1,
+        "branch": True,
+        "images_per_prompt": 4,
+        "train_guidance_scale": 1.0,
+    },
+    "train": {"timestep_fraction": 1.0, "timestep_weighting": "noise_level"},
+    "stat_tracker": {"buffer_size": 4, "min_count": 4},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    return {k: _merge(base[k], v) if isinstance(v, dict) else v for k, v in over.items()} | {
+        k: v for k, v in base.items() if k not in over
+    }
+
+
+def _config(
+    out: Path, generator: Path, name: str, workers: int, epochs: int = 2, recipe: dict | None = None
+) -> TrainConfig:
+    rl = {
+        "generator": str(generator),
+        "epochs": epochs,
+        "sampling": {"num_steps": 3, "images_per_epoch": 8, "images_per_prompt": 2, "batch_size": 4},
+        "train": {"batch_size": 4, "gradient_accumulation_steps": 1},
+        "stat_tracker": {"min_count": 2},
+    }
     return TrainConfig(
         run_name=name,
         out_dir=str(out),
         preset="cpu-small",
-        rl={
-            "generator": str(generator),
-            "epochs": epochs,
-            "sampling": {"num_steps": 3, "images_per_epoch": 8, "images_per_prompt": 2, "batch_size": 4},
-            "train": {"batch_size": 4, "gradient_accumulation_steps": 1},
-            "stat_tracker": {"min_count": 2},
-        },
+        rl=_merge(rl, recipe or {}),
         train_prompts=4,  # of the default world's training reports, the same choice in every worker
         seed_bank=2,
         threads=1,
@@ -84,7 +111,10 @@ def _same_run(a: Path, b: Path, epochs: int) -> None:
         wa, wb = load_file(a / "checkpoints" / final / name), load_file(b / "checkpoints" / final / name)
         assert wa.keys() == wb.keys()
         for k in wa:
-            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6, msg=f"{name}:{k}")
+            # atol 1e-5: Adam's normalisation turns the sub-batches' summation-order rounding into
+            # parameter moves of a few 1e-6 (measured 3.8e-6 with the recipe); a wrong gradient moves a
+            # parameter by ~lr = 3e-3
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=f"{name}:{k}")
     ha, hb = _history(a), _history(b)
     assert [m["epoch"] for m in hb] == list(range(epochs))  # every epoch exactly once
     for ma, mb in zip(ha, hb, strict=True):
@@ -101,9 +131,10 @@ def _same_run(a: Path, b: Path, epochs: int) -> None:
         assert mb["loss"] == pytest.approx(ma["loss"], abs=1e-5)  # -mean(advantage): nearly cancels
 
 
-def test_two_gloo_workers_train_what_one_process_trains(tmp_path, generator, ray_local):
-    one = run_training(_config(tmp_path, generator, "one", workers=1))
-    train_on_ray(_config(tmp_path, generator, "two", workers=2))
+@pytest.mark.parametrize("recipe", [None, RECIPE], ids=["paper-ddpo", "window-branch-cfg-free"])
+def test_two_gloo_workers_train_what_one_process_trains(tmp_path, generator, ray_local, recipe):
+    one = run_training(_config(tmp_path, generator, "one", workers=1, recipe=recipe))
+    train_on_ray(_config(tmp_path, generator, "two", workers=2, recipe=recipe))
     two_dir = tmp_path / "two"
     assert (two_dir / "checkpoints" / "epoch-000002").is_dir() and not (two_dir / "eval.json").exists()
     _same_run(one.run_dir, two_dir, epochs=2)
