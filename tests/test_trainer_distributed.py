@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cxrl.config import deep_merge
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rl import checkpoint as ckpt
 from trainer.config import TrainConfig
@@ -64,12 +65,6 @@ RECIPE = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    return {k: _merge(base[k], v) if isinstance(v, dict) else v for k, v in over.items()} | {
-        k: v for k, v in base.items() if k not in over
-    }
-
-
 def _config(
     out: Path, generator: Path, name: str, workers: int, epochs: int = 2, recipe: dict | None = None
 ) -> TrainConfig:
@@ -84,7 +79,7 @@ def _config(
         run_name=name,
         out_dir=str(out),
         preset="cpu-small",
-        rl=_merge(rl, recipe or {}),
+        rl=deep_merge(rl, recipe or {}),
         train_prompts=4,  # of the default world's training reports, the same choice in every worker
         seed_bank=2,
         threads=1,
