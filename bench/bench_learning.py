@@ -69,16 +69,14 @@ def pools(n_train: int, n_val: int, seed: int = 0) -> tuple[list[str], list[str]
     return order[n_val : n_val + n_train], order[:n_val], test
 
 
-def curve(name: str, seed: int, args, train: list[str], ev_prompts, scorers, anchor_scored):
+def curve(name: str, seed: int, args, train: list[str], ev_prompts, scorers, anchor_scored, features):
     rl, tc = recipe_config(name, seed)
     backend = InProcessRewards(*scorers, weights=rl.rewards.weights, rlcf=False)
     policy = make_policy(rl, load_pipeline(rl.generator))
     reports = fitting_reports(policy, train, rl.max_report_tokens)[: tc.train_prompts]
     wiring = Wiring(plan="seed-bank", seed_bank=tc.seed_bank, anchors="memory")
     run = build(rl, reports, backend, policy=policy, wiring=wiring)
-    ev = Evaluator(
-        args.heldout, ev_prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy, feature_model(backend)
-    )
+    ev = Evaluator(args.heldout, ev_prompts, rl.sampling, backend, dict(PAPER_WEIGHTS), policy, features)
     points, cpu, epoch = [], 0.0, 0
     marks = [args.budget * (i + 1) / args.points for i in range(args.points)]
     try:
@@ -155,6 +153,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
         d.text((x0 + pad, 8), f"{key} - anchor ({lo:+.3f}..{hi:+.3f})", fill="black")
         d.text((x0 + pad, h - pad + 6), f"training CPU-s (0..{xmax:.0f})", fill="black")
         for r, (name, cs) in enumerate(results.items()):
+            colour = colours[r % len(colours)]
             n = min(len(c["points"]) for c in cs)
             if not all(key in c["points"][i]["diff"] for c in cs for i in range(n)):
                 continue
@@ -163,13 +162,13 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
             band = [xy(x, y) for x, y in zip(xs, ys.max(1), strict=True)]
             band += [xy(x, y) for x, y in zip(xs[::-1], ys.min(1)[::-1], strict=True)]
             if len(band) > 2:
-                d.polygon(band, fill=tuple(int(c + (255 - c) * 0.75) for c in colours[r % len(colours)]))
+                d.polygon(band, fill=tuple(int(c + (255 - c) * 0.75) for c in colour))
             d.line(
                 [xy(0, 0)] + [xy(x, y) for x, y in zip(xs, ys.mean(1), strict=True)],
-                fill=colours[r % len(colours)],
+                fill=colour,
                 width=2,
             )
-            d.text((x0 + pad + 4, pad + 4 + 12 * r), name, fill=colours[r % len(colours)])
+            d.text((x0 + pad + 4, pad + 4 + 12 * r), name, fill=colour)
     img.save(path)
 
 
@@ -230,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {}
     for name in args.recipes:
         for seed in args.seeds:
-            results.setdefault(name, []).append(curve(name, seed, args, train, prompts, scorers, anchor))
+            results.setdefault(name, []).append(
+                curve(name, seed, args, train, prompts, scorers, anchor, features)
+            )
     heldout = {"prompts": len(prompts), "samples": args.samples}
     report(results, args.split, args.budget, heldout, Path(args.out))
 
