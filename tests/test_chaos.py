@@ -107,6 +107,7 @@ def test_targets_catch_wrong_scores_failures_after_recovery_and_slow_recovery():
     outcomes = [Outcome("grpc", t, t + 0.1, "OK") for t in range(0, 200)]
     outcomes[150] = Outcome("grpc", 150.0, 150.1, "WRONG")
     outcomes[190] = Outcome("http", 190.0, 190.1, "HTTP 500")
+    outcomes[75] = Outcome("http", 75.0, 75.4, "OK", retries=1)  # disturbed 65.4 s after the fault
     faults = [
         Fault("worker-kill", injected=10.0, healthy=90.0),
         Fault("head-kill", injected=100.0, healthy=140.0),
@@ -114,7 +115,14 @@ def test_targets_catch_wrong_scores_failures_after_recovery_and_slow_recovery():
     rows = chaos.fault_report(outcomes, faults, load_end=200.0)
     targets = chaos.check_targets(rows, chaos.window_stats(outcomes, 0, 10))
     assert targets["hard"] == {"0 wrong scores": False, "0 failed requests after recovery": False}
-    assert targets["soft"]["worker-kill: recovery <= 60 s"] is False  # 80 s until the nodes were healthy
+    assert targets["soft"]["worker-kill: recovery <= 60 s"] is False  # the service: 65.4 s
+    assert rows[0]["service_recovery_s"] == 65.4 and rows[0]["cluster_recovery_s"] == 80.0
+    # the nodes' recovery (80 s) is reported, not targeted: without the late retry the target is met
+    outcomes[75] = Outcome("http", 75.0, 75.4, "OK")
+    rows = chaos.fault_report(outcomes, faults, load_end=200.0)
+    assert chaos.check_targets(rows, chaos.window_stats(outcomes, 0, 10))["soft"][
+        "worker-kill: recovery <= 60 s"
+    ]
     assert targets["soft"]["head-kill: recovery <= 120 s"] is True
     assert "MISSED: 0 wrong scores" in chaos.markdown(
         {"baseline": rows[0]["during"], "faults": rows, "total": rows[0]["after"], "targets": targets}
@@ -150,6 +158,35 @@ def test_compare_runs_finds_equal_and_different_end_states(tmp_path):
     assert not other["same_end_state"]
     assert any("lora_A" in d for d in other["differences"])
     assert other["epochs_once"]["faults"] is False and other["largest_weight_difference"] > 0
+
+
+def test_proxy_pool_ejects_a_failed_proxy_until_its_probe_answers():
+    """A proxy that failed gets no request until the probe through it answers again; with every proxy
+    out the requests still go somewhere (all of them in turn)."""
+    healthy = {8100: True, 8101: True, 8102: True}
+    probed: list[int] = []
+
+    def probe(port: int) -> bool:
+        probed.append(port)
+        if port == 8101:
+            raise OSError("connection refused")  # a probe that cannot connect: still down
+        return healthy[port]
+
+    pool = chaos.ProxyPool((8100, 8101, 8102), probe)
+    assert [pool.pick(n) for n in range(6)] == [8100, 8101, 8102] * 2
+    pool.eject(8102)
+    healthy[8102] = False
+    assert {pool.pick(n) for n in range(10)} == {8100, 8101}
+    assert pool.readmit() == [] and probed == [8102]
+    assert 8102 not in {pool.pick(n) for n in range(10)}
+    healthy[8102] = True
+    assert pool.readmit() == [8102]
+    assert [pool.pick(n) for n in range(3)] == [8100, 8101, 8102]
+    for port in (8100, 8101, 8102):
+        pool.eject(port)
+    assert [pool.pick(n) for n in range(3)] == [8100, 8101, 8102]
+    assert pool.readmit() == [8100, 8102]  # 8101's probe raised: it stays out
+    assert {pool.pick(n) for n in range(4)} == {8100, 8102}
 
 
 def test_pause_must_outlast_the_deadline(tmp_path):

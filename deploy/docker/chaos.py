@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ class Outcome:
     end: float
     status: str  # "OK", "WRONG" (answered, not the undisturbed score), a gRPC status name, "HTTP 503", ...
     retries: int = 0
+    errors: tuple[str, ...] = ()  # the failed attempts before the last, "PORT STATUS" (HTTP only)
 
     @property
     def latency(self) -> float:
@@ -170,9 +172,8 @@ def check_targets(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[
             row["during"]["failed_pct"] <= TARGETS["failed_during_pct"]
         )
         limit = TARGETS["recovery_s"].get(name)
-        if limit is not None:
-            recovery = max(row["service_recovery_s"], row["cluster_recovery_s"] or math.inf)
-            soft[f"{name}: recovery <= {limit:.0f} s"] = recovery <= limit
+        if limit is not None:  # the service's recovery; the nodes' is reported beside it, not targeted
+            soft[f"{name}: recovery <= {limit:.0f} s"] = row["service_recovery_s"] <= limit
     hard["0 wrong scores"] = wrong == 0
     hard["0 failed requests after recovery"] = failed_after == 0 and baseline["sent"] == baseline["succeeded"]
     return {"hard": hard, "soft": soft}
@@ -228,6 +229,45 @@ def payloads(n: int, per_request: int) -> list[Payload]:
     return out
 
 
+class ProxyPool:
+    """Client-side failover across proxies: round-robin over the proxies in rotation; a proxy whose
+    request failed at the transport level (refused, reset, timed out) or with 502-504 is taken out
+    (passive ejection); it comes back only when a probe (``GET /healthz`` through it, which reaches
+    the reward application) answers, so no request is sent to a proxy that is known to be down
+    (active readmission; the outlier detection and health checking of Envoy-style load balancers).
+    With every proxy out, requests go to all of them in turn."""
+
+    def __init__(self, ports: tuple[int, ...], probe: Callable[[int], bool]):
+        self.ports, self.probe = tuple(ports), probe
+        self.out: set[int] = set()
+        self.lock = threading.Lock()
+
+    def pick(self, n: int) -> int:
+        """The proxy for attempt number ``n`` (round-robin over those in rotation)."""
+        with self.lock:
+            live = [p for p in self.ports if p not in self.out] or list(self.ports)
+        return live[n % len(live)]
+
+    def eject(self, port: int) -> None:
+        with self.lock:
+            self.out.add(port)
+
+    def readmit(self) -> list[int]:
+        """Probe every ejected proxy once; put back those that answer. The ones put back."""
+        with self.lock:
+            out = sorted(self.out)
+        back = [p for p in out if self._probe(p)]
+        with self.lock:
+            self.out.difference_update(back)
+        return back
+
+    def _probe(self, port: int) -> bool:
+        try:
+            return bool(self.probe(port))
+        except Exception:  # a proxy that cannot even be asked is still down
+            return False
+
+
 class Load:
     """Client threads scoring one request after another until stopped or a bound is reached."""
 
@@ -240,6 +280,7 @@ class Load:
         self.lock = threading.Lock()
         self.sent = itertools.count()
         self.threads: list[threading.Thread] = []
+        self.http_pool = ProxyPool(HTTP_PORTS, self.http_healthy)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -306,14 +347,24 @@ class Load:
             client.close()
 
     # HTTP: the same policy (retries on connection errors, timeouts, 429, 502-504 with exponential
-    # backoff and jitter), each retry on the next proxy
-    def http_once(self, index: int, first: int) -> tuple[str, list[float] | None, int]:
+    # backoff and jitter), each retry on the next proxy; proxies that fail are ejected (ProxyPool)
+    def http_healthy(self, port: int) -> bool:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code == 200
+
+    def http_probe_loop(self) -> None:
+        while not self.stop.wait(1.0):
+            self.http_pool.readmit()
+
+    def http_once(self, index: int, first: int) -> tuple[str, list[float] | None, int, tuple[str, ...]]:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token}"}
         attempt = 0
+        errors: list[str] = []
         while True:
-            port = HTTP_PORTS[(first + attempt) % len(HTTP_PORTS)]
+            port = self.http_pool.pick(first + attempt)
             try:
                 response = httpx.post(
                     f"http://127.0.0.1:{port}/v1/score",
@@ -327,12 +378,13 @@ class Load:
             except httpx.TransportError as exc:
                 status = f"HTTP {type(exc).__name__}"
             if status == "OK":
-                return status, [float(r["total"]) for r in response.json()["results"]], attempt
-            retryable = status in ("HTTP 429", "HTTP 502", "HTTP 503", "HTTP 504", "HTTP TIMEOUT") or (
-                not status[5:].isdigit()
-            )
-            if not retryable or attempt >= self.args.retries:
-                return status, None, attempt
+                return status, [float(r["total"]) for r in response.json()["results"]], attempt, tuple(errors)
+            down = status in ("HTTP 502", "HTTP 503", "HTTP 504", "HTTP TIMEOUT") or not status[5:].isdigit()
+            if down:
+                self.http_pool.eject(port)
+            if not (down or status == "HTTP 429") or attempt >= self.args.retries:
+                return status, None, attempt, tuple(errors)
+            errors.append(f"{port} {status}")
             time.sleep(self.args.backoff * 2**attempt * (1 + 0.25 * random.random()))
             attempt += 1
 
@@ -340,10 +392,10 @@ class Load:
         while (n := self.take()) is not None:
             index = (n + offset) % len(self.work)
             start = self.now()
-            status, totals, retries = self.http_once(index, first=n)
+            status, totals, retries, errors = self.http_once(index, first=n)
             if status == "OK":
                 status = self.judge(index, totals)
-            self.record(Outcome("http", start, self.now(), status, retries))
+            self.record(Outcome("http", start, self.now(), status, retries, errors))
             self.stop.wait(self.args.interval)
 
     def take_reference(self) -> float:
@@ -359,7 +411,7 @@ class Load:
                         f"chaos: the undisturbed cluster did not score request {index}: {status}"
                     )
                 self.reference[index] = totals
-                status, http_totals, _ = self.http_once(index, first=index)
+                status, http_totals, _, _ = self.http_once(index, first=index)
                 if status != "OK":
                     raise RuntimeError(
                         f"chaos: the undisturbed cluster did not score request {index} over HTTP: {status}"
@@ -381,6 +433,8 @@ class Load:
             self.threads.append(
                 threading.Thread(target=self.http_loop, args=(i + 7,), daemon=True, name=f"http{i}")
             )
+        if self.args.http_clients:
+            self.threads.append(threading.Thread(target=self.http_probe_loop, daemon=True, name="http-probe"))
         for t in self.threads:
             t.start()
 
