@@ -103,13 +103,13 @@ def worker(generator: str, threads: int, per_call: int, epochs: int, tmp: Path) 
     from cxrl.log import setup_logging
     from cxrl.rewards.backend import InProcessRewards
     from cxrl.rewards.factory import random_scorers
-    from cxrl.rl.config import load_preset
+    from cxrl.rl.config import CXRLConfig
     from cxrl.rl.policy import make_policy
     from cxrl.rl.run import build
 
     setup_logging("WARNING")
     torch.set_num_threads(threads)
-    cfg = load_preset("cpu-small", {**REFERENCE, "train.timesteps_per_call": per_call})
+    cfg = CXRLConfig.load("cpu-small", {**REFERENCE, "train.timesteps_per_call": per_call})
     cfg.generator = "default" if generator == "default" else str(rgb_pipeline_dir(tmp))
     policy = make_policy(cfg)
     backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=False)

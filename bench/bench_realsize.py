@@ -310,9 +310,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def project(out: dict, f: dict[str, float], cfg, args: argparse.Namespace) -> dict:
     """The FLOP model checked against this CPU run, then applied to the full paper epoch on a GPU."""
-    from cxrl.rl.config import load_preset
+    from cxrl.rl.config import CXRLConfig
 
-    paper = load_preset("paper")
+    paper = CXRLConfig.load("paper")
     rows = 2 if cfg.sampling.guidance_scale != 1.0 else 1
     ck = 1.0 if args.grad_checkpointing else 0.0
     here = epoch_flops(f, 2, cfg.sampling.num_steps, rows, True, ck)

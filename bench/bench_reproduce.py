@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from cxrl.eval.reproduce import VARIANTS, load_config, reproduce
+from cxrl.eval.reproduce import VARIANTS, ReproduceConfig, reproduce
 from cxrl.log import setup_logging
 
 TARGET_S = 90 * 60.0
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     torch.set_num_threads(args.threads)
-    full = load_config(args.preset, data=args.data)
+    full = ReproduceConfig.load(args.preset, {} if args.data is None else {"data": args.data})
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-reproduce-"))
     load_before = os.getloadavg()
     jobs = args.jobs or full.jobs

@@ -133,7 +133,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
     from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
-    from cxrl.rl.config import load_preset
+    from cxrl.rl.config import CXRLConfig
     from cxrl.rl.policy import make_policy
     from cxrl.rl.run import Wiring, build
     from cxrl.rl.sinks import PHASES
@@ -141,7 +141,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
 
     setup_logging("WARNING")
     torch.set_num_threads(threads)
-    cfg = load_preset("cpu-small", EPOCH)
+    cfg = CXRLConfig.load("cpu-small", EPOCH)
     t0 = time.perf_counter()
     policy = make_policy(cfg)
     backend = build_backend(url, models, cfg.rewards.weights)
@@ -171,7 +171,9 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
             return {"wall_s": wall, "cpu_s": cpu, "phases_s": phases, "cache_hit_rate": hit}
 
         # warm-up (first-call costs of every model) on a small epoch without the cache
-        small = load_preset("cpu-small", {**EPOCH, "sampling.images_per_epoch": 4, "sampling.num_steps": 2})
+        small = CXRLConfig.load(
+            "cpu-small", {**EPOCH, "sampling.images_per_epoch": 4, "sampling.num_steps": 2}
+        )
         epoch("warm-up", small, None)
         for r in range(repeats):
             cache = AnchorCache(client, version, prefix=f"bench-{r}")
@@ -186,7 +188,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                 )
         # anchor ahead (cxrl.rl.anchor.AnchorAhead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
         # new anchors every epoch
-        ahead_cfg = load_preset("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
+        ahead_cfg = CXRLConfig.load("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
         for r in range(repeats):
             for kind in ("inline", "ahead"):
                 cache = AnchorCache(client, version, prefix=f"bench-ahead-{kind}-{r}")

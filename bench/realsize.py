@@ -258,9 +258,9 @@ class UnetTimer:
 def epoch_config(images: int, steps: int, sample_batch: int, train_batch: int, device: str) -> Any:
     """The paper preset, cut to ``images`` x ``steps`` (one optimiser step over all images, as the
     preset does for its 81) on ``device``."""
-    from cxrl.rl.config import load_preset
+    from cxrl.rl.config import CXRLConfig
 
-    return load_preset(
+    return CXRLConfig.load(
         "paper",
         {
             "epochs": 1,

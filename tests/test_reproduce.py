@@ -8,7 +8,7 @@ import torch
 from cxrl import imaging
 from cxrl.eval.bootstrap import Estimate
 from cxrl.eval.heldout import Prompt
-from cxrl.eval.reproduce import PRESETS, VARIANTS, ReproduceConfig, Reproduction, aggregate, load_config
+from cxrl.eval.reproduce import PRESETS, VARIANTS, ReproduceConfig, Reproduction, aggregate
 from cxrl.eval.scores import Scored
 from cxrl.eval.tables import Row
 from cxrl.models.generator import build_pipeline, tiny_arch
@@ -164,20 +164,29 @@ def test_aggregate_over_seeds():
 
 
 def test_config_presets_and_errors(tmp_path):
-    cfg = load_config("cpu-small", seeds=[3], variants=["cxrl", "no-rlcf"])
+    cfg = ReproduceConfig.load("cpu-small", ["seeds=[3]", "variants=[cxrl, no-rlcf]"])
     assert cfg.seeds == [3] and [v.slug for v in cfg.chosen()] == ["cxrl", "no-rlcf"]
-    assert load_config("paper").eval.prompts == 1000
+    assert ReproduceConfig.load("paper").eval.prompts == 1000
     assert {"cpu-small", "paper", "smoke"} <= set(PRESETS)
     for preset in PRESETS:  # every preset's training config of every variant validates
-        c = load_config(preset)
+        c = ReproduceConfig.load(preset)
         for v in VARIANTS:
             assert Reproduction(c, tmp_path, ())._rl_config(v, c.seeds[0]).seed == c.seeds[0]
-    smoke = load_config("smoke")
+    smoke = ReproduceConfig.load("smoke")
     assert smoke.eval.prompts <= 8 and smoke.train["epochs"] <= 2 and smoke.seeds == [0]
     with pytest.raises(ValueError, match="unknown reproduce preset"):
-        load_config("huge")
+        ReproduceConfig.load("huge")
     with pytest.raises(ValueError, match="unknown variants"):
-        load_config("cpu-small", variants=["nope"]).chosen()
+        ReproduceConfig.load("cpu-small", {"variants": ["nope"]}).chosen()
+
+
+def test_a_nested_train_override_sets_fields_of_the_preset_not_a_whole_block(tmp_path):
+    dotted = ReproduceConfig.load("smoke", ["train.sampling.num_steps=3"])
+    assert dotted.train["sampling.num_steps"] == 3 and dotted.train["sampling.batch_size"] == 4
+    rl = Reproduction(dotted, tmp_path, ())._rl_config(VARIANTS[0], 0)
+    assert rl.sampling.num_steps == 3 and rl.sampling.batch_size == 4
+    weights = ReproduceConfig.load("smoke", {"train": {"rewards": {"weights": {"align": 1.0}}}})
+    assert weights.train == {"rewards.weights": {"align": 1.0}}  # a mapping-valued field stays whole
 
 
 @pytest.mark.e2e

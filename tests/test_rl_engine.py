@@ -10,7 +10,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor import DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.checkpoint import load_checkpoint
-from cxrl.rl.config import CXRLConfig, load_preset
+from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import FreshNoise, SeedBank, bank_seed
@@ -27,7 +27,7 @@ REPORTS = [
 
 
 def small_config(**overrides) -> CXRLConfig:
-    return load_preset("cpu-small", {"sampling.num_steps": 4, **overrides})
+    return CXRLConfig.load("cpu-small", {"sampling.num_steps": 4, **overrides})
 
 
 def backend(cfg: CXRLConfig) -> InProcessRewards:

@@ -8,7 +8,7 @@ from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor import MemoryAnchorStore
-from cxrl.rl.config import load_preset
+from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_std, ddim_step_deterministic, ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.loss import ppo_loss
@@ -36,7 +36,7 @@ WINDOW = {
 
 
 def config(**overrides):
-    return load_preset("cpu-small", {"sampling.num_steps": 4, **overrides})
+    return CXRLConfig.load("cpu-small", {"sampling.num_steps": 4, **overrides})
 
 
 def engine(cfg, store=None):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.cli import load_config, parse_overrides
-from trainer.config import TrainConfig, load_train_config
+from cxrl.config import parse_overrides
+from trainer.cli import load_config
+from trainer.config import TrainConfig
 
 
 def test_demo_config_loads_and_builds_a_valid_rl_config():
-    cfg = load_train_config("demo")
+    cfg = TrainConfig.load("demo")
     rl = cfg.rl_config()
     assert rl.epochs >= 1 and rl.sampling.images_per_epoch % rl.sampling.batch_size == 0
     assert cfg.rewards.url == "inprocess"
@@ -20,6 +21,13 @@ def test_overrides_reach_the_preset_and_the_service_settings():
     rl = cfg.rl_config()
     assert rl.epochs == 3 and rl.sampling.num_steps == 4
     assert cfg.rewards.url == "grpc://127.0.0.1:9999"
+
+
+def test_a_command_option_sets_one_field_and_keeps_the_others_set():
+    # `cxrl train --metrics-port 9102 --set metrics.host=0.0.0.0` (docker-compose.yml): both stay
+    cfg = load_config("demo", ["metrics.host=0.0.0.0"], {"metrics.port": 9102, "scaling.workers": 2})
+    assert (cfg.metrics.host, cfg.metrics.port) == ("0.0.0.0", 9102)
+    assert cfg.scaling.workers == 2 and cfg.scaling.max_failures == 2
 
 
 def test_a_tls_gateway_url_is_accepted():
@@ -40,7 +48,7 @@ def test_bad_values_are_reported():
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["epochs"])
     with pytest.raises(ValueError, match="unknown trainer config"):
-        load_train_config("no-such-config")
+        TrainConfig.load("no-such-config")
     with pytest.raises(ValueError, match="Extra inputs"):
         load_config("demo", ["no_such_field=1"])
 

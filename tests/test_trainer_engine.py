@@ -13,7 +13,7 @@ from cxrl.infra.ports import free_port
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.config import load_preset
+from cxrl.rl.config import CXRLConfig
 from cxrl.rl.policy import Policy
 from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, format_epoch_line
@@ -40,7 +40,7 @@ def rl_config(**over):
         "train.gradient_accumulation_steps": 1,
         "stat_tracker.min_count": 2,
     }
-    return load_preset("cpu-small", {**base, **over})
+    return CXRLConfig.load("cpu-small", {**base, **over})
 
 
 def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=2, backend=None, retries=0):

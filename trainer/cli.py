@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cxrl.config import add_set_argument, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,7 @@ def register(subparsers) -> None:
         "finds a checkpoint in its directory resumes from it.",
     )
     p.add_argument("--config", required=True, help="trainer config: a YAML path or a name in trainer/configs")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set rewards.url=grpc://127.0.0.1:9000 "
-        "--set rl.epochs=3 (VALUE is read as YAML)",
-    )
+    add_set_argument(p, "rewards.url=grpc://127.0.0.1:9000 --set rl.epochs=3")
     p.add_argument("--run-name", default=None, help="run id (reuse one to resume it)")
     p.add_argument("--out-dir", default=None, help="where runs go (default from the config)")
     p.add_argument(
@@ -64,22 +57,12 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_runs)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["rl.epochs=3", "rewards.url=grpc://h:1"]`` -> ``{"rl.epochs": 3, ...}`` (values as YAML)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like KEY=VALUE, e.g. rl.epochs=3")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def load_config(name: str, sets: list[str], extra: dict[str, Any] | None = None):
-    """A trainer config by name or path with ``--set`` overrides (``rl.*`` keys reach the preset overrides)."""
-    from trainer.config import load_train_config
+    """A trainer config by name or path with ``--set`` items, then ``extra`` dotted overrides (the
+    command's own options: ``{"scaling.workers": 2}``) on top (``rl.*`` keys reach the preset)."""
+    from trainer.config import TrainConfig
 
-    return load_train_config(name, {**parse_overrides(sets), **(extra or {})})
+    return TrainConfig.load(name, {**parse_overrides(sets), **(extra or {})})
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -91,9 +74,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out_dir:
         extra["out_dir"] = args.out_dir
     if args.workers:
-        extra["scaling"] = {"workers": args.workers}
+        extra["scaling.workers"] = args.workers  # dotted: the config's other scaling settings stay
     if args.metrics_port is not None:
-        extra["metrics"] = {"port": args.metrics_port}
+        extra["metrics.port"] = args.metrics_port  # keeps a --set metrics.host
     cfg = load_config(args.config, args.set, extra)
     try:
         if cfg.scaling.workers > 1:

@@ -3,21 +3,23 @@
 It names the RL settings (a preset of :mod:`cxrl.rl.config` plus overrides), the reward backend
 (``inprocess`` scorers, or ``grpc://host:port`` / ``grpcs://host:port`` with deadlines and retries), Redis (anchor cache,
 metrics stream, run registry), where outputs go, and the held-out reports used for evaluation.
-Loadable from YAML with ``base:`` chains like every cxrl config.
+Loaded like every cxrl config (:meth:`cxrl.config.ConfigModel.load`): ``TrainConfig.load("demo",
+["rl.epochs=3"])`` reads trainer/configs/demo.yaml (or a YAML path) with ``base:`` chains and
+``--set``-style dotted overrides.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from cxrl.config import ConfigModel, deep_merge
 from cxrl.eval.heldout import HeldOutConfig
 from cxrl.rewards.factory import RewardModelsConfig
-from cxrl.rl.config import CXRLConfig, load_preset
+from cxrl.rl.config import CXRLConfig
 from trainer.metrics import MetricsSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -101,6 +103,9 @@ class ScalingSettings(ConfigModel):
 class TrainConfig(ConfigModel):
     """A trainer run: RL settings, reward backend, Redis, outputs, evaluation."""
 
+    config_dir: ClassVar[Path] = CONFIG_DIR
+    config_kind: ClassVar[str] = "trainer config"
+
     run_name: str | None = Field(None, description="run id; None = '<preset>-<utc time>'")
     out_dir: str = Field("out/runs", description="runs are written to OUT_DIR/<run id>/")
     preset: str = Field("cpu-small", description="RL preset name (cxrl/rl/presets) or a YAML path")
@@ -136,16 +141,10 @@ class TrainConfig(ConfigModel):
 
     def rl_config(self) -> CXRLConfig:
         """The validated RL config: the preset with ``rl`` overrides applied."""
-        base = load_preset(self.preset)
+        base = CXRLConfig.load(self.preset)
         return CXRLConfig.model_validate(deep_merge(base.model_dump(mode="json"), self.rl))
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A YAML path, or the name of a config in trainer/configs (e.g. ``demo``)."""
-    p = Path(path)
-    if not p.suffix and not p.exists():
-        p = CONFIG_DIR / f"{path}.yaml"
-        if not p.is_file():
-            names = sorted(c.stem for c in CONFIG_DIR.glob("*.yaml"))
-            raise ValueError(f"unknown trainer config {path!r}; choose one of {names} or give a YAML path")
-    return TrainConfig.from_yaml(p, overrides)
+    """:meth:`TrainConfig.load` under its former name (bench/bench_learning.py still imports it)."""
+    return TrainConfig.load(path, overrides)

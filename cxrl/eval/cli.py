@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from cxrl.config import add_set_argument
 from cxrl.eval import tables
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def _register_reproduce(subparsers) -> None:
     p.add_argument(
         "--jobs", type=int, default=None, help="runs at once, one process each (default: the preset's)"
     )
+    add_set_argument(p, "train.epochs=4 --set eval.prompts=64")
     p.set_defaults(func=run_reproduce)
 
 
@@ -158,6 +160,7 @@ def run_reproduce(args) -> int:
         rewards=args.rewards,
         device=args.device,
         jobs=args.jobs,
+        overrides=args.set,
     )
     print(text)
     return 0

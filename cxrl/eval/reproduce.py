@@ -28,12 +28,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cxrl import imaging
-from cxrl.config import ConfigModel
+from cxrl.config import ConfigModel, Overrides, as_overrides, dotted
 from cxrl.eval.bootstrap import Estimate, over_seeds
 from cxrl.eval.evaluate import Evaluator
 from cxrl.eval.generators import load_anchor, policy_from_config
@@ -48,7 +48,6 @@ from cxrl.rewards.types import PAPER_WEIGHTS
 log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 ANCHOR = "anchor"
 REAL = "real"  # the real test images of the prompts: the ceiling of Table 1 in this world
 REAL_LABEL = "Real test images"
@@ -80,10 +79,18 @@ TABLE2B = (
 
 
 class ReproduceConfig(ConfigModel):
-    """A reproduction: which RL preset, which data, which seeds and variants, how to evaluate."""
+    """A reproduction: which RL preset, which data, which seeds and variants, how to evaluate.
+    ``ReproduceConfig.load("cpu-small", ["seeds=[0]"])``: a preset of ``cxrl/eval/presets`` or a
+    YAML path, with ``--set``-style dotted overrides."""
+
+    config_dir: ClassVar[Path] = PRESET_DIR
+    config_kind: ClassVar[str] = "reproduce preset"
 
     train_preset: str = Field("cpu-small", description="RL preset name (cxrl/rl/presets) or YAML path")
-    train: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of the RL preset")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the RL preset by dotted key (as --set takes them: sampling.num_steps: 4)",
+    )
     data: str = Field(
         "data/world", description="dataset directory: train reports train, test reports evaluate"
     )
@@ -103,6 +110,15 @@ class ReproduceConfig(ConfigModel):
     )
     threads_per_job: int = Field(1, ge=1, description="torch threads of each job's process when jobs > 1")
 
+    @field_validator("train")
+    @classmethod
+    def _dotted(cls, train: dict[str, Any]) -> dict[str, Any]:
+        """A nested block (``sampling: {num_steps: 4}``, or ``--set train.sampling.num_steps=4``)
+        sets its fields of the preset, as the dotted keys do, instead of replacing the whole block."""
+        from cxrl.rl.config import CXRLConfig
+
+        return dotted(CXRLConfig, train)
+
     def chosen(self) -> list[Variant]:
         slugs = [v.slug for v in VARIANTS]
         unknown = sorted(set(self.variants or []) - set(slugs))
@@ -111,16 +127,7 @@ class ReproduceConfig(ConfigModel):
         return [v for v in VARIANTS if self.variants is None or v.slug in self.variants]
 
 
-def load_config(preset: str, **overrides: Any) -> ReproduceConfig:
-    """A preset name or YAML path, with keyword overrides (None values are ignored)."""
-    path = Path(preset)
-    if not path.suffix:
-        path = PRESET_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ValueError(
-                f"unknown reproduce preset {preset!r}; choose one of {list(PRESETS)} or give a YAML path"
-            )
-    return ReproduceConfig.from_yaml(path, {k: v for k, v in overrides.items() if v is not None})
+PRESETS: tuple[str, ...] = tuple(ReproduceConfig.names())
 
 
 class Reproduction:
@@ -294,7 +301,7 @@ class Reproduction:
         }
 
     def _rl_config(self, variant: Variant, seed: int):
-        from cxrl.rl.config import load_preset
+        from cxrl.rl.config import CXRLConfig
 
         overrides = {
             **self.cfg.train,
@@ -303,7 +310,7 @@ class Reproduction:
             "data": self.cfg.data,
             "device": self.cfg.device,
         }
-        return load_preset(self.cfg.train_preset, overrides)
+        return CXRLConfig.load(self.cfg.train_preset, overrides)
 
     def _backend(self, rl):
         """Every reward model scores every run (the total uses the run's weights only), so the
@@ -477,14 +484,19 @@ def reproduce(
     rewards: str | None = None,
     device: str = "cpu",
     jobs: int | None = None,
+    overrides: Overrides = None,
 ) -> str:
-    """`cxrl reproduce`: read the dataset, build the reward models, run everything, return the markdown."""
+    """`cxrl reproduce`: read the dataset, build the reward models, run everything, return the markdown.
+
+    ``overrides`` are dotted ``--set`` overrides of the preset; the keyword arguments are the
+    command's shorthands for some of them (None: the preset's), applied after them."""
     from cxrl.eval.heldout import held_out, split_reports
     from cxrl.rewards.factory import scorers_from_yaml
     from cxrl.rl.policy import fitting_reports
 
-    cfg = load_config(
-        preset, data=data, seeds=seeds, variants=variants, rewards=rewards, device=device, jobs=jobs
+    shorthands = dict(data=data, seeds=seeds, variants=variants, rewards=rewards, device=device, jobs=jobs)
+    cfg = ReproduceConfig.load(
+        preset, {**as_overrides(overrides), **{k: v for k, v in shorthands.items() if v is not None}}
     )
     cfg.chosen()  # fail early on unknown variants
     reproduction = Reproduction(cfg, out, scorers_from_yaml(cfg.rewards, cfg.device))

@@ -32,7 +32,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from cxrl import imaging
-from cxrl.config import ConfigModel
+from cxrl.config import ConfigModel, add_set_argument
 from cxrl.infra.hashing import sha256_file
 from cxrl.models.generator import GeneratorArch, build_pipeline, load_pipeline
 from cxrl.pretrain import fit
@@ -290,9 +290,7 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="world directory (cxrl world build)")
     p.add_argument("--out", required=True, type=Path, help="output pipeline directory")
     p.add_argument("--config", type=Path, help="YAML PretrainConfig overriding the defaults")
-    p.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. unet_steps=100"
-    )
+    add_set_argument(p, "unet_steps=100 warmup_steps=0")
     p.add_argument(
         "--init", type=Path, help="continue from a pipeline this command wrote (e.g. more UNet steps)"
     )
@@ -301,24 +299,11 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import yaml
-
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
     if args.config:
-        cfg = PretrainConfig.from_yaml(args.config, overrides)
+        cfg = PretrainConfig.load(args.config, args.set)
     else:
-        from cxrl.config import set_dotted
-
-        data: dict = {}
-        for key, value in overrides.items():
-            set_dotted(data, key, value)
-        cfg = PretrainConfig.model_validate(data)
+        cfg = PretrainConfig.from_overrides(args.set)
     manifest = pretrain(args.data, args.out, cfg, command="cxrl " + " ".join(sys.argv[1:]), init=args.init)
     print(json.dumps({k: manifest[k] for k in ("steps", "final_loss", "minutes", "size_bytes")}))
     return 0

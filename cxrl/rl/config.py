@@ -12,7 +12,7 @@ the paper's ablations are switches: ``ace.enabled: false`` (w/o ACE), ``rewards.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -183,7 +183,11 @@ class StatTrackerSettings(ConfigModel):
 
 
 class CXRLConfig(ConfigModel):
-    """A CXRL fine-tuning run."""
+    """A CXRL fine-tuning run: ``CXRLConfig.load("paper", ["sampling.num_steps=20"])`` loads a preset
+    (``presets/NAME.yaml``) or a YAML path with dotted overrides."""
+
+    config_dir: ClassVar[Path] = PRESET_DIR
+    config_kind: ClassVar[str] = "preset"
 
     generator: str = Field(
         "default", description="'default' or a local diffusers pipeline directory (RoentGen)"
@@ -258,14 +262,3 @@ class CXRLConfig(ConfigModel):
     def optimizer_steps_per_epoch(self) -> int:
         step = self.train.batch_size * self.train.gradient_accumulation_steps
         return self.train.inner_epochs * self.sampling.images_per_epoch // step
-
-
-def load_preset(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> CXRLConfig:
-    """A preset name (``paper``, ``cpu-small``, ...) or a YAML path -> validated config."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-            raise ValueError(f"unknown preset {name_or_path!r}; choose one of {names} or give a YAML path")
-    return CXRLConfig.from_yaml(path, overrides)
