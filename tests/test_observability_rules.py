@@ -116,3 +116,28 @@ def test_dashboard_generator_reproduces_the_committed_json():
         "ray_cxrl_reward_cache_lookups_total",
         "cxrl_trainer_epoch_metric",
     }
+
+
+def test_compose_check_waits_for_every_alert_of_the_rules_file(tmp_path):
+    """prometheus_check.py (make compose-check) waits until Prometheus has loaded each alert the rules
+    file defines: alerts only, recording rules and look-alike text not counted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prometheus_check", MONITORING.parent / "docker" / "prometheus_check.py"
+    )
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n- name: a\n  rules:\n  - record: job:x:rate5m\n    expr: rate(x[5m])\n"
+        "  - alert: First\n    expr: up == 0\n    annotations: {summary: 'alert: NotOne'}\n"
+        "- name: b\n  rules:\n  - {alert: Second, expr: vector(1)}\n"
+    )
+    assert check.alert_names(rules) == {"First", "Second"}
+    defined = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    assert (
+        check.alert_names(MONITORING / "alerts.yml")
+        == {r["alert"] for g in defined["groups"] for r in g["rules"] if "alert" in r}
+        != set()
+    )

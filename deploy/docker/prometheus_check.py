@@ -6,7 +6,7 @@ Polls until every PromQL expression returns at least one sample (write the condi
 expression: ``up{job="cxrl-rewards"} == 1`` returns nothing while the target is down) and, with
 ``--rules``, every alert of that rules file is loaded; then prints each expression's samples.
 Gives up after ``--timeout`` seconds, or as soon as process ``--while-pid`` (the run being
-scraped) has ended, printing what was still missing. Standard library only.
+scraped) has ended, printing what was still missing. Runs with the project's venv (PyYAML reads the rules).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -22,7 +21,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ALERT = re.compile(r"^\s*-?\s*alert:\s*(\S+)\s*$", re.MULTILINE)
+import yaml
+
+
+def alert_names(path: Path) -> set[str]:
+    """The alerts a Prometheus rules file defines (``groups[].rules[].alert``)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    return {
+        rule["alert"] for group in doc.get("groups", []) for rule in group.get("rules", []) if "alert" in rule
+    }
 
 
 class BadQuery(Exception):
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     parser.add_argument("--while-pid", type=int, help="give up when this process has ended")
     args = parser.parse_args(argv)
-    alerts = set(ALERT.findall(args.rules.read_text())) if args.rules else set()
+    alerts = alert_names(args.rules) if args.rules else set()
     if args.rules and not alerts:
         parser.error(f"{args.rules} names no alert")
     deadline = time.monotonic() + args.timeout
