@@ -198,18 +198,24 @@ def _settle_batchnorm(model: torch.nn.Module, batch: torch.Tensor) -> None:
     model.eval()
 
 
+def build_diagnostic(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> DiagnosticScorer:
+    """The diagnostic scorer chosen by ``cfg`` alone (:func:`build_scorers` builds the same one): also the
+    FID feature model of an evaluation whose rewards come from a service (cxrl.eval.evaluate.feature_model)."""
+    d = cfg.diagnostic
+    if d.source == "random":
+        return random_scorers(cfg.seed, labeler, cfg.device)[1]
+    if d.source == "torchxrayvision":
+        return load_xrv_diagnostic(d.weights, d.path, cfg.device, labeler, d.sha256)
+    return load_diagnostic(d.path or DEFAULT_ASSETS / "diagnostic", cfg.device, labeler)
+
+
 def build_scorers(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> Scorers:
     """The three scorers chosen by ``cfg`` (random ones share ``cfg.seed``)."""
     rand = random_scorers(cfg.seed, labeler, cfg.device) if "random" in _sources(cfg) else None
     dev = cfg.device
     p, d, c = cfg.posture, cfg.diagnostic, cfg.consistency
     posture = rand[0] if p.source == "random" else load_posture(p.path or DEFAULT_ASSETS / "posture", dev)
-    if d.source == "random":
-        diagnostic = rand[1]
-    elif d.source == "torchxrayvision":
-        diagnostic = load_xrv_diagnostic(d.weights, d.path, dev, labeler, d.sha256)
-    else:
-        diagnostic = load_diagnostic(d.path or DEFAULT_ASSETS / "diagnostic", dev, labeler)
+    diagnostic = rand[1] if d.source == "random" else build_diagnostic(cfg, labeler)
     if c.source == "random":
         consistency = rand[2]
     elif c.source == "cxr-clip":
