@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 import torch
 import torchxrayvision as xrv
+from _grpc_gateway import grpc_gateway
 
 from cxrl import imaging
+from cxrl.client import RewardClient
 from cxrl.eval import auroc
-from cxrl.eval.evaluate import Evaluator
+from cxrl.eval.evaluate import Evaluator, feature_model
 from cxrl.eval.fid import XrvFeatureExtractor
 from cxrl.eval.heldout import HeldOutConfig, Prompt, held_out_seed
 from cxrl.eval.scores import Scored, metrics, paired_difference
 from cxrl.rewards.backend import InProcessRewards
-from cxrl.rewards.factory import random_scorers
+from cxrl.rewards.factory import RewardModelsConfig, random_scorers
 from cxrl.rewards.types import PAPER_WEIGHTS, Components
 from cxrl.rl.config import SamplingSettings
 
@@ -112,6 +114,42 @@ def test_without_real_images_or_feature_model_there_is_no_fid(prompts, scorers, 
     for ev in (evaluator(prompts, scorers, None), evaluator(no_images, scorers, features)):
         s = ev.scored_groups("x", groups(prompts, lambda p: torch.rand(2, 1, 48, 48)))
         assert "fid" not in ev.metrics(s) and "msssim" in ev.metrics(s)
+
+
+RANDOM_MODELS = RewardModelsConfig(
+    posture={"source": "random"}, diagnostic={"source": "random"}, consistency={"source": "random"}, seed=0
+)
+
+
+def test_over_grpc_fid_comes_from_the_diagnostic_model_loaded_here(prompts, scorers, caplog):
+    # the in-process path: the backend's own diagnostic model (random_scorers(0), as the gateway serves)
+    local = evaluator(prompts, scorers, feature_model(InProcessRewards(*scorers)))
+    g = torch.Generator().manual_seed(1)
+    images = groups(prompts, lambda p: torch.rand(2, 1, 48, 48, generator=g))
+    want = local.metrics(local.scored_groups("x", images))
+    with grpc_gateway(seed=0) as url, RewardClient(url, weights=PAPER_WEIGHTS, retries=0) as client:
+        assert feature_model(client) is None  # no reward model settings: nothing to load
+        assert feature_model(client, "off", RANDOM_MODELS) is None
+        features = feature_model(client, "auto", RANDOM_MODELS)
+        assert "does not serve" not in caplog.text
+        remote = Evaluator(
+            config(), prompts, SamplingSettings(batch_size=4), client, PAPER_WEIGHTS, None, features
+        )
+        got = remote.metrics(remote.scored_groups("x", images))
+        off = Evaluator(
+            config(fid_features="off"), prompts, SamplingSettings(), client, PAPER_WEIGHTS, None, features
+        )
+        assert "fid" not in off.metrics(off.scored_groups("x", images))  # 'off' wins over a given model
+        feature_model(client, "auto", RewardModelsConfig())  # the default world's model: not the served one
+        assert "does not serve" in caplog.text
+    # the same real-image reference and the same FID, to float rounding
+    np.testing.assert_allclose(
+        remote.reference((48, 48)).stats.mu, local.reference((48, 48)).stats.mu, rtol=1e-6
+    )
+    assert np.isfinite(got["fid"].value) and got["fid"].value > 0
+    for field in ("value", "low", "high"):
+        assert getattr(got["fid"], field) == pytest.approx(getattr(want["fid"], field), rel=1e-6, abs=1e-9)
+    assert got["msssim"].value == pytest.approx(want["msssim"].value, rel=1e-9)
 
 
 def test_real_images_score_as_the_reward_models_say(prompts, scorers):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import torch
+from _grpc_gateway import grpc_gateway
 
+from cxrl import imaging
 from cxrl.infra.redis_local import LocalRedis
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
-from cxrl.rewards.factory import random_scorers
+from cxrl.rewards.factory import RewardModelsConfig, random_scorers
 from cxrl.rl.policy import Policy
-from trainer.cli import scan_run_dirs
+from trainer.cli import format_table, scan_run_dirs
 from trainer.config import TrainConfig
+from trainer.demo import summary_of
 from trainer.runner import load_grids, run_training
 from trainer.store import RunStore, connect
 
@@ -29,6 +34,11 @@ TEST = [
     "left upper lobe opacity.",
     "normal chest.",
 ]
+RANDOM_MODELS = {
+    "posture": {"source": "random"},
+    "diagnostic": {"source": "random"},
+    "consistency": {"source": "random"},
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread (conftest)
@@ -106,6 +116,50 @@ def test_run_without_redis_and_resume(tmp_path, caplog):
     assert len(lines) == 2
     runs = scan_run_dirs([str(tmp_path / "runs")])
     assert runs[0]["run_id"] == "tiny" and runs[0]["status"] == "finished" and runs[0]["epoch"] == 1
+
+
+def _dataset(path):
+    """A dataset directory of the TRAIN and TEST reports, each with a real image (FID's reference)."""
+    g = torch.Generator().manual_seed(0)
+    path.mkdir()
+    rows = []
+    for split, reports in (("train", TRAIN), ("test", TEST)):
+        for i, report in enumerate(reports):
+            imaging.save_image(0.3 + 0.4 * torch.rand(1, 40, 40, generator=g), path / f"{split}-{i}.png")
+            rows.append(f"{split}-{i},{split},{split}-{i}.png,{report},PA")
+    (path / "metadata.csv").write_text("id,split,image,report,view\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_over_grpc_the_evaluation_has_the_fid_an_in_process_run_has(tmp_path):
+    # the same run twice, rewards over gRPC (random_scorers(0) behind the gateway) and in process:
+    # over gRPC the diagnostic model of rewards.models is loaded here for FID; the anchor's images are
+    # the same in both runs, so its FID (and the real images' reference) must be the same
+    def run(name, url):
+        cfg = _config(tmp_path, None, epochs=1).model_copy(update={"run_name": name})
+        cfg.rl["data"] = _dataset(tmp_path / f"data-{name}")
+        cfg.rewards.url, cfg.rewards.models = url, RewardModelsConfig(**RANDOM_MODELS)
+        cfg.eval.samples_per_report, cfg.eval.grid_prompts = 2, 0
+        policy, backend = _objects(cfg)
+        return cfg, run_training(cfg, policy=policy, backend=None if url != "inprocess" else backend)
+
+    with grpc_gateway(seed=0) as url:
+        cfg, remote = run("grpc", url)
+    _, local = run("local", "inprocess")
+    ev, want = remote.evaluation, local.evaluation
+    assert ev["anchor"]["fid"] > 0 and ev["cxrl"]["fid"] > 0
+    assert ev["anchor"]["fid"] == pytest.approx(want["anchor"]["fid"], rel=1e-9)
+    assert ev["diff"]["fid"]["value"] == pytest.approx(ev["cxrl"]["fid"] - ev["anchor"]["fid"])
+    # what `cxrl demo` shows of it: summary.json and the stdout table, with the paired interval
+    summary = summary_of(remote, cfg)
+    for key in ("fid", "msssim"):
+        assert summary["anchor"][key] == ev["anchor"][key] and summary["cxrl"][key] == ev["cxrl"][key]
+        assert summary["diff"][key]["low"] <= summary["diff"][key]["high"]
+    table = format_table(ev)
+    assert re.search(r"^FID +\d+\.\d{4} +\d+\.\d{4} +[+-]\d+\.\d{4} \[", table, re.M), table
+    assert re.search(r"^MS-SSIM +\d\.\d{4} +\d\.\d{4} +[+-]\d\.\d{4} \[", table, re.M), table
+    page = remote.report.read_text()  # the run report's final metrics: both sides and the paired CI
+    assert "<td>fid</td>" in page and "<td>msssim</td>" in page
 
 
 def test_reconcile_history_keeps_checkpointed_epochs_once(tmp_path):

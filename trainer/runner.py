@@ -261,7 +261,7 @@ def run_training(
         run.backend,
         rl.rewards.weights,
         run.policy,
-        feature_model(run.backend),
+        feature_model(run.backend, cfg.eval.fid_features, cfg.rewards.models),  # over gRPC: loaded here
         frozen,
         cfg.eval.grid_prompts,
         run.retries,

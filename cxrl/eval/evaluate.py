@@ -3,7 +3,8 @@
 Every model generator samples each held-out report ``K`` times with the noise seeds of
 :mod:`cxrl.eval.heldout`, with the run's sampler settings; images (and those of other sources:
 real test images, an image directory) are scored by the reward backend (in process or over gRPC),
-by the xrv feature model for FID where one is in this process, and per report by MS-SSIM.
+by the xrv feature model for FID (:func:`feature_model`: the in-process backend's diagnostic model, or
+over gRPC the same model loaded here), and per report by MS-SSIM.
 :mod:`cxrl.eval.scores` turns the scores into metrics with bootstrap intervals over reports and
 into paired policy − anchor differences. The anchor's side is computed once (on another thread
 with a :class:`~cxrl.rl.anchor.FrozenAnchor` if given: :class:`~cxrl.rl.anchor.AnchorAhead` calls
@@ -26,11 +27,12 @@ from cxrl import imaging
 from cxrl.eval import msssim
 from cxrl.eval.bootstrap import Estimate
 from cxrl.eval.fid import FrechetReference, XrvFeatureExtractor
-from cxrl.eval.heldout import HeldOutConfig, Prompt, held_out_seed
+from cxrl.eval.heldout import FidFeatures, HeldOutConfig, Prompt, held_out_seed
 from cxrl.eval.imagedir import Group, ImageDirWriter
 from cxrl.eval.scores import PER_IMAGE, Scored, metrics, paired_difference
 from cxrl.infra.retry import call_with_retries
-from cxrl.rewards.types import COMPONENT_OF, REWARDS, Components, RewardBackend
+from cxrl.rewards.factory import RewardModelsConfig, build_diagnostic
+from cxrl.rewards.types import COMPONENT_OF, REWARDS, Components, ModelInfo, RewardBackend
 from cxrl.rl.anchor import FrozenAnchor, direct_total
 from cxrl.rl.config import SamplingSettings
 from cxrl.rl.policy import Policy
@@ -58,13 +60,44 @@ class EvalGrid:
             )
 
 
-def feature_model(backend: RewardBackend) -> XrvFeatureExtractor | None:
-    """The FID feature model of an in-process backend (its diagnostic DenseNet); None over gRPC."""
+def feature_model(
+    backend: RewardBackend, mode: FidFeatures = "auto", models: RewardModelsConfig | None = None
+) -> XrvFeatureExtractor | None:
+    """The FID feature model (a diagnostic xrv DenseNet's features2) as ``mode`` says
+    (:attr:`~cxrl.eval.heldout.HeldOutConfig.fid_features`): 'auto' = the in-process backend's diagnostic
+    model, else (rewards over gRPC) the diagnostic model that ``models`` names, loaded in this process
+    (None without ``models``); 'off' = None."""
+    if mode == "off":
+        return None
     diagnostic = getattr(backend, "diagnostic", None)
+    if diagnostic is None and models is not None:
+        diagnostic = build_diagnostic(models)
+        log.info(
+            "FID features: %s (%s) loaded in this process", diagnostic.info.name, diagnostic.info.version
+        )
+        _check_served(backend, diagnostic.info)
     model = getattr(diagnostic, "model", None)
     if model is None or not hasattr(model, "features2"):
         return None
     return XrvFeatureExtractor(model, diagnostic.input_size)
+
+
+def _check_served(backend: RewardBackend, info: ModelInfo) -> None:
+    """Warn when the reward service does not serve the diagnostic model FID's features come from."""
+    try:
+        served = backend.info()
+    except Exception as exc:  # only a check: the run's own reward calls report an unreachable service
+        log.warning("could not ask the reward service for its models (%s); FID uses %s", exc, info.name)
+        return
+    if not any(m.weights_hash == info.weights_hash for m in served):
+        log.warning(
+            "FID features come from %s %s (weights %s..., the reward model settings), a model the reward "
+            "service does not serve (%s): make the settings name the service's diagnostic model",
+            info.name,
+            info.version,
+            info.weights_hash[:12],
+            ", ".join(f"{m.name} {m.version}" for m in served),
+        )
 
 
 class Evaluator:
@@ -84,11 +117,21 @@ class Evaluator:
         retries: int = 0,
         backoff_s: float = 1.0,
     ):
-        """``policy``: the trained policy (its anchor mode is the anchor unless ``frozen_anchor``)."""
+        """``policy``: the trained policy (its anchor mode is the anchor unless ``frozen_anchor``);
+        ``features``: FID's feature model (:func:`feature_model`), unused when ``cfg.fid_features`` is 'off'."""
         if len(prompts) < 2:
             raise ValueError(f"need at least 2 held-out reports, got {len(prompts)}")
         self.cfg, self.prompts = cfg, list(prompts)
         self.sampling, self.backend, self.weights = sampling, backend, dict(weights)
+        if cfg.fid_features == "off":
+            features = None
+        elif features is not None and sum(p.image_path is not None for p in self.prompts) < 2:
+            log.warning(
+                "no FID: fewer than 2 of the %d held-out reports have a real test image to compare with "
+                "(the reports of no dataset, e.g. the IU split of a run without data)",
+                len(self.prompts),
+            )
+            features = None  # no reference: features would be computed for nothing
         self.policy, self.features, self.frozen_anchor = policy, features, frozen_anchor
         self.grid_n = min(grid_prompts, len(self.prompts))
         self.retries, self.backoff_s = retries, backoff_s

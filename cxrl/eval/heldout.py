@@ -30,6 +30,9 @@ from cxrl.config import ConfigModel
 log = logging.getLogger(__name__)
 
 
+FidFeatures = Literal["auto", "off"]  # where FID's feature model comes from: HeldOutConfig.fid_features
+
+
 class HeldOutConfig(ConfigModel):
     """What a held-out evaluation measures and how (the trainer's ``eval:`` section extends it)."""
 
@@ -48,6 +51,13 @@ class HeldOutConfig(ConfigModel):
     )
     absent: Literal["negative", "exclude"] = Field(
         "negative", description="AUROC targets: how labels a report does not mention count"
+    )
+    fid_features: FidFeatures = Field(
+        "auto",
+        description="FID's feature model, the diagnostic xrv DenseNet's features2 (its real-image reference "
+        "statistics come from the same model): 'auto' = the in-process reward backend's diagnostic model, or, "
+        "when rewards come from a service (gRPC), the diagnostic model of the reward model settings (the "
+        "trainer's rewards.models) loaded in this process; 'off' = no FID",
     )
 
 

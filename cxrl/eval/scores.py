@@ -13,7 +13,7 @@ resamples reports and a report keeps all its images):
 - ``auroc``: mean per-label AUROC of the classifier on all images against the labels of their
   reports (:mod:`cxrl.eval.auroc`);
 - ``fid``: Fréchet distance of the images' xrv features to the real test images' (:mod:`cxrl.eval.fid`);
-  only with real images and an in-process feature model;
+  only with real images and a feature model (:func:`cxrl.eval.evaluate.feature_model`);
 - ``msssim``: mean over reports of the mean pairwise MS-SSIM of a report's images (needs K >= 2).
 
 :func:`paired_difference` is the percentile bootstrap of policy − anchor on the same resampled
@@ -60,7 +60,7 @@ class Scored:
     image_prompt: np.ndarray  # [M] index of each image's report
     values: dict[str, np.ndarray]  # PER_IMAGE name -> [M]; a name is absent when not computed
     probs: np.ndarray | None  # [M, 18] calibrated classifier outputs
-    features: np.ndarray | None  # [M, D] xrv features2 (FID), None without an in-process model
+    features: np.ndarray | None  # [M, D] xrv features2 (FID), None without a feature model
     msssim: np.ndarray  # [N] mean pairwise MS-SSIM of a report's images (NaN with one image)
     size: tuple[int, int] | None  # (H, W) of every image; None when sizes differ
 
