@@ -45,9 +45,20 @@ def redis_for_demo() -> Iterator[str]:
 
 
 def summary_of(result, cfg) -> dict[str, Any]:
-    """What OUT/summary.json holds: anchor and CXRL metrics, prompt count, per-epoch history."""
+    """What OUT/summary.json holds: anchor and CXRL metrics (FID and MS-SSIM too: null where not
+    computed, e.g. FID without real test images), prompt count, per-epoch history."""
     ev = result.evaluation
-    keys = ("r_align", "auroc", "clip_similarity", "reward_total", "diag_acc", "n_prompts", "n_images")
+    keys = (
+        "r_align",
+        "auroc",
+        "clip_similarity",
+        "reward_total",
+        "diag_acc",
+        "fid",
+        "msssim",
+        "n_prompts",
+        "n_images",
+    )
     return {
         "anchor": {k: ev["anchor"].get(k) for k in keys},
         "cxrl": {k: ev["cxrl"].get(k) for k in keys},
