@@ -112,7 +112,7 @@ def worker(generator: str, threads: int, per_call: int, epochs: int, tmp: Path) 
     cfg = CXRLConfig.load("cpu-small", {**REFERENCE, "train.timesteps_per_call": per_call})
     cfg.generator = "default" if generator == "default" else str(rgb_pipeline_dir(tmp))
     policy = make_policy(cfg)
-    backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=False)
+    backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights)
     engine = build(cfg, REPORTS, backend, policy=policy).engine
     try:
         engine.run_epoch()  # warm-up

@@ -23,7 +23,7 @@ Reported, from the engine's own phase timings (``cxrl.rl.sinks.PHASES``):
   wall time outside the anchor phase (what a warm cache could at best leave).
 
 Then, ``--repeats`` times, the same ``AHEAD_EPOCHS`` epochs from an empty cache with the anchor
-sampled in line and sampled ahead on a background thread (:class:`cxrl.rl.anchor.AnchorAhead`), with a
+sampled in line and sampled ahead on a background thread (:class:`cxrl.rl.anchor_ahead.AnchorAhead`), with a
 seed bank wide enough that every epoch needs new anchors: ahead/in line = the ratio of their
 wall times (medians).
 
@@ -119,7 +119,7 @@ def build_backend(url: str, models: str, weights: dict[str, float]):
         from cxrl.rewards.factory import RewardModelsConfig, build_scorers, random_scorers
 
         scorers = random_scorers(0) if models == "random" else build_scorers(RewardModelsConfig())
-        return InProcessRewards(*scorers, weights=weights, rlcf=False)  # direct mode, as trainer.runner
+        return InProcessRewards(*scorers, weights=weights)  # the engine sends no anchors: direct totals
     from cxrl.client import RewardClient
 
     return RewardClient.from_url(url, weights=weights, timeout_s=300, retries=2)
@@ -132,11 +132,13 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
     from bench.common import REPORTS
     from cxrl.infra.redis_local import LocalRedis
     from cxrl.log import setup_logging
-    from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
+    from cxrl.rl.anchor_ahead import AnchorAhead
     from cxrl.rl.config import CXRLConfig
+    from cxrl.rl.frozen_anchor import FrozenAnchor
     from cxrl.rl.policy import make_policy
     from cxrl.rl.run import Wiring, build
     from cxrl.rl.sinks import PHASES
+    from cxrl.rl.versioning import sampler_version
     from trainer.anchor_cache import AnchorCache
 
     setup_logging("WARNING")
@@ -186,7 +188,7 @@ def worker(url: str, models: str, repeats: int, threads: int) -> dict:
                     f"{row['cache_hit_rate']:.0%}, overlap efficiency {row['overlap_efficiency']:.3f}",
                     flush=True,
                 )
-        # anchor ahead (cxrl.rl.anchor.AnchorAhead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
+        # anchor ahead (cxrl.rl.anchor_ahead.AnchorAhead) vs in line: AHEAD_EPOCHS epochs from an empty cache each,
         # new anchors every epoch
         ahead_cfg = CXRLConfig.load("cpu-small", {**EPOCH, "epochs": AHEAD_EPOCHS})
         for r in range(repeats):

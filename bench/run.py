@@ -135,7 +135,7 @@ HEADLINE = (
         "anchor sampled ahead / in line, 4 epochs wall time, in-process",
         "bench_trainer",
         "backends.inprocess.anchor_ahead.ahead_over_inline",
-        "background thread with its own generator copy (cxrl.rl.anchor.AnchorAhead); empty cache each",
+        "background thread with its own generator copy (cxrl.rl.anchor_ahead.AnchorAhead); empty cache each",
     ),
     (
         "anchor cache: warm / cold epoch time, gRPC",

@@ -1,4 +1,4 @@
-"""cxrl.rl.anchor.AnchorAhead: the frozen anchor sampled ahead on a thread gives the same run, with cache hits."""
+"""cxrl.rl.anchor_ahead.AnchorAhead: the frozen anchor sampled ahead on a thread gives the same run, with cache hits."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from cxrl.eval.heldout import HeldOutConfig, Prompt
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, RewardSpec
+from cxrl.rl.anchor_ahead import AnchorAhead
+from cxrl.rl.frozen_anchor import FrozenAnchor
 from cxrl.rl.policy import Policy
+from cxrl.rl.rlcf import RewardSpec
 from cxrl.rl.sampler import sample
 from trainer.anchor_cache import AnchorCache
 
@@ -95,7 +97,7 @@ def test_evaluation_anchor_from_the_thread_equals_the_one_computed_in_line():
     cfg = rl_config(**{"sampling.num_steps": 2})
     policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
     p, d, c = random_scorers(0)
-    backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights, rlcf=False)
+    backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights)
     held = HeldOutConfig(prompts=len(PROMPTS), seed=7)
     prompts = [Prompt(str(i), r) for i, r in enumerate(PROMPTS)]
     inline = Evaluator(held, prompts, cfg.sampling, backend, cfg.rewards.weights, policy)
@@ -127,7 +129,7 @@ def test_a_failing_thread_is_logged_and_the_loop_samples_its_own_anchors(tmp_pat
             raise RuntimeError("out of memory")
 
     ahead = AnchorAhead(loop.plan, Broken(loop.policy), loop.backend, loop.store, cfg.sampling, loop.spec)
-    with caplog.at_level(logging.WARNING, logger="cxrl.rl.anchor"):
+    with caplog.at_level(logging.WARNING, logger="cxrl.rl.anchor_ahead"):
         ahead.start(1, cfg.epochs).join(timeout=60)
     assert isinstance(ahead.error, RuntimeError) and "out of memory" in caplog.text
     history = loop.run()

@@ -45,9 +45,18 @@ def test_direct_feedback_drops_the_anchor_terms():
     assert torch.allclose(result.total, torch.tensor([4.5])) and result.anchor is None
 
 
+def test_by_default_the_total_is_comparative_only_when_anchor_images_are_sent():
+    # the gateway's rule; the engine sends none (it forms RLCF from its anchor store)
+    alone = backend().score(const([0.5]), ["a"])
+    assert torch.allclose(alone.total, torch.tensor([4.5])) and alone.anchor is None
+    assert torch.equal(alone.total, backend(rlcf=False).score(const([0.5]), ["a"]).total)
+    align = InProcessRewards(Stub("posture"), None, None, weights={"align": 1.0})
+    assert align.score(const([0.5]), ["a"], const([0.25])).anchor is None  # nothing to compare
+
+
 def test_errors_are_value_errors():
     with pytest.raises(ValueError, match="anchor"):
-        backend().score(const([0.5]), ["a"])
+        backend(rlcf=True).score(const([0.5]), ["a"])
     with pytest.raises(ValueError, match="no scorer"):
         InProcessRewards(None, Stub("diag"), Stub("consist"))
     with pytest.raises(ValueError, match="unknown reward"):

@@ -8,13 +8,14 @@ import torch
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.anchor import DirAnchorStore, MemoryAnchorStore
+from cxrl.rl.anchor_store import DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.checkpoint import load_checkpoint
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import FreshNoise, SeedBank, bank_seed
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
+from cxrl.rl.run import build
 from cxrl.rl.sinks import HistoryFile, TensorBoard
 
 REPORTS = [
@@ -31,7 +32,9 @@ def small_config(**overrides) -> CXRLConfig:
 
 
 def backend(cfg: CXRLConfig) -> InProcessRewards:
-    return InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=False)
+    return InProcessRewards(
+        *random_scorers(0), weights=cfg.rewards.weights
+    )  # as made: the engine sends no anchors
 
 
 def make_engine(cfg: CXRLConfig, run_dir=None, plan=None, backend_=None, **kwargs) -> Engine:
@@ -279,3 +282,6 @@ def test_bad_setups_are_rejected():
     assert kept == []
     with pytest.raises(ValueError, match="no usable reports"):
         Engine(cfg=cfg, policy=policy, backend=backend(cfg), plan=FreshNoise(kept, cfg.sampling, 0))
+    comparative = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=True)
+    with pytest.raises(ValueError, match="forms the RLCF total itself"):
+        build(cfg, REPORTS, comparative, policy=policy)

@@ -7,7 +7,7 @@ import torch
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from cxrl.rl.anchor import MemoryAnchorStore
+from cxrl.rl.anchor_store import MemoryAnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_std, ddim_step_deterministic, ddim_step_logprob
 from cxrl.rl.engine import Engine
@@ -41,7 +41,7 @@ def config(**overrides):
 
 def engine(cfg, store=None):
     policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
-    backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=False)
+    backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights)
     return Engine(
         cfg=cfg,
         policy=policy,

@@ -91,18 +91,18 @@ def test_put_many_checks_that_components_match_the_images(redis_client):
 
 def test_anchor_version_names_generator_sampling_models_and_labeler(monkeypatch):
     from cxrl.rewards.types import ModelInfo
-    from cxrl.rl import anchor
+    from cxrl.rl import versioning
 
     models = [ModelInfo("posture", "v1", "aa"), ModelInfo("diagnostic", "v1", "bb")]
-    base = anchor.anchor_version("gen", {"steps": 20}, models)
-    assert base == anchor.anchor_version("gen", {"steps": 20}, list(reversed(models)))  # order-free
+    base = versioning.anchor_version("gen", {"steps": 20}, models)
+    assert base == versioning.anchor_version("gen", {"steps": 20}, list(reversed(models)))  # order-free
     changed = {
-        anchor.anchor_version("gen2", {"steps": 20}, models),
-        anchor.anchor_version("gen", {"steps": 10}, models),
-        anchor.anchor_version("gen", {"steps": 20}, [models[0], ModelInfo("diagnostic", "v1", "cc")]),
+        versioning.anchor_version("gen2", {"steps": 20}, models),
+        versioning.anchor_version("gen", {"steps": 10}, models),
+        versioning.anchor_version("gen", {"steps": 20}, [models[0], ModelInfo("diagnostic", "v1", "cc")]),
     }
-    monkeypatch.setattr(anchor, "labeler_version", lambda: "another-labeler")
-    changed.add(anchor.anchor_version("gen", {"steps": 20}, models))
+    monkeypatch.setattr(versioning, "labeler_version", lambda: "another-labeler")
+    changed.add(versioning.anchor_version("gen", {"steps": 20}, models))
     assert base not in changed and len(changed) == 4
 
 

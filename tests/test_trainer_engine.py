@@ -48,7 +48,7 @@ def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=
     policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
     if backend is None:
         p, d, c = random_scorers(0)
-        backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights, rlcf=False)
+        backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights)
     sinks = [HistoryFile(tmp_path / "run" / "history.jsonl")]
     if store is not None:
         sinks.append(RedisMetrics(store, "run-t"))
@@ -167,7 +167,7 @@ class _Flaky:
 def test_a_failed_reward_call_costs_a_retry_not_the_run(tmp_path):
     cfg = rl_config(epochs=1)
     p, d, c = random_scorers(0)
-    flaky = _Flaky(InProcessRewards(p, d, c, weights=cfg.rewards.weights, rlcf=False))
+    flaky = _Flaky(InProcessRewards(p, d, c, weights=cfg.rewards.weights))
     loop = make_loop(tmp_path, cfg, backend=flaky, retries=2)
     (m,) = loop.run()
     loop.close()

@@ -122,7 +122,7 @@ class TrainConfig(ConfigModel):
     anchor_ahead: bool = Field(
         True,
         description="sample the frozen anchor for coming epochs and for the evaluation on a background "
-        "thread with its own copy of the generator (cxrl.rl.anchor.AnchorAhead); same results, less wall time "
+        "thread with its own copy of the generator (cxrl.rl.anchor_ahead.AnchorAhead); same results, less wall time "
         "when a core or the GPU has room; costs one more copy of the generator's weights",
     )
     progress: bool = Field(True, description="tqdm progress bars (off when stderr is not a terminal)")

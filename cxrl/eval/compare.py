@@ -100,7 +100,7 @@ def evaluate_generators(
     from cxrl.rewards.backend import InProcessRewards
     from cxrl.rl.policy import fitting_reports
 
-    backend = InProcessRewards(*scorers, weights=setup.weights, rlcf=False)
+    backend = InProcessRewards(*scorers, weights=setup.weights)
     policies = {s.name: load_policy_checkpoint(s.arg, setup.base, device) for s in specs if s.kind == "ckpt"}
     anchor_spec = next((s for s in specs if s.kind == "anchor"), None)
     anchor_policy = (

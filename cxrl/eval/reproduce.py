@@ -149,7 +149,7 @@ class Reproduction:
         from cxrl.eval.evaluate import feature_model
         from cxrl.rewards.backend import InProcessRewards
 
-        backend = InProcessRewards(*self.scorers, weights=dict(PAPER_WEIGHTS), rlcf=False)
+        backend = InProcessRewards(*self.scorers, weights=dict(PAPER_WEIGHTS))
         sampling = self._rl_config(VARIANTS[0], self.cfg.seeds[0]).sampling
         return Evaluator(
             self.cfg.eval, prompts, sampling, backend, dict(PAPER_WEIGHTS), features=feature_model(backend)
@@ -317,7 +317,7 @@ class Reproduction:
         anchors a run stores hold all components and serve every variant of its seed."""
         from cxrl.rewards.backend import InProcessRewards
 
-        return InProcessRewards(*self.scorers, weights=rl.rewards.weights, rlcf=False)
+        return InProcessRewards(*self.scorers, weights=rl.rewards.weights)
 
     def wiring(self):
         """Fresh noise each epoch; anchor samples on disk under ``anchors/``: the variants of a training

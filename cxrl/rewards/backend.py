@@ -2,7 +2,12 @@
 
 Policy images get every configured component; anchor images (RLCF) get the comparative
 ones. ``combine`` forms ``1*r_align + 10*(acc - acc_anchor) + 10*(cos - cos_anchor)`` with the
-paper's weights, or the policy's own values in direct-feedback mode (``rlcf=False``).
+paper's weights, or the policy's own values in direct-feedback mode.
+
+The total is comparative exactly when the caller sends anchor images and a comparative reward has
+a weight: the reward gateway's rule (``services.gateway``), so the two backends answer a call alike.
+The epoch engine never sends anchor images (it keeps them in an anchor store and forms the RLCF
+total itself, :func:`cxrl.rl.rlcf.score_chunk`), so any backend serves it as made.
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from cxrl import imaging
 from cxrl.rewards.consistency import ConsistencyScorer
 from cxrl.rewards.diagnostic import DiagnosticScorer
 from cxrl.rewards.posture import PostureScorer
-from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES, Components, ModelInfo, RewardResult, combine
+from cxrl.rewards.types import (
+    COMPARATIVE,
+    PAPER_WEIGHTS,
+    REWARD_NAMES,
+    Components,
+    ModelInfo,
+    RewardResult,
+    combine,
+)
 
 
 class InProcessRewards:
@@ -25,7 +38,7 @@ class InProcessRewards:
         diagnostic: DiagnosticScorer | None,
         consistency: ConsistencyScorer | None,
         weights: dict[str, float] | None = None,
-        rlcf: bool = True,
+        rlcf: bool | None = None,  # None: comparative when anchor images are sent; False: never; True: always
     ):
         self.weights = dict(PAPER_WEIGHTS if weights is None else weights)
         unknown = set(self.weights) - set(REWARD_NAMES)
@@ -74,10 +87,17 @@ class InProcessRewards:
                 )
         policy = self.components(images, reports)
         anchor = None
-        if anchor_images is not None and self.rlcf:
+        if anchor_images is not None and self.comparative(sent_anchors=True):
             anchor = self.components(anchor_images, reports, comparative_only=True)
-        total = combine(policy, anchor, self.weights, rlcf=self.rlcf)
+        rlcf = self.rlcf if self.rlcf is not None else anchor is not None
+        total = combine(policy, anchor, self.weights, rlcf=rlcf)
         return RewardResult(policy=policy, anchor=anchor, total=total, models=self.info())
+
+    def comparative(self, sent_anchors: bool) -> bool:
+        """Whether a call's total is RLCF: ``rlcf`` if set, else anchors sent and a comparative weight."""
+        if self.rlcf is not None:
+            return self.rlcf
+        return sent_anchors and bool(COMPARATIVE & set(self.weights))
 
     def info(self) -> list[ModelInfo]:
         return [s.info for s in (self.posture, self.diagnostic, self.consistency) if s is not None]

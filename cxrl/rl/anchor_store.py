@@ -131,7 +131,7 @@ class DirAnchorStore(CountedStore):
 
     Each (report, seed) is one ``.npz`` (the image in float32 and its JSON component row, no
     pickles), written atomically, so concurrent writers of the same pair leave one whole file. The
-    directory is named by :func:`cxrl.rl.anchor.anchor_version`: a change of generator, sampler or
+    directory is named by :func:`cxrl.rl.versioning.anchor_version`: a change of generator, sampler or
     reward models starts an empty one. An entry that cannot be read, holds an invalid row or lacks
     a component of ``fields``, is a miss.
     """

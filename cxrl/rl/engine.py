@@ -8,7 +8,7 @@ the RLCF reward (Han et al., MICCAI 2024, Eq. 2). An epoch is a handful of named
    run seed and the epoch (fresh noise, or a fixed seed bank per report so anchors recur);
 2. **sample**: policy trajectories (DDIM eta=1, latents + log-probs) in sub-batches; anchors from
    the same initial noise for the (report, seed) pairs the anchor store lacks;
-3. **score** (:mod:`cxrl.rl.anchor`): each sub-batch's reward call runs in a bounded thread pool
+3. **score** (:mod:`cxrl.rl.rlcf`): each sub-batch's reward call runs in a bounded thread pool
    while the next sub-batch samples (at most ``max_in_flight`` outstanding), retried on transient
    errors; the RLCF total is formed here from the per-image components;
 4. **advantages**: per-report normalisation over the whole epoch (all workers' rewards);
@@ -40,11 +40,13 @@ import torch
 
 from cxrl.rewards.types import REWARDS, RewardBackend, RewardResult
 from cxrl.rl import checkpoint as ckpt
-from cxrl.rl.anchor import AnchorAhead, AnchorStore, RewardSpec, SampledChunk, anchor_total, score_chunk
+from cxrl.rl.anchor_ahead import AnchorAhead
+from cxrl.rl.anchor_store import AnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import EpochPlan, Plan
 from cxrl.rl.policy import Policy
+from cxrl.rl.rlcf import RewardSpec, SampledChunk, anchor_total, score_chunk
 from cxrl.rl.sampler import Sampler, concat, sample
 from cxrl.rl.sinks import PHASES, Sink
 from cxrl.rl.stat_tracker import PerPromptStatTracker

@@ -15,7 +15,7 @@ this truncation is what guarantees the condition's length whatever the tokenizer
 
 The anchor model is the same weights with adapters disabled and no ACE (:meth:`Policy.anchor`),
 so the engine samples it without a second copy of the UNet; only sampling the anchor ahead on its
-own thread (``anchor_ahead``, :class:`cxrl.rl.anchor.FrozenAnchor`) holds a deep copy of the pipeline.
+own thread (``anchor_ahead``, :class:`cxrl.rl.frozen_anchor.FrozenAnchor`) holds a deep copy of the pipeline.
 
 ACE (Sec. 2.2 (II)) follows prompt tuning (Lester et al. 2021): ``N`` learnable vectors ``c_s`` of
 the text width are concatenated in front of the frozen text encoder's output ``c_p`` to form the

@@ -36,7 +36,6 @@ from pydantic import Field, model_validator
 
 from cxrl.config import ConfigModel
 from cxrl.rewards.types import RewardBackend
-from cxrl.rl.anchor import sampler_version
 from cxrl.rl.anchor_store import AnchorStore, DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
@@ -44,6 +43,7 @@ from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.plan import FreshNoise, Plan, SeedBank
 from cxrl.rl.policy import Policy, make_policy
 from cxrl.rl.sinks import Sink
+from cxrl.rl.versioning import sampler_version
 
 # the comparative components an anchor must hold to serve any variant's RLCF total
 ANCHOR_FIELDS = ("diag_acc", "consistency")
@@ -139,6 +139,12 @@ def build(
     wiring names; ``run_dir`` is where checkpoints go (None: no checkpoints).
     """
     wiring = wiring or Wiring()
+    if getattr(backend, "rlcf", None) is True:
+        raise ValueError(
+            "the engine forms the RLCF total itself from its anchors and sends the backend none: give a "
+            "backend in direct mode (InProcessRewards without rlcf=True); cfg.rewards.rlcf says whether "
+            "a run is comparative"
+        )
     if anchors is None:
         anchors = make_anchor_store(wiring, cfg, backend, generator_hash)
     plan = make_plan(wiring, cfg, prompts)
