@@ -111,7 +111,7 @@ def format_table(evaluation: dict[str, Any]) -> str:
     ]
     for key, label in rows:
         if key not in a and key not in diff:
-            continue  # e.g. FID without real images or an in-process feature model
+            continue  # e.g. FID without real test images or with eval.fid_features off
         va, vc, d = a.get(key), c.get(key), diff.get(key) or {}
         cells = "".join(f"{'n/a' if v is None or v != v else f'{v:.4f}':>10}" for v in (va, vc))
         delta = "n/a" if d.get("value") is None else f"{d['value']:+.4f}"
