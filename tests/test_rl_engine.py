@@ -1,5 +1,6 @@
 """The one CXRL epoch engine on a tiny random pipeline with the in-process reward backend."""
 
+import json
 import math
 
 import pytest
@@ -9,14 +10,14 @@ from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor_store import DirAnchorStore, MemoryAnchorStore
-from cxrl.rl.checkpoint import load_checkpoint
+from cxrl.rl.checkpoint import HISTORY, load_checkpoint
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import FreshNoise, SeedBank, bank_seed
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.run import build
-from cxrl.rl.sinks import HistoryFile, TensorBoard
+from cxrl.rl.sinks import HistoryFile, Sink, TensorBoard
 
 REPORTS = [
     "Small left pleural effusion.",
@@ -35,6 +36,10 @@ def backend(cfg: CXRLConfig) -> InProcessRewards:
     return InProcessRewards(
         *random_scorers(0), weights=cfg.rewards.weights
     )  # as made: the engine sends no anchors
+
+
+def tiny_policy(cfg: CXRLConfig) -> Policy:
+    return make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
 
 
 def make_engine(cfg: CXRLConfig, run_dir=None, plan=None, backend_=None, **kwargs) -> Engine:
@@ -78,6 +83,36 @@ def test_two_epochs_train_only_lora_and_ace_and_the_checkpoint_restores_them(tmp
     assert state["epoch"] == 2
     for name, value in snapshot(fresh).items():
         assert torch.equal(value, after[name]), name
+
+
+class DiskUse(Sink):
+    """Bytes under ``root`` and the checkpoint directories there after each epoch (checkpoint written)."""
+
+    def __init__(self, root):
+        self.root, self.bytes, self.dirs = root, [], []
+
+    def epoch(self, metrics):
+        self.bytes.append(sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()))
+        self.dirs.append(sorted(p.name for p in self.root.glob("epoch-*")))
+
+
+def test_a_run_keeps_the_newest_checkpoints_and_the_final_one_and_disk_use_grows_linearly(tmp_path):
+    cfg = small_config(epochs=5, checkpoint_every=2, checkpoint_keep=2)
+    disk = DiskUse(tmp_path / "checkpoints")
+    engine = build(cfg, REPORTS, backend(cfg), policy=tiny_policy(cfg), run_dir=tmp_path, sinks=[disk]).engine
+    history = engine.run()
+    # epochs 2 and 4 by checkpoint_every, 5 as the final one; only the newest 2 stay
+    assert disk.dirs == [[], ["epoch-000002"], ["epoch-000002"], ["epoch-000002", "epoch-000004"]] + [
+        ["epoch-000004", "epoch-000005"]
+    ]
+    # the history is written once beside them; the final checkpoint reads back every epoch of it
+    assert len(json.loads((tmp_path / "checkpoints" / HISTORY).read_text())) == 5
+    state, _ = load_checkpoint(tmp_path / "checkpoints" / "epoch-000005", tiny_policy(cfg))
+    assert state["history"] == json.loads(json.dumps(history))
+    # linear in epochs: 2N epochs take less than 2.5x the bytes of N; with K checkpoints on disk an
+    # epoch adds about its history entry (1.5 kB here), not a checkpoint (148 kB)
+    assert disk.bytes[3] < 2.5 * disk.bytes[1]
+    assert 0 < disk.bytes[4] - disk.bytes[3] < 0.05 * disk.bytes[1], disk.bytes
 
 
 def test_recomputed_log_probs_match_sampling_before_any_update():
