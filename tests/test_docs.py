@@ -2,8 +2,8 @@
 
 Scanned: README.md, every package's README, docs/**/*.md, the trainer, RL-preset and serve configs
 (YAML, comments included), and the comments and docstrings of cxrl/, services/, trainer/ and bench/.
-A cited path (``cxrl/rl/anchor.py``, ``trainer/configs/``, ``cxrl/rl/presets/*.yaml``) must exist; a
-cited name (``cxrl.rl.anchor.AnchorAhead``, ``cxrl.rl.sinks.PHASES``) must name a module, and then a
+A cited path (``cxrl/rl/anchor_ahead.py``, ``trainer/configs/``, ``cxrl/rl/presets/*.yaml``) must exist; a
+cited name (``cxrl.rl.anchor_ahead.AnchorAhead``, ``cxrl.rl.sinks.PHASES``) must name a module, and then a
 top-level name of that module, and then a member of that class. Names are resolved from the source
 files (nothing is imported), so the check is fast and has no side effects.
 """

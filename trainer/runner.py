@@ -38,13 +38,15 @@ from cxrl.eval.heldout import Prompt, split_reports
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.redis_guard import RedisGuard
 from cxrl.rewards.types import RewardBackend
-from cxrl.rl.anchor import AnchorAhead, FrozenAnchor, sampler_version
+from cxrl.rl.anchor_ahead import AnchorAhead
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
+from cxrl.rl.frozen_anchor import FrozenAnchor
 from cxrl.rl.parallel import LOCAL, Local
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
+from cxrl.rl.versioning import sampler_version
 from trainer.anchor_cache import AnchorCache
 from trainer.config import RewardClientSettings, TrainConfig
 from trainer.metrics import metrics_sink

@@ -7,7 +7,7 @@ by the xrv feature model for FID (:func:`feature_model`: the in-process backend'
 over gRPC the same model loaded here), and per report by MS-SSIM.
 :mod:`cxrl.eval.scores` turns the scores into metrics with bootstrap intervals over reports and
 into paired policy − anchor differences. The anchor's side is computed once (on another thread
-with a :class:`~cxrl.rl.anchor.FrozenAnchor` if given: :class:`~cxrl.rl.anchor.AnchorAhead` calls
+with a :class:`~cxrl.rl.frozen_anchor.FrozenAnchor` if given: :class:`~cxrl.rl.anchor_ahead.AnchorAhead` calls
 :meth:`Evaluator.anchor` after its last epoch). Used by the trainer at the end of a run
 (``eval.json``), by `cxrl evaluate` and by `cxrl reproduce`.
 """
@@ -33,9 +33,10 @@ from cxrl.eval.scores import PER_IMAGE, Scored, metrics, paired_difference
 from cxrl.infra.retry import call_with_retries
 from cxrl.rewards.factory import RewardModelsConfig, build_diagnostic
 from cxrl.rewards.types import COMPONENT_OF, REWARDS, Components, ModelInfo, RewardBackend
-from cxrl.rl.anchor import FrozenAnchor, direct_total
 from cxrl.rl.config import SamplingSettings
+from cxrl.rl.frozen_anchor import FrozenAnchor
 from cxrl.rl.policy import Policy
+from cxrl.rl.rlcf import direct_total
 from cxrl.rl.sampler import sample_images
 
 log = logging.getLogger(__name__)
