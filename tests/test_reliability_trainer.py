@@ -37,7 +37,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
 from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.policy import Policy
-from trainer.config import TrainConfig, load_train_config
+from trainer.config import TrainConfig
 from trainer.runner import run_training
 from trainer.store import RunStore, connect
 
@@ -348,7 +348,7 @@ def test_trainer_killed_mid_epoch_resumes_exactly(train_config, caplog):
     # resuming a finished run does nothing and changes nothing (in-process: no second start-up)
     caplog.set_level(logging.INFO, logger="trainer")
     before = _files(victim)
-    again = run_training(load_train_config(train_config, {"run_name": "killed"}))
+    again = run_training(TrainConfig.load(train_config, {"run_name": "killed"}))
     assert "nothing to do" in caplog.text
     assert again.history == sb["history"] and again.evaluation == eb
     assert _files(victim) == before

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cxrl.cli import build_parser
 from cxrl.config import parse_overrides
-from trainer.cli import load_config
 from trainer.config import TrainConfig
 
 
@@ -17,7 +17,9 @@ def test_demo_config_loads_and_builds_a_valid_rl_config():
 
 
 def test_overrides_reach_the_preset_and_the_service_settings():
-    cfg = load_config("demo", ["rl.epochs=3", "rl.sampling.num_steps=4", "rewards.url=grpc://127.0.0.1:9999"])
+    cfg = TrainConfig.load(
+        "demo", ["rl.epochs=3", "rl.sampling.num_steps=4", "rewards.url=grpc://127.0.0.1:9999"]
+    )
     rl = cfg.rl_config()
     assert rl.epochs == 3 and rl.sampling.num_steps == 4
     assert cfg.rewards.url == "grpc://127.0.0.1:9999"
@@ -25,9 +27,19 @@ def test_overrides_reach_the_preset_and_the_service_settings():
 
 def test_a_command_option_sets_one_field_and_keeps_the_others_set():
     # `cxrl train --metrics-port 9102 --set metrics.host=0.0.0.0` (docker-compose.yml): both stay
-    cfg = load_config("demo", ["metrics.host=0.0.0.0"], {"metrics.port": 9102, "scaling.workers": 2})
+    sets = parse_overrides(["metrics.host=0.0.0.0"])
+    cfg = TrainConfig.load("demo", sets | {"metrics.port": 9102, "scaling.workers": 2})
     assert (cfg.metrics.host, cfg.metrics.port) == ("0.0.0.0", 9102)
     assert cfg.scaling.workers == 2 and cfg.scaling.max_failures == 2
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_train_and_demo_share_the_one_set_option(command):
+    extra = ["--config", "demo"] if command == "train" else []
+    args = build_parser().parse_args(
+        [command, *extra, "--set", "rl.epochs=2", "eval.prompts=8", "--set", "a=1"]
+    )
+    assert args.set == ["rl.epochs=2", "eval.prompts=8", "a=1"]
 
 
 def test_a_tls_gateway_url_is_accepted():
@@ -50,7 +62,7 @@ def test_bad_values_are_reported():
     with pytest.raises(ValueError, match="unknown trainer config"):
         TrainConfig.load("no-such-config")
     with pytest.raises(ValueError, match="Extra inputs"):
-        load_config("demo", ["no_such_field=1"])
+        TrainConfig.load("demo", ["no_such_field=1"])
 
 
 def test_redis_url_falls_back_to_the_environment(monkeypatch):

@@ -57,18 +57,11 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_runs)
 
 
-def load_config(name: str, sets: list[str], extra: dict[str, Any] | None = None):
-    """A trainer config by name or path with ``--set`` items, then ``extra`` dotted overrides (the
-    command's own options: ``{"scaling.workers": 2}``) on top (``rl.*`` keys reach the preset)."""
-    from trainer.config import TrainConfig
-
-    return TrainConfig.load(name, {**parse_overrides(sets), **(extra or {})})
-
-
 def run_train(args: argparse.Namespace) -> int:
+    from trainer.config import TrainConfig
     from trainer.runner import Stopped, run_training
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if args.run_name:
         extra["run_name"] = args.run_name
     if args.out_dir:
@@ -77,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
         extra["scaling.workers"] = args.workers  # dotted: the config's other scaling settings stay
     if args.metrics_port is not None:
         extra["metrics.port"] = args.metrics_port  # keeps a --set metrics.host
-    cfg = load_config(args.config, args.set, extra)
+    cfg = TrainConfig.load(args.config, parse_overrides(args.set) | extra)  # the options over --set
     try:
         if cfg.scaling.workers > 1:
             from trainer.distributed import train_distributed

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cxrl.config import add_set_argument, parse_overrides
 from cxrl.infra.fileio import atomic_write_bytes
 from cxrl.infra.redis_local import LocalRedis
 from cxrl.infra.serve_process import TOKEN_ENV, ServeProcess
@@ -87,12 +88,13 @@ def register(subparsers) -> None:
     d.add_argument("--config", default="demo", help="trainer config (default trainer/configs/demo.yaml)")
     d.add_argument("--serve-config", default=None, help="reward services config (default the CPU profile)")
     d.add_argument("--inprocess", action="store_true", help="score in this process instead of `cxrl serve`")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="trainer config override")
+    add_set_argument(d, "rl.epochs=2 --set eval.prompts=8")
     d.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from trainer.cli import format_table, load_config
+    from trainer.cli import format_table
+    from trainer.config import TrainConfig
     from trainer.runner import run_training
 
     out: Path = args.out
@@ -113,7 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
             extra["rewards.url"] = serve.start().url
             log.info("reward services ready at %s", serve.url)
             os.environ[TOKEN_ENV] = serve.token
-        cfg = load_config(args.config, args.set, extra)
+        cfg = TrainConfig.load(args.config, parse_overrides(args.set) | extra)  # the demo's own over --set
         result = run_training(cfg)
     summary = summary_of(result, cfg)
     summary["wall_seconds"] = time.perf_counter() - t_start
