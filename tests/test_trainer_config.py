@@ -42,6 +42,16 @@ def test_train_and_demo_share_the_one_set_option(command):
     assert args.set == ["rl.epochs=2", "eval.prompts=8", "a=1"]
 
 
+def test_gateway_settings_are_used_over_grpc_and_named_unused_in_process():
+    # demo-fast.yaml sets retries: 4 with url: inprocess; `cxrl demo` points the url at its gateway
+    inprocess = TrainConfig.load("demo-fast")
+    assert inprocess.rewards.retries == 4 and inprocess.rewards.call_retries == 0
+    assert inprocess.rewards.unused() == ["timeout_s", "retries", "backoff_s"]
+    served = TrainConfig.load("demo-fast", {"rewards.url": "grpc://127.0.0.1:9000"})
+    assert served.rewards.call_retries == 4 and served.rewards.unused() == []
+    assert TrainConfig().rewards.unused() == []  # defaults are not the user's settings: nothing to report
+
+
 def test_a_tls_gateway_url_is_accepted():
     # the client takes grpcs:// as TLS (CA and client certificate from CXRL_TLS_*, tests/test_client_tls.py)
     assert (

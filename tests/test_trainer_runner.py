@@ -16,7 +16,7 @@ from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import RewardModelsConfig, random_scorers
 from cxrl.rl.policy import Policy
 from trainer.cli import format_table, scan_run_dirs
-from trainer.config import TrainConfig
+from trainer.config import RewardClientSettings, TrainConfig
 from trainer.demo import summary_of
 from trainer.runner import load_grids, run_training
 from trainer.store import RunStore, connect
@@ -105,11 +105,14 @@ def test_run_without_redis_and_resume(tmp_path, caplog):
     policy, backend = _objects(cfg)
     first = run_training(cfg, policy=policy, backend=backend, prompts=(TRAIN, TEST), gen_id="tiny")
     assert "no Redis configured" in caplog.text
+    assert "set but not used" not in caplog.text  # in process, with no gateway setting given
     assert "cache_hit_rate" not in first.history[0]
     # a second run with more epochs resumes from the checkpoint and trains only the new epoch
     cfg2 = _config(tmp_path, None, epochs=2)
+    cfg2.rewards = RewardClientSettings(retries=2)  # a gateway setting, in process: said to be unused
     policy2, backend2 = _objects(cfg2)
     second = run_training(cfg2, policy=policy2, backend=backend2, prompts=(TRAIN, TEST), gen_id="tiny")
+    assert "rewards.retries=2 set but not used: rewards.url is inprocess" in caplog.text
     assert [m["epoch"] for m in second.history] == [0, 1]
     assert second.history[0] == first.history[0]
     lines = (second.run_dir / "history.jsonl").read_text().splitlines()

@@ -25,8 +25,17 @@ from trainer.metrics import MetricsSettings
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+GRPC_ONLY = ("timeout_s", "retries", "backoff_s", "token_env")  # RewardClientSettings a gateway call uses
+
+
 class RewardClientSettings(ConfigModel):
-    """Where rewards come from and how calls to them are made."""
+    """Where rewards come from and how calls to them are made.
+
+    ``timeout_s``, ``retries``, ``backoff_s`` and ``token_env`` concern calls to a gateway: in-process
+    calls have no deadline and are never retried (an error there would repeat). A config may still set
+    them with ``url: inprocess`` (`cxrl demo` loads such a config and points ``url`` at its gateway);
+    a run that keeps ``inprocess`` logs which of them it does not use (:meth:`unused`).
+    """
 
     url: str = Field(
         "inprocess",
@@ -34,14 +43,17 @@ class RewardClientSettings(ConfigModel):
         "or 'grpcs://host:port' (TLS: CA and client certificate from CXRL_TLS_*)",
     )
     models: RewardModelsConfig = Field(
-        default_factory=RewardModelsConfig, description="reward models of the in-process backend"
+        default_factory=RewardModelsConfig,
+        description="reward models of the in-process backend; over gRPC the service has its own, and the "
+        "diagnostic model named here is loaded in the trainer as FID's feature model (eval.fid_features: "
+        "auto)",
     )
     timeout_s: float = Field(120.0, gt=0, description="deadline of one reward call (gRPC) in seconds")
     retries: int = Field(
         4,
         ge=0,
-        description="retries of a failed gRPC reward call (transient errors only); in-process calls are "
-        "never retried (their errors would repeat): see trainer.runner.wiring",
+        description="retries of a failed gRPC reward call (transient errors only); unused in-process (calls "
+        "there are never retried: their errors would repeat; a run logs it when set): see call_retries",
     )
     backoff_s: float = Field(1.0, ge=0, description="first retry delay in seconds; doubles each retry")
     max_in_flight: int = Field(
@@ -50,6 +62,17 @@ class RewardClientSettings(ConfigModel):
     token_env: str = Field(
         "CXRL_REWARD_TOKEN", description="environment variable holding the gateway's bearer token, if any"
     )
+
+    @property
+    def call_retries(self) -> int:
+        """Retries of a failed reward call the run makes: ``retries`` over gRPC, 0 in-process."""
+        return 0 if self.url == "inprocess" else self.retries
+
+    def unused(self) -> list[str]:
+        """The gateway-only settings this config sets (not left at their defaults) that its url does not use."""
+        if self.url != "inprocess":
+            return []
+        return [name for name in GRPC_ONLY if name in self.model_fields_set]
 
     @field_validator("url")
     @classmethod

@@ -153,7 +153,7 @@ class Run:
 
     @property
     def retries(self) -> int:
-        return wiring(self.cfg).retries
+        return self.cfg.rewards.call_retries
 
 
 def run_id_of(cfg: TrainConfig) -> str:
@@ -169,6 +169,12 @@ def prepare(
 ) -> Run:
     """Policy, reward backend, reports, Redis stores of a run. Objects may be injected (tests)."""
     rl = cfg.rl_config()
+    if unused := cfg.rewards.unused():
+        log.warning(
+            "%s set but not used: rewards.url is inprocess, where reward calls have no deadline and are "
+            "never retried (an error would repeat); they apply to a grpc:// or grpcs:// rewards.url",
+            ", ".join(f"rewards.{name}={getattr(cfg.rewards, name)!r}" for name in unused),
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_id = run_id_of(cfg)
@@ -204,7 +210,7 @@ def wiring(cfg: TrainConfig) -> Wiring:
         plan="seed-bank",
         seed_bank=cfg.seed_bank,
         max_in_flight=r.max_in_flight,
-        retries=0 if r.url == "inprocess" else r.retries,  # in-process errors would repeat; gRPC ones may not
+        retries=r.call_retries,  # in-process errors would repeat (0 retries); gRPC ones may not
         backoff_s=r.backoff_s,
     )
 
