@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
 
 import torch
 from pydantic import Field
@@ -33,16 +32,11 @@ from services.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["posture", "diagnostic", "consistency"]
+Kind = factory.ModelKind
 DEPLOYMENT_NAMES: dict[str, str] = {
     "posture": "PostureModel",
     "diagnostic": "DiagnosticModel",
     "consistency": "ConsistencyModel",
-}
-MODEL_CONFIGS = {
-    "posture": factory.PostureModelConfig,
-    "diagnostic": factory.DiagnosticModelConfig,
-    "consistency": factory.ConsistencyModelConfig,
 }
 USES_REPORTS = {"posture": False, "diagnostic": True, "consistency": True}
 
@@ -85,8 +79,9 @@ class ModelAppArgs(ConfigModel):
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="lifetime of cached scores in Redis")
 
 
-def build_scorer(kind: str, args: ModelAppArgs):
-    """The scorer of ``kind`` from the app args (validated by the factory's own config)."""
+def models_config(kind: Kind, args: ModelAppArgs) -> factory.RewardModelsConfig:
+    """The factory's config of the model ``args`` name as ``kind`` (validated there; the other two
+    models keep their defaults and are not built)."""
     model_args = {"source": args.source, "path": args.path}
     if args.weights is not None:
         model_args["weights"] = args.weights
@@ -94,20 +89,12 @@ def build_scorer(kind: str, args: ModelAppArgs):
         model_args["tokenizer_dir"] = args.tokenizer_dir
     if args.sha256 is not None and kind != "posture":
         model_args["sha256"] = args.sha256
-    cfg = MODEL_CONFIGS[kind](**model_args)
-    if cfg.source == "random":
-        index = ("posture", "diagnostic", "consistency").index(kind)
-        return factory.random_scorers(args.seed, device=args.device)[index]
-    default = factory.DEFAULT_ASSETS / {"posture": "posture", "diagnostic": "diagnostic"}.get(kind, "clip")
-    if kind == "posture":
-        return factory.load_posture(cfg.path or default, args.device)
-    if kind == "diagnostic":
-        if cfg.source == "torchxrayvision":
-            return factory.load_xrv_diagnostic(cfg.weights, cfg.path, args.device, sha256=cfg.sha256)
-        return factory.load_diagnostic(cfg.path or default, args.device)
-    if cfg.source == "cxr-clip":
-        return factory.load_cxr_clip_release(cfg.path, cfg.tokenizer_dir, args.device, cfg.sha256)
-    return factory.load_consistency(cfg.path or default, args.device)
+    return factory.RewardModelsConfig(**{kind: model_args}, device=args.device, seed=args.seed)
+
+
+def build_scorer(kind: Kind, args: ModelAppArgs):
+    """The scorer of ``kind`` from the app args, chosen as everywhere (cxrl.rewards.factory.build_scorer)."""
+    return factory.build_scorer(kind, models_config(kind, args))
 
 
 def _batch_images(items: list[tuple[torch.Tensor, list[str]]]) -> int:

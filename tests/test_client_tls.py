@@ -1,59 +1,22 @@
 """TLS between cxrl.client and a reward server, with certificates this test makes: the real gRPC
-servicer functions and gateway (on in-process random scorers) behind a grpc.aio server with TLS,
-as a TLS-terminating ingress in front of Ray Serve's plaintext gRPC proxy would present it."""
+servicer functions and gateway (on in-process random scorers, tests/_grpc_gateway.py) behind a grpc.aio
+server with TLS, as a TLS-terminating ingress in front of Ray Serve's plaintext gRPC proxy would present it."""
 
 from __future__ import annotations
-
-import asyncio
-import threading
 
 import grpc
 import pytest
 import torch
 from _certs import make_pki
-from _http_gateway import _Handle
+from _grpc_gateway import grpc_gateway
 
 from cxrl import imaging
 from cxrl.client import TLS, RewardClient, RewardServiceError, parse_target
-from cxrl.reward.v1 import reward_pb2 as pb
 from cxrl.rewards.backend import InProcessRewards
 from cxrl.rewards.factory import random_scorers
-from services.gateway import Gateway, GatewayArgs
-from services.grpc_servicer import add_reward_service, handle_rpc, parse
 
 TOKEN = "tls-test-token"
 REPORTS = ["No acute process.", "Cardiomegaly."]
-
-
-class GatewayServicer:
-    """RewardService over services.gateway.Gateway, as RewardGateway serves it inside Ray."""
-
-    def __init__(self):
-        kinds = ("posture", "diagnostic", "consistency")
-        handles = {k: _Handle(k, s) for k, s in zip(kinds, random_scorers(0), strict=True)}
-        self.gateway = Gateway(GatewayArgs(), handles.__getitem__)
-
-    async def Score(self, request, context):
-        work = lambda: self.gateway.score_message(parse(pb.ScoreRequest, request))  # noqa: E731
-        return await handle_rpc(context, TOKEN, work, pb.ScoreResponse())
-
-    async def Info(self, request, context):
-        return await handle_rpc(context, TOKEN, self.gateway.info_message, pb.InfoResponse())
-
-
-def _serve(credentials: grpc.ServerCredentials, ready: threading.Event, box: dict) -> None:
-    async def main():
-        server = grpc.aio.server()
-        add_reward_service(GatewayServicer(), server)
-        box["port"] = server.add_secure_port("127.0.0.1:0", credentials)
-        await server.start()
-        box["loop"], box["stop"] = asyncio.get_running_loop(), asyncio.Event()
-        ready.set()
-        await box["stop"].wait()
-        await server.stop(None)
-
-    # asyncio.run closes the loop and its default executor's threads: nothing of it outlives the module
-    asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +33,8 @@ def tls_server(pki):
         root_certificates=ours["ca"].read_bytes(),
         require_client_auth=True,  # mutual TLS: only clients with a certificate from our CA
     )
-    ready, box = threading.Event(), {}
-    thread = threading.Thread(target=_serve, args=(creds, ready, box), daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    yield f"127.0.0.1:{box['port']}"
-    box["loop"].call_soon_threadsafe(box["stop"].set)
-    thread.join(30)
-    assert not thread.is_alive(), "the TLS server's thread did not end"
+    with grpc_gateway(0, token=TOKEN, credentials=creds) as url:
+        yield url.removeprefix("grpcs://")  # host:port, the target RewardClient takes with tls=
 
 
 def _images():

@@ -36,6 +36,8 @@ from cxrl.rewards.posture import PostureScorer
 from cxrl.rewards.types import ModelInfo
 
 Scorers = tuple[PostureScorer, DiagnosticScorer, ConsistencyScorer]
+ModelKind = Literal["posture", "diagnostic", "consistency"]
+KINDS: tuple[ModelKind, ...] = ("posture", "diagnostic", "consistency")  # the order of Scorers
 
 
 class _Source(ConfigModel):
@@ -198,30 +200,39 @@ def _settle_batchnorm(model: torch.nn.Module, batch: torch.Tensor) -> None:
     model.eval()
 
 
+def build_scorer(
+    kind: ModelKind, cfg: RewardModelsConfig, labeler: Labeler | None = None
+) -> PostureScorer | DiagnosticScorer | ConsistencyScorer:
+    """The scorer of ``kind`` that ``cfg`` chooses: the one place a model's source picks its loader
+    (:func:`build_scorers`, a reward service's model application, the FID features of
+    :func:`build_diagnostic`). ``labeler`` reads the reports of the diagnostic scorer."""
+    model, dev = getattr(cfg, kind), cfg.device
+    if model.source == "random":
+        return random_scorers(cfg.seed, labeler, dev)[KINDS.index(kind)]
+    if kind == "posture":
+        return load_posture(model.path or DEFAULT_ASSETS / "posture", dev)
+    if kind == "diagnostic":
+        if model.source == "torchxrayvision":
+            return load_xrv_diagnostic(model.weights, model.path, dev, labeler, model.sha256)
+        return load_diagnostic(model.path or DEFAULT_ASSETS / "diagnostic", dev, labeler)
+    if model.source == "cxr-clip":
+        return load_cxr_clip_release(model.path, model.tokenizer_dir, dev, model.sha256)
+    return load_consistency(model.path or DEFAULT_ASSETS / "clip", dev)
+
+
 def build_diagnostic(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> DiagnosticScorer:
     """The diagnostic scorer chosen by ``cfg`` alone (:func:`build_scorers` builds the same one): also the
     FID feature model of an evaluation whose rewards come from a service (cxrl.eval.evaluate.feature_model)."""
-    d = cfg.diagnostic
-    if d.source == "random":
-        return random_scorers(cfg.seed, labeler, cfg.device)[1]
-    if d.source == "torchxrayvision":
-        return load_xrv_diagnostic(d.weights, d.path, cfg.device, labeler, d.sha256)
-    return load_diagnostic(d.path or DEFAULT_ASSETS / "diagnostic", cfg.device, labeler)
+    return build_scorer("diagnostic", cfg, labeler)
 
 
 def build_scorers(cfg: RewardModelsConfig, labeler: Labeler | None = None) -> Scorers:
-    """The three scorers chosen by ``cfg`` (random ones share ``cfg.seed``)."""
+    """The three scorers chosen by ``cfg`` (random ones share ``cfg.seed``, built once)."""
     rand = random_scorers(cfg.seed, labeler, cfg.device) if "random" in _sources(cfg) else None
-    dev = cfg.device
-    p, d, c = cfg.posture, cfg.diagnostic, cfg.consistency
-    posture = rand[0] if p.source == "random" else load_posture(p.path or DEFAULT_ASSETS / "posture", dev)
-    diagnostic = rand[1] if d.source == "random" else build_diagnostic(cfg, labeler)
-    if c.source == "random":
-        consistency = rand[2]
-    elif c.source == "cxr-clip":
-        consistency = load_cxr_clip_release(c.path, c.tokenizer_dir, dev, c.sha256)
-    else:
-        consistency = load_consistency(c.path or DEFAULT_ASSETS / "clip", dev)
+    posture, diagnostic, consistency = (
+        rand[i] if getattr(cfg, kind).source == "random" else build_scorer(kind, cfg, labeler)
+        for i, kind in enumerate(KINDS)
+    )
     return posture, diagnostic, consistency
 
 
