@@ -52,7 +52,7 @@ step "images"
 images_env="$("$repo/deploy/docker/images.sh" --if-missing --print-env)"
 while IFS= read -r line; do
   case "$line" in
-    CXRL_IMAGE=?* | CXRL_REDIS_IMAGE=?*) export "${line?}" ;;
+    CXRL_IMAGE=?* | CXRL_PROMETHEUS_IMAGE=?* | CXRL_REDIS_IMAGE=?*) export "${line?}" ;;
     *) echo "chaos-check: unexpected line from images.sh --print-env: $line" >&2; exit 1 ;;
   esac
 done <<< "$images_env"
