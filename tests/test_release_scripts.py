@@ -140,3 +140,18 @@ def test_an_engine_that_does_not_start_stops_the_target_first(release, target):
         c for c in calls if c.startswith(("image", "buildx", "compose ")) and c != "compose version"
     ], calls
     assert "apt-get" not in "".join(calls)  # dockerd was there: nothing installed
+
+
+def test_every_script_that_reads_images_print_env_accepts_every_line_it_prints():
+    """images.sh --print-env's keys and the case patterns of its readers (compose-check.sh,
+    chaos-check.sh) stay one list: a key added to one side stopped chaos-check at its images step."""
+    import re
+
+    docker = REPO / "deploy" / "docker"
+    printed = set(re.findall(r'echo "(CXRL_[A-Z_]+)=\$', (docker / "images.sh").read_text()))
+    assert {"CXRL_IMAGE", "CXRL_REDIS_IMAGE"} <= printed
+    for reader in ("compose-check.sh", "chaos-check.sh"):
+        text = (docker / reader).read_text()
+        assert 'images.sh" --if-missing --print-env' in text
+        accepted = set(re.findall(r"(CXRL_[A-Z_]+)=\?\*", text))
+        assert accepted == printed, f"{reader} accepts {sorted(accepted)}, images.sh prints {sorted(printed)}"
