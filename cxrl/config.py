@@ -34,7 +34,9 @@ class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     config_dir: ClassVar[Path | None] = None  # where this kind's named configs live (NAME.yaml)
-    config_kind: ClassVar[str] = "config"  # what a name is called in errors ("preset", ...)
+    config_kind: ClassVar[str] = "config"  # what a name is called in errors ("RL preset", ...)
+    # said after an unknown name or unknown keys: another kind of config this one may be taken for
+    config_note: ClassVar[str] = ""
 
     @classmethod
     def load(cls: type[T], name_or_path: str | Path, overrides: Overrides = None) -> T:
@@ -51,7 +53,8 @@ class ConfigModel(BaseModel):
         named = cls.config_dir / f"{name_or_path}.yaml"
         if not named.is_file():
             raise ValueError(
-                f"unknown {cls.config_kind} {str(name_or_path)!r}; choose one of {cls.names()} or give a YAML path"
+                f"unknown {cls.config_kind} {str(name_or_path)!r}; choose one of {cls.names()} or give a YAML "
+                f"path{cls._note()}"
             )
         return named
 
@@ -77,7 +80,13 @@ class ConfigModel(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ValueError(f"invalid config {source}:\n{exc}") from exc
+            unknown_keys = any(e["type"] == "extra_forbidden" for e in exc.errors())
+            note = cls._note().removeprefix("; ") if unknown_keys else ""
+            raise ValueError(f"invalid config {source}:\n{exc}" + (f"\n({note})" if note else "")) from exc
+
+    @classmethod
+    def _note(cls) -> str:
+        return f"; {cls.config_note}" if cls.config_note else ""
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -128,7 +128,7 @@ def test_a_failing_thread_is_logged_and_the_loop_samples_its_own_anchors(tmp_pat
         def sample(self, reports, seeds, sampling, sampler=None):
             raise RuntimeError("out of memory")
 
-    ahead = AnchorAhead(loop.plan, Broken(loop.policy), loop.backend, loop.store, cfg.sampling, loop.spec)
+    ahead = AnchorAhead(loop.plan, Broken(loop.policy), loop.backend, loop.anchors, cfg.sampling, loop.spec)
     with caplog.at_level(logging.WARNING, logger="cxrl.rl.anchor_ahead"):
         ahead.start(1, cfg.epochs).join(timeout=60)
     assert isinstance(ahead.error, RuntimeError) and "out of memory" in caplog.text

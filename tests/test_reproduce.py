@@ -1,6 +1,7 @@
 """`cxrl reproduce` on tiny random models: every variant trains one epoch on 2 prompts and is tabulated."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from cxrl.eval.scores import Scored
 from cxrl.eval.tables import Row
 from cxrl.models.generator import build_pipeline, tiny_arch
 from cxrl.rewards.factory import random_scorers
+from cxrl.rl.config import CXRLConfig
 
 REPORTS = ["Cardiomegaly. No pleural effusion.", "Small left pleural effusion."]
 
@@ -178,6 +180,25 @@ def test_config_presets_and_errors(tmp_path):
         ReproduceConfig.load("huge")
     with pytest.raises(ValueError, match="unknown variants"):
         ReproduceConfig.load("cpu-small", {"variants": ["nope"]}).chosen()
+
+
+def test_the_two_kinds_of_preset_are_told_apart_where_one_is_taken_for_the_other():
+    # cpu-small and paper are an RL preset and a reproduce preset each, with different fields
+    rl_dir, eval_dir = Path(CXRLConfig.config_dir), Path(ReproduceConfig.config_dir)
+    assert {"cpu-small", "paper"} <= set(CXRLConfig.names()) & set(ReproduceConfig.names())
+    with pytest.raises(ValueError, match="unknown RL preset 'smoke'.*reproduce presets \\(cxrl/eval/presets"):
+        CXRLConfig.load("smoke")  # a reproduce preset's name
+    with pytest.raises(
+        ValueError, match="unknown reproduce preset 'paper-fast'.*RL presets \\(cxrl/rl/presets"
+    ):
+        ReproduceConfig.load("paper-fast")  # an RL preset's name
+    with pytest.raises(ValueError, match="(?s)Extra inputs.*cpu-small and paper each name one of both kinds"):
+        ReproduceConfig.load(rl_dir / "paper.yaml")
+    with pytest.raises(ValueError, match="(?s)Extra inputs.*cpu-small and paper each name one of both kinds"):
+        CXRLConfig.load(eval_dir / "cpu-small.yaml")
+    with pytest.raises(ValueError, match="multiple of") as bad_value:  # not a mix-up: no note
+        CXRLConfig.load("paper", {"sampling.batch_size": 10})
+    assert "reproduce presets" not in str(bad_value.value)
 
 
 def test_a_nested_train_override_sets_fields_of_the_preset_not_a_whole_block(tmp_path):

@@ -40,7 +40,7 @@ def test_inconsistent_batches_and_unknown_rewards_are_rejected():
         CXRLConfig.load("paper", {"train.batch_size": 2})
     with pytest.raises(ValueError, match="subset of"):
         CXRLConfig.load("paper", {"rewards.weights": {"beauty": 1.0}})
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown RL preset"):
         CXRLConfig.load("nonexistent")
     with pytest.raises(ValueError):
         CXRLConfig.load("paper", {"sampling.typo": 1})

@@ -158,7 +158,7 @@ def test_direct_feedback_samples_no_anchor_and_a_reward_subset_without_ace():
 def test_seed_bank_anchors_come_from_the_store_in_later_epochs():
     cfg = small_config(epochs=2)
     store = MemoryAnchorStore()
-    engine = make_engine(cfg, plan=SeedBank(REPORTS[:2], cfg.sampling, cfg.seed, bank=2), store=store)
+    engine = make_engine(cfg, plan=SeedBank(REPORTS[:2], cfg.sampling, cfg.seed, bank=2), anchors=store)
     first, second = engine.run_epoch(), engine.run_epoch()
     assert len(store) <= 4  # 2 reports x a bank of 2 seeds
     assert first["cache_hit_rate"] < 1 and second["cache_hit_rate"] == 1.0
@@ -169,13 +169,13 @@ def test_a_directory_store_serves_a_second_run_the_anchors_of_the_first(tmp_path
     """Two runs with one seed (e.g. CXRL and w/o ACE in `cxrl reproduce`) draw the same pairs: the
     second reads every anchor the first stored and trains exactly as it would sampling its own."""
     cfg = small_config(epochs=1)
-    first = make_engine(cfg, store=DirAnchorStore(tmp_path, "v1"))
+    first = make_engine(cfg, anchors=DirAnchorStore(tmp_path, "v1"))
     first.run_epoch()
     assert first.history[-1]["cache_hit_rate"] == 0.0
     files = sorted((tmp_path / "v1").rglob("*.npz"))
     assert len(files) == len(set(zip(first.plan(0).prompts, first.plan(0).seeds, strict=True)))
-    second = make_engine(cfg, store=DirAnchorStore(tmp_path, "v1"))
-    alone = make_engine(cfg, store=MemoryAnchorStore())
+    second = make_engine(cfg, anchors=DirAnchorStore(tmp_path, "v1"))
+    alone = make_engine(cfg, anchors=MemoryAnchorStore())
     s2, s_alone = second.run_epoch(), alone.run_epoch()
     assert s2["cache_hit_rate"] == 1.0 and s2["time/anchor"] < s_alone["time/anchor"] / 4
     assert s2["anchor/total"] == s_alone["anchor/total"] and s2["policy/total"] == s_alone["policy/total"]

@@ -39,7 +39,7 @@ def config(**overrides):
     return CXRLConfig.load("cpu-small", {"sampling.num_steps": 4, **overrides})
 
 
-def engine(cfg, store=None):
+def engine(cfg, anchors=None):
     policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
     backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights)
     return Engine(
@@ -47,7 +47,7 @@ def engine(cfg, store=None):
         policy=policy,
         backend=backend,
         plan=FreshNoise(list(REPORTS), cfg.sampling, cfg.seed),
-        store=store,
+        anchors=anchors,
     )
 
 

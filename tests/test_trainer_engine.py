@@ -43,15 +43,17 @@ def rl_config(**over):
     return CXRLConfig.load("cpu-small", {**base, **over})
 
 
-def make_loop(tmp_path, cfg, cache=None, store=None, seed_bank=2, max_in_flight=2, backend=None, retries=0):
+def make_loop(
+    tmp_path, cfg, cache=None, registry=None, seed_bank=2, max_in_flight=2, backend=None, retries=0
+):
     torch.manual_seed(0)
     policy = Policy(build_pipeline(tiny_arch(), seed=0), lora_rank=2, ace_tokens=3, seed=0)
     if backend is None:
         p, d, c = random_scorers(0)
         backend = InProcessRewards(p, d, c, weights=cfg.rewards.weights)
     sinks = [HistoryFile(tmp_path / "run" / "history.jsonl")]
-    if store is not None:
-        sinks.append(RedisMetrics(store, "run-t"))
+    if registry is not None:
+        sinks.append(RedisMetrics(registry, "run-t"))
     wiring = Wiring(
         plan="seed-bank", seed_bank=seed_bank, max_in_flight=max_in_flight, retries=retries, backoff_s=0
     )
@@ -78,9 +80,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op 
 def test_two_epochs_with_redis_cache_and_stream(tmp_path, redis_client):
     cfg = rl_config()
     cache = AnchorCache(redis_client, "tiny-v1", prefix="loop")
-    store = RunStore(redis_client, prefix="loop")
-    store.register("run-t")
-    loop = make_loop(tmp_path, cfg, cache=cache, store=store)
+    registry = RunStore(redis_client, prefix="loop")
+    registry.register("run-t")
+    loop = make_loop(tmp_path, cfg, cache=cache, registry=registry)
     before = trainable(loop)
     history = loop.run()
     loop.close()
@@ -104,7 +106,7 @@ def test_two_epochs_with_redis_cache_and_stream(tmp_path, redis_client):
                 )
         assert m["approx_kl"] > 0 and m["loss"] == m["loss"]
     # metrics stream and history file hold every epoch; a checkpoint was written
-    assert [m["epoch"] for m in store.metrics("run-t")] == [0, 1]
+    assert [m["epoch"] for m in registry.metrics("run-t")] == [0, 1]
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
@@ -140,7 +142,7 @@ def test_uncached_run_without_redis_says_so(tmp_path, caplog):
     assert client is None
     assert "unreachable" in caplog.text and "uncached" in caplog.text
     cfg = rl_config(epochs=1)
-    loop = make_loop(tmp_path, cfg, cache=None, store=None, max_in_flight=1)
+    loop = make_loop(tmp_path, cfg, cache=None, registry=None, max_in_flight=1)
     (m,) = loop.run()
     loop.close()
     assert "cache_hit_rate" not in m

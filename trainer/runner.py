@@ -42,7 +42,7 @@ from cxrl.rl.anchor_ahead import AnchorAhead
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
 from cxrl.rl.frozen_anchor import FrozenAnchor
-from cxrl.rl.parallel import LOCAL, Local
+from cxrl.rl.parallel import LOCAL, Group
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
 from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, LogLine, ProgressBar, Sink, TensorBoard
@@ -148,7 +148,7 @@ class Run:
     train: list[str]  # training reports
     held_out: list[Prompt]  # evaluation reports (with their real images where the data has them)
     guard: RedisGuard | None
-    store: RunStore | None
+    registry: RunStore | None  # the run registry and metrics stream in Redis
     cache: AnchorCache | None
 
     @property
@@ -186,7 +186,7 @@ def prepare(
         purpose="the anchor cache, the metrics stream and the run registry",
         impact="training goes on uncached: anchors are sampled in line, metrics wait for Redis to come back",
     )
-    store = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
+    registry = RunStore(guard.client, prefix=cfg.redis.prefix, guard=guard) if guard else None
     policy = policy or make_policy(rl)
     backend = backend or build_backend(cfg.rewards, rl.rewards.weights)
     train, test = prompts or split_reports(rl.data)
@@ -199,7 +199,7 @@ def prepare(
         cache = AnchorCache(
             guard.client, version, prefix=cfg.redis.prefix, ttl_s=cfg.redis.anchor_ttl_s, guard=guard
         )
-    return Run(cfg, rl, run_id, run_dir, policy, backend, train, held_out, guard, store, cache)
+    return Run(cfg, rl, run_id, run_dir, policy, backend, train, held_out, guard, registry, cache)
 
 
 def wiring(cfg: TrainConfig) -> Wiring:
@@ -215,11 +215,11 @@ def wiring(cfg: TrainConfig) -> Wiring:
     )
 
 
-def build_engine(run: Run, group: Local = LOCAL) -> Engine:
+def build_engine(run: Run, group: Group = LOCAL) -> Engine:
     """The engine of a run (:func:`cxrl.rl.run.build`): Redis anchor cache, log line, history file, metrics stream."""
     sinks: list[Sink] = [LogLine(run.rl.epochs), HistoryFile(run.run_dir / "history.jsonl")]
-    if run.store is not None:
-        sinks.append(RedisMetrics(run.store, run.run_id))
+    if run.registry is not None:
+        sinks.append(RedisMetrics(run.registry, run.run_id))
     built = build(
         run.rl,
         run.train,
@@ -249,7 +249,7 @@ def run_training(
     cfg = cfg.model_copy(update={"run_name": run_id_of(cfg)})
     run = prepare(cfg, policy, backend, prompts, gen_id)
     atomic_write_bytes(run.run_dir / "config.yaml", cfg.to_yaml().encode())
-    rl, run_id, store = run.rl, run.run_id, run.store
+    rl, run_id, registry = run.rl, run.run_id, run.registry
     log.info(
         "run %s in %s: %d training reports, %d held-out reports",
         run_id,
@@ -279,8 +279,8 @@ def run_training(
         engine.ahead = AnchorAhead(
             engine.plan, frozen, run.backend, run.cache, rl.sampling, engine.spec, evaluator.anchor
         )
-    if store:
-        store.register(run_id, str(run.run_dir), cfg.model_dump(mode="json"))
+    if registry:
+        registry.register(run_id, str(run.run_dir), cfg.model_dump(mode="json"))
     try:
         with logging_redirect_tqdm(), stop_on_sigterm():
             result = _train_and_evaluate(cfg, rl, engine, evaluator, run.run_dir, run_id, progress)
@@ -292,28 +292,28 @@ def run_training(
             "stopped" if isinstance(exc, Stopped) else "interrupted",
             engine.epoch,
         )
-        if store:
-            store.set_status(run_id, "stopped" if isinstance(exc, Stopped) else "interrupted")
+        if registry:
+            registry.set_status(run_id, "stopped" if isinstance(exc, Stopped) else "interrupted")
         raise
     except BaseException as exc:
-        if store:
-            store.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if registry:
+            registry.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         engine.close()
-    if store:
-        store.set_status(run_id, "finished")
+    if registry:
+        registry.set_status(run_id, "finished")
     return result
 
 
 class RedisMetrics(Sink):
     """The run's metrics stream in Redis (one entry per epoch)."""
 
-    def __init__(self, store: RunStore, run_id: str):
-        self.store, self.run_id = store, run_id
+    def __init__(self, registry: RunStore, run_id: str):
+        self.registry, self.run_id = registry, run_id
 
     def epoch(self, metrics: dict[str, Any]) -> None:
-        self.store.add_metrics(self.run_id, metrics["epoch"], metrics)
+        self.registry.add_metrics(self.run_id, metrics["epoch"], metrics)
 
 
 class GridSnapshots(Sink):

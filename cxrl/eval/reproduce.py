@@ -44,6 +44,7 @@ from cxrl.eval.separation import training_curve
 from cxrl.eval.tables import AblationRow, Row, tables_json, write_tables
 from cxrl.infra.fileio import atomic_write_text
 from cxrl.rewards.types import PAPER_WEIGHTS
+from cxrl.rl.config import PRESET_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class ReproduceConfig(ConfigModel):
 
     config_dir: ClassVar[Path] = PRESET_DIR
     config_kind: ClassVar[str] = "reproduce preset"
+    config_note: ClassVar[str] = PRESET_KINDS
 
     train_preset: str = Field("cpu-small", description="RL preset name (cxrl/rl/presets) or YAML path")
     train: dict[str, Any] = Field(

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class AnchorAhead:
-    """Background thread: the anchors of epochs ``first..last-1`` into a store, then ``after()``.
+    """Background thread: the anchors of epochs ``first..last-1`` into the anchor store, then ``after()``.
 
     Anything that goes wrong on the thread is logged and ends it: the engine then samples the
     anchors it misses itself, exactly as without it; results are the same, only the time changes.
@@ -36,12 +36,12 @@ class AnchorAhead:
         plan: Plan,
         anchor: FrozenAnchor,
         backend: RewardBackend,
-        store: AnchorStore | None,
+        anchors: AnchorStore | None,
         sampling: SamplingSettings,
         spec: RewardSpec,
         after: Callable[[], object] | None = None,
     ):
-        self.plan, self.anchor, self.backend, self.store = plan, anchor, backend, store
+        self.plan, self.anchor, self.backend, self.anchors = plan, anchor, backend, anchors
         self.sampling, self.spec, self.after = sampling, spec, after
         self.sampled = 0  # anchor images this thread sampled and stored
         self.error: BaseException | None = None
@@ -80,7 +80,7 @@ class AnchorAhead:
 
     def _run(self, first: int, last: int) -> None:
         try:
-            if self.spec.needs_anchor and self.store is not None:
+            if self.spec.needs_anchor and self.anchors is not None:
                 for epoch in range(first, last):
                     if self._stop.is_set():
                         return
@@ -97,10 +97,10 @@ class AnchorAhead:
             )
 
     def prefetch(self, epoch: int) -> int:
-        """Sample, score and store the anchors of ``epoch`` the store lacks; returns how many."""
+        """Sample, score and store the anchors of ``epoch`` the anchor store lacks; returns how many."""
         plan = self.plan(epoch)
         pairs = list(dict.fromkeys(zip(plan.prompts, plan.seeds, strict=True)))  # unique, in plan order
-        entries = self.store.get_many([p for p, _ in pairs], [s for _, s in pairs], count=False)
+        entries = self.anchors.get_many([p for p, _ in pairs], [s for _, s in pairs], count=False)
         missing = [pair for pair, entry in zip(pairs, entries, strict=True) if entry is None]
         bs = self.sampling.batch_size
         for i in range(0, len(missing), bs):
@@ -116,6 +116,6 @@ class AnchorAhead:
             )
             if res.policy is None:
                 raise ValueError("reward backend returned no components")
-            self.store.put_many(reports, seeds, images, res.policy)
+            self.anchors.put_many(reports, seeds, images, res.policy)
             self.sampled += len(reports)
         return len(missing)

@@ -20,6 +20,13 @@ from cxrl.config import ConfigModel
 from cxrl.rewards.types import PAPER_WEIGHTS, REWARD_NAMES
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+# two kinds of preset share names (cpu-small, paper): said with errors about either kind's names
+PRESET_KINDS = (
+    "RL presets (cxrl/rl/presets: CXRLConfig, the RL loop's settings) are what a trainer config's "
+    "`preset:` and a reproduce preset's `train_preset:` name; reproduce presets (cxrl/eval/presets: "
+    "ReproduceConfig, `cxrl reproduce --preset`) name a reproduction's RL preset, seeds, variants and "
+    "evaluation; cpu-small and paper each name one of both kinds, with different fields"
+)
 
 
 class LoraSettings(ConfigModel):
@@ -187,7 +194,8 @@ class CXRLConfig(ConfigModel):
     (``presets/NAME.yaml``) or a YAML path with dotted overrides."""
 
     config_dir: ClassVar[Path] = PRESET_DIR
-    config_kind: ClassVar[str] = "preset"
+    config_kind: ClassVar[str] = "RL preset"
+    config_note: ClassVar[str] = PRESET_KINDS
 
     generator: str = Field(
         "default", description="'default' or a local diffusers pipeline directory (RoentGen)"

@@ -43,7 +43,7 @@ from cxrl.rl import checkpoint as ckpt
 from cxrl.rl.anchor_ahead import AnchorAhead
 from cxrl.rl.anchor_store import AnchorStore
 from cxrl.rl.config import CXRLConfig
-from cxrl.rl.parallel import LOCAL, Local
+from cxrl.rl.parallel import LOCAL, Group
 from cxrl.rl.plan import EpochPlan, Plan
 from cxrl.rl.policy import Policy
 from cxrl.rl.rlcf import RewardSpec, SampledChunk, anchor_total, score_chunk
@@ -68,12 +68,12 @@ class Engine:
         backend: RewardBackend,
         plan: Plan,
         run_dir: str | Path | None = None,
-        store: AnchorStore | None = None,
+        anchors: AnchorStore | None = None,
         sinks: Sequence[Sink] = (),
         max_in_flight: int = 2,
         retries: int = 0,
         backoff_s: float = 1.0,
-        group: Local = LOCAL,
+        group: Group = LOCAL,
     ):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -81,7 +81,7 @@ class Engine:
             raise ValueError("no usable reports to train on: all are empty or longer than M tokens")
         self.cfg, self.policy, self.backend, self.plan = cfg, policy, backend, plan
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.store, self.sinks, self.group = store, list(sinks), group
+        self.anchors, self.sinks, self.group = anchors, list(sinks), group  # anchors: the anchor store
         r = cfg.rewards
         self.spec = RewardSpec(dict(r.weights), r.rlcf, r.needs_anchor, retries, backoff_s)
         self.update = PPOUpdate(cfg, policy)
@@ -126,7 +126,7 @@ class Engine:
 
     # -- 2. sample ---------------------------------------------------------------------------------
     def sample_chunk(self, part: EpochPlan, timings: dict[str, float]) -> SampledChunk:
-        """Policy trajectories; anchors only for the (report, seed) pairs the store does not hold."""
+        """Policy trajectories; anchors only for the (report, seed) pairs the anchor store does not hold."""
         s = self.cfg.sampling
         t0 = time.perf_counter()
         embeds = self.policy.encode_prompts(part.prompts)  # [B, M, d]
@@ -146,7 +146,7 @@ class Engine:
         if not self.spec.needs_anchor:
             return chunk
         n = len(part)
-        chunk.cached = self.store.get_many(part.prompts, part.seeds) if self.store else [None] * n
+        chunk.cached = self.anchors.get_many(part.prompts, part.seeds) if self.anchors else [None] * n
         chunk.missing = [i for i, e in enumerate(chunk.cached) if e is None]
         if chunk.missing:
             # one anchor per (report, seed): a branched group shares it
@@ -164,7 +164,7 @@ class Engine:
     # -- 3. score (overlapped with the next sub-batch's sampling) -----------------------------------
     def _score(self, chunk: SampledChunk) -> tuple[RewardResult, int, float]:
         t0 = time.perf_counter()
-        result, used = score_chunk(self.backend, chunk, self.spec, self.store)
+        result, used = score_chunk(self.backend, chunk, self.spec, self.anchors)
         if result.total.shape != (len(chunk.prompts),):
             raise ValueError(
                 f"reward backend returned totals of shape {list(result.total.shape)} for {len(chunk.prompts)} images"
@@ -218,7 +218,7 @@ class Engine:
         epoch, g = self.epoch, self.group
         start, comm0 = time.perf_counter(), self.update.comm_s
         timings = dict.fromkeys(PHASES, 0.0)
-        hits0, misses0 = (self.store.hits, self.store.misses) if self.store else (0, 0)
+        hits0, misses0 = (self.anchors.hits, self.anchors.misses) if self.anchors else (0, 0)
         if self.ahead is not None:
             self.ahead.current = epoch
         plan = self.plan(epoch)
@@ -290,8 +290,8 @@ class Engine:
         for key in ("loss", "approx_kl", "clipfrac", "kl", "grad_norm", "skipped_steps"):
             m[key] = stats.get(key, 0.0 if key == "kl" else float("nan"))
         m.update({k: v for k, v in stats.items() if k.startswith("grad_eps/")})
-        if self.store is not None:
-            counts = self.group.sum_(np.array([self.store.hits - hits0, self.store.misses - misses0]))
+        if self.anchors is not None:
+            counts = self.group.sum_(np.array([self.anchors.hits - hits0, self.anchors.misses - misses0]))
             m["cache_hit_rate"] = float(counts[0] / counts.sum()) if counts.sum() else 0.0
         m["reward_retries"] = int(self.group.sum_(np.array([retries]))[0])
         for phase, secs in timings.items():

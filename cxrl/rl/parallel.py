@@ -1,4 +1,5 @@
-"""The engine's view of its data-parallel group: one process (:data:`LOCAL`) or torch.distributed.
+"""The engine's view of its data-parallel group (:class:`Group`): one process (:class:`Local`,
+:data:`LOCAL`) or torch.distributed (:class:`TorchDistributed`).
 
 Each worker samples the images ``rank, rank + world, ...`` of the epoch's plan; rewards and
 reports are gathered so every worker normalises advantages over the whole epoch; the gradients of
@@ -9,37 +10,61 @@ Under Ray Train's ``TorchTrainer`` the process group is set up before the engine
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 import torch
 
 
-class Local:
-    """A group of one: every collective is the identity."""
+class Group(ABC):
+    """A data-parallel group of training workers: this worker's ``rank``, the ``world`` size, and the
+    collectives the engine calls (every worker calls each one, in the same order)."""
 
-    rank = 0
-    world = 1
+    rank: int
+    world: int
 
     def share(self, n: int) -> list[int]:
         """Indices of the ``n`` planned images this worker samples and trains on."""
         return list(range(self.rank, n, self.world))
 
+    @abstractmethod
     def gather(self, obj: Any) -> list[Any]:
         """Every worker's ``obj``, by rank."""
+
+    @abstractmethod
+    def sum_(self, values: np.ndarray) -> np.ndarray:
+        """``values`` summed element-wise over the workers."""
+
+    @abstractmethod
+    def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum each parameter's gradient over the workers (in place)."""
+
+    @abstractmethod
+    def barrier(self) -> None:
+        """Wait for every worker."""
+
+
+class Local(Group):
+    """A group of one (this process): every collective is the identity."""
+
+    rank = 0
+    world = 1
+
+    def gather(self, obj: Any) -> list[Any]:
         return [obj]
 
     def sum_(self, values: np.ndarray) -> np.ndarray:
         return values
 
     def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """Sum each parameter's gradient over the workers (in place)."""
+        pass
 
     def barrier(self) -> None:
-        """Wait for every worker."""
+        pass
 
 
-class TorchDistributed(Local):
+class TorchDistributed(Group):
     """The default torch.distributed process group (gloo on CPU, NCCL on GPUs)."""
 
     def __init__(self) -> None:
@@ -74,4 +99,4 @@ class TorchDistributed(Local):
         self.dist.barrier()
 
 
-LOCAL = Local()
+LOCAL = Local()  # the group of a run in one process

@@ -39,7 +39,7 @@ from cxrl.rewards.types import RewardBackend
 from cxrl.rl.anchor_store import AnchorStore, DirAnchorStore, MemoryAnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.engine import Engine
-from cxrl.rl.parallel import LOCAL, Local
+from cxrl.rl.parallel import LOCAL, Group
 from cxrl.rl.plan import FreshNoise, Plan, SeedBank
 from cxrl.rl.policy import Policy, make_policy
 from cxrl.rl.sinks import Sink
@@ -130,7 +130,7 @@ def build(
     run_dir: str | Path | None = None,
     anchors: AnchorStore | None = None,
     sinks: Sequence[Sink] = (),
-    group: Local = LOCAL,
+    group: Group = LOCAL,
     generator_hash: str | None = None,
 ) -> Run:
     """The run of ``cfg`` over the training reports ``prompts``, scored by ``backend``.
@@ -154,7 +154,7 @@ def build(
         backend=backend,
         plan=plan,
         run_dir=run_dir,
-        store=anchors,
+        anchors=anchors,
         sinks=sinks,
         max_in_flight=wiring.max_in_flight,
         retries=wiring.retries,

@@ -38,7 +38,7 @@ import torch
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_std, ddim_step_logprob
 from cxrl.rl.loss import gaussian_kl, ppo_loss
-from cxrl.rl.parallel import LOCAL, Local
+from cxrl.rl.parallel import LOCAL, Group
 from cxrl.rl.policy import Policy
 from cxrl.rl.sampler import Trajectory
 
@@ -69,7 +69,7 @@ class PPOUpdate:
         traj: Trajectory,
         advantages: torch.Tensor,  # [B_local]
         owned: Sequence[int] | None = None,
-        group: Local = LOCAL,
+        group: Group = LOCAL,
     ) -> dict[str, float]:
         """PPO-clipped updates on one epoch's samples. Returns the means of loss, KL, clipfrac.
 
@@ -181,7 +181,7 @@ class PPOUpdate:
             acc[0] += value
             acc[1] += 1
 
-    def _optimizer_step(self, group: Local) -> float:
+    def _optimizer_step(self, group: Group) -> float:
         params = self.policy.trainable_parameters()
         t0 = time.perf_counter()
         group.sum_grads(params)
