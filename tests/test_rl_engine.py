@@ -1,4 +1,5 @@
-"""The one CXRL epoch engine on a tiny random pipeline with the in-process reward backend."""
+"""The one CXRL epoch engine on a tiny random pipeline with the in-process reward backend, obtained
+from the run builder (cxrl.rl.run.build) as every entry point obtains it."""
 
 import json
 import math
@@ -16,7 +17,7 @@ from cxrl.rl.ddim import ddim_step_logprob
 from cxrl.rl.engine import Engine
 from cxrl.rl.plan import FreshNoise, SeedBank, bank_seed
 from cxrl.rl.policy import Policy, fitting_reports, make_policy
-from cxrl.rl.run import build
+from cxrl.rl.run import Wiring, build
 from cxrl.rl.sinks import HistoryFile, Sink, TensorBoard
 
 REPORTS = [
@@ -42,12 +43,21 @@ def tiny_policy(cfg: CXRLConfig) -> Policy:
     return make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
 
 
-def make_engine(cfg: CXRLConfig, run_dir=None, plan=None, backend_=None, **kwargs) -> Engine:
-    policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
-    plan = plan or FreshNoise(list(REPORTS), cfg.sampling, cfg.seed)
-    return Engine(
-        cfg=cfg, policy=policy, backend=backend_ or backend(cfg), plan=plan, run_dir=run_dir, **kwargs
+def make_engine(
+    cfg: CXRLConfig, run_dir=None, reports=REPORTS, wiring: Wiring | None = None, backend_=None, **kwargs
+) -> Engine:
+    """The engine :func:`cxrl.rl.run.build` makes of ``cfg`` over ``reports`` (by default fresh noise,
+    no anchor store; ``anchors=`` and ``sinks=`` pass through)."""
+    built = build(
+        cfg,
+        reports,
+        backend_ or backend(cfg),
+        policy=tiny_policy(cfg),
+        wiring=wiring,
+        run_dir=run_dir,
+        **kwargs,
     )
+    return built.engine
 
 
 def trainable(policy: Policy) -> dict[str, torch.Tensor]:
@@ -99,7 +109,7 @@ class DiskUse(Sink):
 def test_a_run_keeps_the_newest_checkpoints_and_the_final_one_and_disk_use_grows_linearly(tmp_path):
     cfg = small_config(epochs=5, checkpoint_every=2, checkpoint_keep=2)
     disk = DiskUse(tmp_path / "checkpoints")
-    engine = build(cfg, REPORTS, backend(cfg), policy=tiny_policy(cfg), run_dir=tmp_path, sinks=[disk]).engine
+    engine = make_engine(cfg, tmp_path, sinks=[disk])
     history = engine.run()
     # epochs 2 and 4 by checkpoint_every, 5 as the final one; only the newest 2 stay
     assert disk.dirs == [[], ["epoch-000002"], ["epoch-000002"], ["epoch-000002", "epoch-000004"]] + [
@@ -158,7 +168,10 @@ def test_direct_feedback_samples_no_anchor_and_a_reward_subset_without_ace():
 def test_seed_bank_anchors_come_from_the_store_in_later_epochs():
     cfg = small_config(epochs=2)
     store = MemoryAnchorStore()
-    engine = make_engine(cfg, plan=SeedBank(REPORTS[:2], cfg.sampling, cfg.seed, bank=2), anchors=store)
+    engine = make_engine(
+        cfg, reports=REPORTS[:2], wiring=Wiring(plan="seed-bank", seed_bank=2), anchors=store
+    )
+    assert isinstance(engine.plan, SeedBank) and engine.plan.prompts == REPORTS[:2]
     first, second = engine.run_epoch(), engine.run_epoch()
     assert len(store) <= 4  # 2 reports x a bank of 2 seeds
     assert first["cache_hit_rate"] < 1 and second["cache_hit_rate"] == 1.0
@@ -316,7 +329,7 @@ def test_bad_setups_are_rejected():
     kept = fitting_reports(policy, REPORTS, cfg.max_report_tokens)
     assert kept == []
     with pytest.raises(ValueError, match="no usable reports"):
-        Engine(cfg=cfg, policy=policy, backend=backend(cfg), plan=FreshNoise(kept, cfg.sampling, 0))
+        build(cfg, kept, backend(cfg), policy=policy)
     comparative = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights, rlcf=True)
     with pytest.raises(ValueError, match="forms the RLCF total itself"):
         build(cfg, REPORTS, comparative, policy=policy)
