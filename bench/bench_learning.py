@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrl.config import parse_overrides
 from cxrl.eval.evaluate import Evaluator, feature_model
 from cxrl.eval.heldout import HeldOutConfig, held_out, prompts_of, select, split_reports
 from cxrl.models.generator import load_pipeline
@@ -37,7 +38,7 @@ from cxrl.rewards.types import PAPER_WEIGHTS
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.policy import fitting_reports, make_policy
 from cxrl.rl.run import Wiring, build
-from trainer.config import load_train_config
+from trainer.config import TrainConfig
 
 log = logging.getLogger("bench.learning")
 METRICS = ("reward_total", "auroc", "clip_similarity", "fid", "msssim")  # FID/MS-SSIM: lower is better
@@ -47,15 +48,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
 def recipe_config(spec: str, seed: int) -> tuple[CXRLConfig, Any]:
     """The RL config and trainer config of ``NAME[:rl.key=value,...]`` (a trainer config with overrides)."""
     name, _, rest = spec.partition(":")
-    tc = load_train_config(CONFIGS / f"{name}.yaml")
+    tc = TrainConfig.load(CONFIGS / f"{name}.yaml", parse_overrides(filter(None, rest.split(","))))
     rl = tc.rl_config().model_dump(mode="json")
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        node = rl
-        *path, leaf = key.removeprefix("rl.").split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = json.loads(value)
     rl["seed"] = seed
     return CXRLConfig.model_validate(rl), tc
 

@@ -166,8 +166,3 @@ class TrainConfig(ConfigModel):
         """The validated RL config: the preset with ``rl`` overrides applied."""
         base = CXRLConfig.load(self.preset)
         return CXRLConfig.model_validate(deep_merge(base.model_dump(mode="json"), self.rl))
-
-
-def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """:meth:`TrainConfig.load` under its former name (bench/bench_learning.py still imports it)."""
-    return TrainConfig.load(path, overrides)
