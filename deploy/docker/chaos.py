@@ -537,6 +537,8 @@ class Training:
             TRAIN_CONFIG,
             "--run-name",
             self.run_name,
+            "--set",
+            f"rl.epochs={self.epochs}",
             timeout=180,
         )
         self.submissions.append(sid)
@@ -664,7 +666,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--settle", type=float, default=30.0, help="seconds of load between recovery and the next fault"
     )
-    p.add_argument("--epochs", type=int, default=4, help="epochs of the training config")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=4,
+        help="epochs of each training run (--set rl.epochs); 12 or more keeps the run going when the head is killed",
+    )
     p.add_argument("--skip-reference", action="store_true", help="no undisturbed training run")
     p.add_argument("--strict", action="store_true", help="a missed target fails the check too")
     args = p.parse_args(argv)
