@@ -10,10 +10,9 @@ from cxrl.rewards.factory import random_scorers
 from cxrl.rl.anchor_store import MemoryAnchorStore
 from cxrl.rl.config import CXRLConfig
 from cxrl.rl.ddim import ddim_std, ddim_step_deterministic, ddim_step_logprob
-from cxrl.rl.engine import Engine
 from cxrl.rl.loss import ppo_loss
-from cxrl.rl.plan import FreshNoise
 from cxrl.rl.policy import make_policy
+from cxrl.rl.run import build
 from cxrl.rl.sampler import Sampler, sample
 
 REPORTS = [
@@ -42,13 +41,7 @@ def config(**overrides):
 def engine(cfg, anchors=None):
     policy = make_policy(cfg, build_pipeline(tiny_arch(), seed=1))
     backend = InProcessRewards(*random_scorers(0), weights=cfg.rewards.weights)
-    return Engine(
-        cfg=cfg,
-        policy=policy,
-        backend=backend,
-        plan=FreshNoise(list(REPORTS), cfg.sampling, cfg.seed),
-        anchors=anchors,
-    )
+    return build(cfg, list(REPORTS), backend, policy=policy, anchors=anchors).engine  # fresh noise
 
 
 def trainable(policy):
